@@ -1,0 +1,1 @@
+"""The realtime gateway's logic, importable and testable without the Functions runtime."""

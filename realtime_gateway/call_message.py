@@ -1,0 +1,53 @@
+"""The message the gateway puts on the listener queue for each call (and a listener's hand-over).
+
+It is the only contract between `/api/connect` and the queue-triggered listener, so it is
+versioned and parsed strictly: a malformed message is rejected with a clear reason.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+VERSION = 1
+
+
+class BadCallMessage(ValueError):
+    """The queue message is not a call message this code understands."""
+
+
+@dataclass(frozen=True)
+class CallMessage:
+    call_id: str
+    started_at: float            # epoch seconds, when the gateway got the call's answer
+    deadline: float              # epoch seconds, when the listener hangs up (max call duration)
+    origin: str | None = None    # the browser's Origin header
+    principal: dict[str, Any] | None = None  # Easy Auth / SWA principal (id, name, provider)
+    request_id: str | None = None
+    model: str | None = None
+    voice: str | None = None
+    continuation: int = 0        # 0 for the first listener, +1 at each time-box hand-over
+
+    def to_json(self) -> str:
+        return json.dumps({"v": VERSION, **asdict(self)}, separators=(",", ":"))
+
+    def continued(self) -> "CallMessage":
+        return replace(self, continuation=self.continuation + 1)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "CallMessage":
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadCallMessage(f"not JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("v") != VERSION:
+            raise BadCallMessage(f"expected an object with v={VERSION}")
+        call_id = data.get("call_id")
+        if not isinstance(call_id, str) or not call_id or any(c in call_id for c in "/\\#?") \
+                or any(ord(c) < 32 for c in call_id) or len(call_id) > 200:
+            raise BadCallMessage("call_id is missing or not a valid table key")
+        for key in ("started_at", "deadline"):
+            if not isinstance(data.get(key), (int, float)):
+                raise BadCallMessage(f"{key} must be epoch seconds")
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
