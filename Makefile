@@ -1,0 +1,43 @@
+# `make run`: the local stack (Azurite + realtime emulator + functions host) at http://127.0.0.1:7071/
+# `make test`: everything the tests need, then the whole suite.
+# Both are idempotent: each step runs only when its inputs changed or its tool is missing.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.requirements.stamp
+NODE_STAMP := node_modules/.package-lock.json
+SYSTEM_TOOLS := chromium espeak-ng sox
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+PYTEST_ARGS ?=
+
+.PHONY: run test system clean-local
+
+run: $(VENV_STAMP) $(NODE_STAMP)
+	$(PY) -m local.stack
+
+test: $(VENV_STAMP) $(NODE_STAMP) system
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Re-installed only when a requirements file is newer than the stamp.
+$(VENV_STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check --quiet -r requirements-dev.txt
+	touch $@
+
+# npm writes node_modules/.package-lock.json on install; older than the lock file means stale.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+# Debian's Chromium (Playwright cannot download browsers here), espeak-ng and sox for spoken audio.
+system:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+# Azurite's data and the generated function keys of `make run`.
+clean-local:
+	rm -rf .local

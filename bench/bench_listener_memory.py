@@ -1,0 +1,97 @@
+"""The listener's memory over a long call: emulator and Azurite in their own processes, the listener here.
+
+    .venv/bin/python bench/bench_listener_memory.py [--events 20000]
+
+The listener asks for text output with its session.update (no speech synthesis in the emulator, so
+events come fast), the emulator runs scripted turns until the call has produced --events events,
+and this process samples tracemalloc and RSS as the archive grows.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+import uuid
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from local.azurite import free_port, start_azurite, wait_for_port  # noqa: E402
+from realtime_gateway.archive import Archive  # noqa: E402
+from realtime_gateway.call_message import CallMessage  # noqa: E402
+from realtime_gateway.listener import Listener  # noqa: E402
+from realtime_gateway.listener_queue import ServiceUpstream  # noqa: E402
+from realtime_gateway.settings import Settings  # noqa: E402
+from realtime_gateway.table_service import table_service_from_env  # noqa: E402
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--events", type=int, default=20000)
+    args = p.parse_args()
+    az = start_azurite()
+    port = free_port()
+    emu = subprocess.Popen([sys.executable, "-m", "local.emulator"], cwd=ROOT, start_new_session=True,
+                           env={**os.environ, "EMULATOR_PORT": str(port)}, stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        url = f"http://127.0.0.1:{port}"
+        os.environ.update(IDENTITY_ENDPOINT=url + "/msi/token", IDENTITY_HEADER="local-identity-header")
+        settings = Settings(endpoint=url, deployment="gpt-realtime", managed_identity_client_id="bench")
+        archive = Archive(table_service_from_env({"AzureWebJobsStorage": az.connection_string}),
+                          "memev" + uuid.uuid4().hex[:6], "memse" + uuid.uuid4().hex[:6])
+        archive.ensure_tables()
+        call_id = requests.post(url + "/_emulator/calls", timeout=10).json()["call_id"]
+        now = time.time()
+        msg = CallMessage(call_id=call_id, started_at=now, deadline=now + 3600)
+        tracemalloc.start()
+        lst = Listener(msg, archive, ServiceUpstream(settings), settings.websocket_endpoint, time_box=3600,
+                       session_update={"type": "realtime", "output_modalities": ["text"]})
+        box = {}
+        t = threading.Thread(target=lambda: box.setdefault("r", lst.run()), daemon=True)
+        t.start()
+        time.sleep(1.0)
+        base_rss, (base_cur, _) = rss_mib(), tracemalloc.get_traced_memory()
+        print(f"attached; RSS {base_rss:.1f} MiB, traced {base_cur / 2**20:.2f} MiB")
+        emitted = 0
+        t0 = time.monotonic()
+        while emitted < args.events:
+            emitted = requests.post(f"{url}/_emulator/calls/{call_id}/script", json={"responses": 50},
+                                    timeout=600).json()["events"]
+            cur, peak = tracemalloc.get_traced_memory()
+            print(f"{emitted:6d} events emitted: RSS {rss_mib():6.1f} MiB, traced {cur / 2**20:6.2f} MiB "
+                  f"(peak {peak / 2**20:.2f})", flush=True)
+        requests.post(f"{url}/_emulator/calls/{call_id}/end", timeout=10)
+        t.join(600)
+        elapsed = time.monotonic() - t0
+        cur, peak = tracemalloc.get_traced_memory()
+        result = box["r"]
+        archived = sum(1 for _ in archive.read_events(call_id))
+        print(f"archived {archived} rows ({result.events} service events) in {elapsed:.0f} s "
+              f"({result.events / elapsed:.0f} events/s)")
+        print(f"RSS {base_rss:.1f} -> {rss_mib():.1f} MiB; traced after attach {base_cur / 2**20:.2f} MiB, "
+              f"peak {peak / 2**20:.2f} MiB, at end {cur / 2**20:.2f} MiB "
+              f"(~{(cur - base_cur) / max(1, result.events):.0f} B per event kept: the event-id set)")
+    finally:
+        emu.terminate()
+        emu.wait(10)
+        az.stop()
+
+
+if __name__ == "__main__":
+    main()

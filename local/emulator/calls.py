@@ -1,0 +1,360 @@
+"""One realtime call: its session, peer connection, data channel, sideband observers and turns."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, Callable
+
+from aiohttp import WSCloseCode, web
+from aiortc import RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError
+
+from . import events as ev
+from .audio import EnergyVad, ReplyAudioTrack, frame_rms, speech_pcm
+from .ids import new_id
+from .replies import SPEECH_TRANSCRIPT, padded, reply_for
+
+log = logging.getLogger("realtime-emulator")
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+
+
+class Observer:
+    """A sideband WebSocket: its own queue keeps events in order and lets close follow them."""
+
+    def __init__(self, ws: web.WebSocketResponse, transport, drop_after: int | None) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.drop_after = drop_after
+        self.sent = 0
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+        self.close_code: int | None = None
+
+    async def pump(self) -> None:
+        while True:
+            item = await self.queue.get()
+            if isinstance(item, int):  # a close code: everything before it has been sent
+                self.close_code = item  # the handler closes, once it no longer reads
+                return
+            try:
+                await self.ws.send_str(json.dumps(item))
+            except (ConnectionError, RuntimeError):
+                return
+            self.sent += 1
+            if self.drop_after is not None and self.sent >= self.drop_after:
+                # A dropped connection, not a close handshake: the peer sees an abnormal end.
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+
+
+class Call:
+    def __init__(self, call_id: str, session: dict, expires_at: int, webrtc_filter: bool,
+                 max_call_seconds: float, on_end: Callable[["Call"], None]) -> None:
+        self.call_id = call_id
+        self.session = session
+        self.session_id = new_id("sess")
+        self.expires_at = expires_at
+        self.webrtc_filter = webrtc_filter
+        self.conversation_id = new_id("conv")
+        self.state = "live"
+        self.end_reason: str | None = None
+        self.started = time.time()
+        self.events = 0
+        self.channel_messages = 0
+        self.client_events = 0
+        self.observers: list[Observer] = []
+        self.pc: RTCPeerConnection | None = None
+        self.track: ReplyAudioTrack | None = None
+        self.channel = None
+        self.channel_label: str | None = None
+        self._channel_pending: list[dict] = []
+        self._last_item_id: str | None = None
+        self._last_user_text: str | None = None
+        self._turn_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
+        self._on_end = on_end
+        self.audio_frames_in = 0
+        self.speech_segments = 0
+        self.max_rms_in = 0.0
+        self.responses = 0
+        self._vad = EnergyVad()
+        self._speech_item: str | None = None
+        self._speech_started_ms = 0
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(
+            max_call_seconds, lambda: self._spawn(self.end(CLOSE_GOING_AWAY, "max_duration")))
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+        return task
+
+    def info(self) -> dict:
+        return {"call_id": self.call_id, "state": self.state, "events": self.events,
+                "observers": len(self.observers), "end_reason": self.end_reason,
+                "channel_label": self.channel_label, "channel_messages": self.channel_messages,
+                "client_events": self.client_events, "responses": self.responses,
+                "audio_frames_in": self.audio_frames_in, "speech_segments": self.speech_segments,
+                "max_rms_in": round(self.max_rms_in, 1),
+                "audio_frames_out": self.track.frames_sent if self.track else 0,
+                "speech_frames_out": self.track.speech_frames_sent if self.track else 0}
+
+    def session_view(self) -> dict:
+        return ev.session_object(self.session, self.session_id, self.expires_at)
+
+    def emit(self, event: dict) -> None:
+        """Every server event: all sideband observers, and the data channel (filtered)."""
+        if self.state != "live":
+            return
+        self.events += 1
+        for obs in self.observers:
+            obs.queue.put_nowait(event)
+        self._to_channel(event)
+
+    def _to_channel(self, event: dict) -> None:
+        if self.webrtc_filter and event["type"] not in ev.BROWSER_EVENTS:
+            return
+        if self.channel is None or self.channel.readyState != "open":
+            if self.pc is not None:
+                self._channel_pending.append(event)
+            return
+        self.channel.send(json.dumps(event))
+        self.channel_messages += 1
+
+    # -- sideband -------------------------------------------------------------------------
+    def attach(self, ws: web.WebSocketResponse, transport, drop_after: int | None) -> Observer:
+        obs = Observer(ws, transport, drop_after)
+        self.observers.append(obs)
+        obs.queue.put_nowait(ev.event("session.created", session=self.session_view()))
+        obs.task = asyncio.ensure_future(obs.pump())
+        return obs
+
+    def detach(self, obs: Observer) -> None:
+        if obs in self.observers:
+            self.observers.remove(obs)
+        if obs.task and not obs.task.done():
+            obs.task.cancel()
+
+    # -- WebRTC ---------------------------------------------------------------------------
+    def attach_peer(self, pc: RTCPeerConnection, track: ReplyAudioTrack) -> None:
+        self.pc, self.track = pc, track
+
+        @pc.on("datachannel")
+        def on_datachannel(channel) -> None:
+            # Whatever its label: the service uses the browser's channel ("oai-events" or another).
+            self.channel = channel
+            self.channel_label = channel.label
+
+            @channel.on("message")
+            def on_message(message) -> None:
+                if isinstance(message, str):
+                    self.handle_client_event(message)
+
+            if channel.readyState == "open":
+                self._channel_open()
+            else:
+                channel.on("open", self._channel_open)
+
+        # aiortc announced the remote tracks during setRemoteDescription, before this call existed.
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "audio" and transceiver.receiver.track is not None:
+                self._spawn(self._listen(transceiver.receiver.track))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed") and self.state == "live":
+                await self.end(CLOSE_NORMAL, "peer_closed")
+
+    def _channel_open(self) -> None:
+        self._to_channel(ev.event("session.created", session=self.session_view()))
+        pending, self._channel_pending = self._channel_pending, []
+        for event in pending:
+            self._to_channel(event)
+
+    async def _listen(self, remote) -> None:
+        while self.state == "live":
+            try:
+                frame = await remote.recv()
+            except MediaStreamError:
+                return
+            self.audio_frames_in += 1
+            rms = frame_rms(frame)
+            self.max_rms_in = max(self.max_rms_in, rms)
+            if self.session.get("audio", {}).get("input", {}).get("turn_detection") is None:
+                continue  # turn detection off: the service waits for the client to commit
+            ms = int(round(frame.samples * 1000 / frame.sample_rate))
+            change = self._vad.feed(rms, ms)
+            if change == "start":
+                self._speech_item = new_id("item")
+                self._speech_started_ms = max(0, self._vad.ms - 300)
+                self.emit(ev.event("input_audio_buffer.speech_started",
+                                   audio_start_ms=self._speech_started_ms, item_id=self._speech_item))
+            elif change == "stop" and self._speech_item:
+                item_id, self._speech_item = self._speech_item, None
+                self.speech_segments += 1
+                self._spawn(self._speech_turn(item_id, self._speech_started_ms, self._vad.ms))
+
+    async def _speech_turn(self, item_id: str, start_ms: int, end_ms: int) -> None:
+        self.emit(ev.event("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item_id))
+        self.emit(ev.event("input_audio_buffer.committed", item_id=item_id,
+                           previous_item_id=self._last_item_id))
+        self._add_item(ev.user_audio_item(item_id, None))
+        self.emit(ev.event("conversation.item.input_audio_transcription.completed", item_id=item_id,
+                           content_index=0, transcript=SPEECH_TRANSCRIPT,
+                           usage={"type": "duration", "seconds": round((end_ms - start_ms) / 1000, 3)}))
+        self._last_user_text = SPEECH_TRANSCRIPT
+        td = self.session.get("audio", {}).get("input", {}).get("turn_detection") or {}
+        if td.get("create_response", True):
+            await self.respond()
+
+    # -- client events (data channel and sideband) ----------------------------------------
+    def handle_client_event(self, raw: str) -> None:
+        if self.state != "live":
+            return
+        self.client_events += 1
+        try:
+            msg = json.loads(raw)
+            kind = msg["type"]
+        except (ValueError, KeyError, TypeError):
+            self.emit(ev.error_event("The client event is not valid JSON with a type.", "invalid_json"))
+            return
+        client_event_id = msg.get("event_id")
+        if kind == "session.update":
+            update = msg.get("session") or {}
+            if not isinstance(update, dict) or update.get("type", "realtime") != "realtime":
+                self.emit(ev.error_event("session.type must be 'realtime'.", "invalid_value",
+                                         client_event_id=client_event_id, param="session.type"))
+                return
+            update.pop("model", None)  # the model of a call cannot change
+            self.session = ev.merge(self.session, update)
+            self.emit(ev.event("session.updated", session=self.session_view()))
+        elif kind == "conversation.item.create":
+            item = msg.get("item") or {}
+            if item.get("type") != "message" or item.get("role") not in ("user", "system", "assistant"):
+                self.emit(ev.error_event("The emulator accepts message items only.", "unsupported",
+                                         client_event_id=client_event_id, param="item.type"))
+                return
+            item = dict(item, id=item.get("id") or new_id("item"), object="realtime.item",
+                        status="completed")
+            self._add_item(item)
+            if item["role"] == "user":
+                texts = [c.get("text") or c.get("transcript") or "" for c in item.get("content", [])]
+                self._last_user_text = " ".join(t for t in texts if t)
+        elif kind == "response.create":
+            params = msg.get("response") or {}
+            self._spawn(self.respond(modalities=params.get("output_modalities")))
+        elif kind in ("input_audio_buffer.clear", "input_audio_buffer.commit", "output_audio_buffer.clear",
+                      "response.cancel"):
+            if kind == "output_audio_buffer.clear" and self.track:
+                self.track.clear()
+        else:
+            self.emit(ev.error_event(f"The emulator does not implement client event {kind!r}.",
+                                     "unsupported_event", client_event_id=client_event_id, param="type"))
+
+    def _add_item(self, item: dict) -> None:
+        previous, self._last_item_id = self._last_item_id, item["id"]
+        self.emit(ev.event("conversation.item.added", previous_item_id=previous, item=item))
+        self.emit(ev.event("conversation.item.done", previous_item_id=previous, item=item))
+
+    # -- responses ------------------------------------------------------------------------
+    async def script(self, responses: int, text: str | None, pad_bytes: int | None) -> None:
+        """Admin: n turns, each a user text item and the response to it."""
+        for n in range(responses):
+            user_text = text or f"Scripted question {n + 1}"
+            self._add_item(ev.user_text_item(new_id("item"), user_text))
+            self._last_user_text = user_text
+            reply = reply_for(user_text)
+            if pad_bytes and n == 0:
+                reply = padded(reply, pad_bytes)
+            await self.respond(reply=reply)
+
+    async def respond(self, reply: str | None = None, modalities: list[str] | None = None) -> None:
+        async with self._turn_lock:
+            if self.state == "live":
+                await self._respond(reply if reply is not None else reply_for(self._last_user_text),
+                                    modalities or self.session.get("output_modalities") or ["audio"])
+
+    async def _respond(self, text: str, modalities: list[str]) -> None:
+        audio = "audio" in modalities
+        voice = self.session.get("audio", {}).get("output", {}).get("voice", ev.DEFAULT_VOICE)
+        rid, item_id = new_id("resp"), new_id("item")
+        common = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
+        self.responses += 1
+        self.emit(ev.event("response.created", response=ev.response_object(
+            rid, self.conversation_id, "in_progress", modalities, voice, [], None)))
+        item = ev.assistant_item(item_id, "in_progress", audio, None)
+        self.emit(ev.event("response.output_item.added", response_id=rid, output_index=0, item=item))
+        previous, self._last_item_id = self._last_item_id, item_id
+        self.emit(ev.event("conversation.item.added", previous_item_id=previous, item=item))
+        part_type = "audio" if audio else "text"
+        self.emit(ev.event("response.content_part.added", **common,
+                           part={"type": part_type, "transcript": ""} if audio else {"type": "text", "text": ""}))
+        if audio:
+            pcm = await asyncio.get_running_loop().run_in_executor(None, speech_pcm, text)
+            if self.track is not None:
+                self.track.play(pcm)
+            self.emit(ev.event("output_audio_buffer.started", response_id=rid))
+        delta_type = "response.output_audio_transcript.delta" if audio else "response.output_text.delta"
+        for delta in _deltas(text):
+            self.emit(ev.event(delta_type, **common, delta=delta))
+            await asyncio.sleep(0)
+        if audio:
+            self.emit(ev.event("response.output_audio_transcript.done", **common, transcript=text))
+        else:
+            self.emit(ev.event("response.output_text.done", **common, text=text))
+        self.emit(ev.event("response.content_part.done", **common,
+                           part={"type": "audio", "transcript": text} if audio else {"type": "text", "text": text}))
+        done_item = ev.assistant_item(item_id, "completed", audio, text)
+        self.emit(ev.event("response.output_item.done", response_id=rid, output_index=0, item=done_item))
+        self.emit(ev.event("conversation.item.done", previous_item_id=previous, item=done_item))
+        usage = ev.usage_for(self._last_user_text or "", text)
+        self.emit(ev.event("response.done", response=ev.response_object(
+            rid, self.conversation_id, "completed", modalities, voice, [done_item], usage)))
+        self.emit(ev.event("rate_limits.updated", rate_limits=ev.rate_limits(usage["total_tokens"])))
+        if audio:
+            if self.track is not None:
+                await self.track.drained()
+            self.emit(ev.event("output_audio_buffer.stopped", response_id=rid))
+
+    # -- end ------------------------------------------------------------------------------
+    async def end(self, code: int, reason: str) -> bool:
+        """End the call once: sideband observers get `code` after their pending events."""
+        if self.state != "live":
+            return False
+        self.state = "ended"
+        self.end_reason = reason
+        self._deadline.cancel()
+        for obs in list(self.observers):
+            obs.queue.put_nowait(code)
+        self._on_end(self)
+        if self.track is not None:
+            self.track.stop()
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        if self.pc is not None:
+            # Closing the peer connection takes a while; the caller (hang-up) need not wait.
+            asyncio.ensure_future(self.pc.close()).add_done_callback(_log_failure)
+        return True
+
+
+def _deltas(text: str, max_deltas: int = 24) -> list[str]:
+    """Split a reply into word-aligned deltas whose concatenation is the text."""
+    words = text.split(" ")
+    per = max(1, -(-len(words) // max_deltas))
+    chunks = [" ".join(words[i:i + per]) for i in range(0, len(words), per)]
+    return [c if i == 0 else " " + c for i, c in enumerate(chunks)]
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("call task failed", exc_info=task.exception())

@@ -1,0 +1,139 @@
+"""HTTP triggers under the routePrefix (methods, auth levels, route params), optional Host.CORS,
+and a static folder at `/`."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import azure.functions as func
+from aiohttp import web
+
+from .app_loader import FunctionSpec
+from .bindings import OutValue
+from .invoker import Invoker
+from .keys import FunctionKeys
+from .routes import compile_route, specificity
+from .storage import QueueOutputWriter
+
+log = logging.getLogger("host")
+MAX_BODY = 100 * 1024 * 1024  # the real host's request size limit
+
+
+class HttpTriggers:
+    def __init__(self, specs: list[FunctionSpec], route_prefix: str, keys: FunctionKeys,
+                 invoker: Invoker, writer: QueueOutputWriter, static_dir: Path | None = None,
+                 cors_origins: tuple[str, ...] = (), cors_credentials: bool = False):
+        self.keys, self.invoker, self.writer = keys, invoker, writer
+        self.static_dir = static_dir.resolve() if static_dir else None
+        self.cors_origins, self.cors_credentials = cors_origins, cors_credentials
+        self.routes = []
+        for spec in specs:
+            t = spec.trigger
+            route = (t.get("route") or spec.name).strip("/")
+            template = f"{route_prefix}/{route}" if route_prefix else route
+            methods = {m.upper() for m in t.get("methods") or []} or None
+            level = str(t.get("authLevel") or "function").lower()
+            self.routes.append((compile_route(template), spec, methods, level))
+        self.routes.sort(key=lambda r: specificity(r[0]))
+
+    def describe(self) -> list[str]:
+        return [f"{spec.name}: [{','.join(sorted(methods or {'ALL'}))}] /{route.template} ({level})"
+                for route, spec, methods, level in self.routes]
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if self.cors_origins and request.method == "OPTIONS" and origin \
+                and "Access-Control-Request-Method" in request.headers:
+            return self._preflight(request, origin)
+        response = await self._dispatch(request)
+        if self.cors_origins and origin and self._origin_ok(origin):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers.add("Vary", "Origin")
+            if self.cors_credentials:
+                response.headers["Access-Control-Allow-Credentials"] = "true"
+        return response
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.rstrip("/") or "/"
+        for route, spec, methods, level in self.routes:
+            params = route.match(path)
+            if params is None or (methods and request.method not in methods):
+                continue
+            key = request.query.get("code") or request.headers.get("x-functions-key")
+            if not self.keys.allows(level, spec.name, key):
+                return web.Response(status=401)
+            return await self._invoke(spec, request, params)
+        if self.static_dir and request.method in ("GET", "HEAD"):
+            return self._static(request.path)
+        if request.path == "/":
+            return web.Response(text="Your Functions app is up and running (local host).\n")
+        return web.Response(status=404)
+
+    async def _invoke(self, spec: FunctionSpec, request: web.Request, params: dict) -> web.Response:
+        headers = {}
+        for name, value in request.headers.items():
+            lower = name.lower()
+            headers[lower] = f"{headers[lower]}, {value}" if lower in headers else value
+        req = func.HttpRequest(method=request.method, url=str(request.url), headers=headers,
+                               params=dict(request.query), route_params=params,
+                               body=await request.read())
+        outs = {b["name"]: OutValue() for b in spec.outputs}
+        args = {spec.trigger["name"]: req, **outs}
+        try:
+            result = await self.invoker.invoke(spec, args, f"This function was programmatically "
+                                                            f"called via the host APIs.")
+            http_out = [b["name"] for b in spec.outputs if b["type"] == "http"]
+            if http_out:
+                result = outs[http_out[0]].get()
+            for b in spec.outputs:
+                if b["type"] == "queue":
+                    await self.writer.write(b, result if b["name"] == "$return" else outs[b["name"]].get())
+        except Exception:  # logged by the invoker; the real host answers 500 with no body
+            return web.Response(status=500)
+        return to_aiohttp(result)
+
+    def _static(self, url_path: str) -> web.StreamResponse:
+        target = (self.static_dir / url_path.lstrip("/")).resolve()
+        if not target.is_relative_to(self.static_dir):
+            return web.Response(status=404)
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_file():
+            return web.Response(status=404)
+        return web.FileResponse(target)
+
+    def _origin_ok(self, origin: str) -> bool:
+        return "*" in self.cors_origins or origin.rstrip("/") in self.cors_origins
+
+    def _preflight(self, request: web.Request, origin: str) -> web.Response:
+        if not self._origin_ok(origin):
+            return web.Response(status=400)
+        headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
+                   "Access-Control-Allow-Methods": request.headers["Access-Control-Request-Method"],
+                   "Access-Control-Max-Age": "600"}
+        if "Access-Control-Request-Headers" in request.headers:
+            headers["Access-Control-Allow-Headers"] = request.headers["Access-Control-Request-Headers"]
+        if self.cors_credentials:
+            headers["Access-Control-Allow-Credentials"] = "true"
+        return web.Response(status=204, headers=headers)
+
+
+def to_aiohttp(result) -> web.Response:
+    if result is None:
+        return web.Response(status=204)
+    if isinstance(result, (str, bytes)):
+        body = result.encode() if isinstance(result, str) else result
+        return web.Response(status=200, body=body, content_type="text/plain", charset="utf-8")
+    if not isinstance(result, func.HttpResponse):
+        raise TypeError(f"HTTP function returned {type(result).__name__}, not func.HttpResponse")
+    headers = {k: v for k, v in result.headers.items()}
+    if not any(k.lower() == "content-type" for k in headers) and result.mimetype:
+        # As the Python worker does: mimetype plus charset unless the handler set Content-Type.
+        headers["Content-Type"] = f"{result.mimetype}; charset={result.charset}" if result.charset \
+            else result.mimetype
+    return web.Response(status=result.status_code, headers=headers, body=result.get_body())

@@ -1,0 +1,215 @@
+"""`python -m local.stack` (what `make run` runs): Azurite, the realtime emulator and the local
+functions host, wired together, with one `ready: <name> <url>` line per service.
+
+Settings: local.settings.json.example `Values` < local.settings.json `Values` < the process
+environment (the storage connection and, with the emulator, the endpoint and IDENTITY_* are wired). When
+AZURE_OPENAI_ENDPOINT names a real resource (not loopback), the emulator is not started and
+IDENTITY_* are not set, so the app uses the developer's signed-in credential.
+Ports: AZURITE_BLOB_PORT/AZURITE_QUEUE_PORT/AZURITE_TABLE_PORT (10000-10002, free ones if busy),
+EMULATOR_PORT (7081), FUNCTIONS_PORT (7071). Azurite's data: STACK_DATA_DIR (.local)/azurite.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+from local.azurite import ROOT, free_port, start_azurite
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def default_or_free(name: str, default: int) -> int:
+    """An explicit port is used as given; a default one is swapped for a free one when busy."""
+    if os.environ.get(name):
+        return int(os.environ[name])
+    return default if port_free(default) else free_port()
+
+
+def required_port(name: str, default: int) -> int:
+    port = int(os.environ.get(name) or default)
+    if not port_free(port):
+        raise SystemExit(f"port {port} is in use: stop what holds it or set {name}")
+    return port
+
+
+def user_settings() -> tuple[dict, dict]:
+    """Values and Host of local.settings.json.example, then local.settings.json on top (if
+    present), then the process environment on top of both."""
+    values, host = {}, {}
+    for name in ("local.settings.json.example", "local.settings.json"):
+        path = ROOT / name
+        if path.exists():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            values.update({k: str(v) for k, v in (data.get("Values") or {}).items()})
+            host.update(data.get("Host") or {})
+            print(f"settings: {name}", flush=True)
+    for key in list(values) + ["AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_DEPLOYMENT", "ALLOWED_ORIGINS"]:
+        if os.environ.get(key):
+            values[key] = os.environ[key]
+    return values, host
+
+
+def is_real_endpoint(endpoint: str) -> bool:
+    return bool(endpoint) and (urlparse(endpoint).hostname or "") not in LOOPBACK
+
+
+class Interrupted(Exception):
+    pass
+
+
+class Child:
+    """A subprocess in its own process group whose output is echoed with a prefix."""
+
+    def __init__(self, name: str, args: list[str], env: dict):
+        self.name = name
+        self.ready_url: str | None = None
+        self._ready = threading.Event()
+        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        threading.Thread(target=self._echo, daemon=True).start()
+
+    def _echo(self) -> None:
+        for line in self.process.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("ready: ") and not self._ready.is_set():
+                self.ready_url = line.split(" ", 2)[2]
+                self._ready.set()
+            print(f"[{self.name}] {line}", flush=True)
+        self._ready.set()
+
+    def wait_ready(self, timeout: float, stopping: threading.Event) -> str:
+        end = time.monotonic() + timeout
+        while not self._ready.wait(0.1):
+            if stopping.is_set():
+                raise Interrupted()
+            if time.monotonic() > end:
+                break
+        if self.ready_url is None:
+            raise RuntimeError(f"{self.name} did not start (exit code {self.process.poll()})")
+        return self.ready_url
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status < 500:
+                    return
+        except urllib.error.HTTPError as e:
+            if e.code < 500:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > end:
+            raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def main() -> int:
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    values, host_section = user_settings()
+    children: list[Child] = []
+    azurite = None
+    try:
+        local_dir = Path(os.environ.get("STACK_DATA_DIR") or ROOT / ".local")
+        local_dir.mkdir(parents=True, exist_ok=True)
+        azurite = start_azurite(default_or_free("AZURITE_BLOB_PORT", 10000),
+                                default_or_free("AZURITE_QUEUE_PORT", 10001),
+                                default_or_free("AZURITE_TABLE_PORT", 10002),
+                                data_dir=local_dir / "azurite", log_file=local_dir / "azurite.log")
+        settings = {**values, "AzureWebJobsStorage": azurite.connection_string}
+        settings.setdefault("AZURE_OPENAI_DEPLOYMENT", "gpt-realtime")
+        print(f"ready: storage {azurite.connection_string}", flush=True)
+
+        endpoint = values.get("AZURE_OPENAI_ENDPOINT", "")
+        if is_real_endpoint(endpoint):
+            # Their own resource: DefaultAzureCredential uses the signed-in developer, not IDENTITY_*.
+            for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
+                settings.pop(key, None)
+            print(f"ready: azure-openai {endpoint}", flush=True)
+        else:
+            identity_header = secrets.token_hex(16)
+            emulator = Child("emulator", [sys.executable, "-m", "local.emulator"], {
+                **os.environ, "PYTHONUNBUFFERED": "1",
+                "EMULATOR_PORT": str(required_port("EMULATOR_PORT", 7081)),
+                "EMULATOR_DEPLOYMENT": settings["AZURE_OPENAI_DEPLOYMENT"],
+                "EMULATOR_IDENTITY_HEADER": identity_header})
+            children.append(emulator)
+            url = emulator.wait_ready(60, stopping)
+            wait_http(url + "/_emulator/stats")
+            settings.update({"AZURE_OPENAI_ENDPOINT": url, "IDENTITY_ENDPOINT": url + "/msi/token",
+                             "IDENTITY_HEADER": identity_header})
+            print(f"ready: realtime-emulator {url}", flush=True)
+
+        port = required_port("FUNCTIONS_PORT", 7071)
+        gateway = f"http://127.0.0.1:{port}"
+        settings.setdefault("ALLOWED_ORIGINS", f"{gateway},http://localhost:{port}")
+        env = {**os.environ, **settings, "PYTHONUNBUFFERED": "1"}
+        for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
+            if key not in settings:
+                env.pop(key, None)
+        args = [sys.executable, "-m", "local.host", "--script-root", str(ROOT), "--port", str(port),
+                "--static", str(ROOT / "static_web")]
+        if host_section.get("CORS"):
+            args += ["--cors", str(host_section["CORS"])]
+            if host_section.get("CORSCredentials"):
+                args.append("--cors-credentials")
+        host = Child("host", args, env)
+        children.append(host)
+        host.wait_ready(60, stopping)
+        wait_http(gateway + "/")
+        print(f"ready: gateway {gateway}", flush=True)
+        print(f"open {gateway}/", flush=True)
+
+        while not stopping.wait(0.5):
+            for child in children:
+                if child.process.poll() is not None:
+                    print(f"{child.name} exited with {child.process.returncode}; stopping", flush=True)
+                    return 1
+        return 0
+    except Interrupted:
+        return 0
+    except (RuntimeError, OSError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        for child in reversed(children):
+            child.stop()
+        if azurite:
+            azurite.stop()
+        print("stopped", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Render a call as one self-contained HTML page: the summary, the verification, and the timeline."""
+from __future__ import annotations
+
+import html
+import json
+from datetime import datetime
+from typing import Any, Iterable
+
+from .archive import EventRecord
+from .audit_verify import VerifyReport
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
+header{background:#1d3557;color:#fff;padding:16px 24px}header h1{margin:0 0 4px;font-size:20px}
+main{max-width:1100px;margin:0 auto;padding:16px 24px}
+.ok{color:#1b7f3b;font-weight:600}.bad{color:#b00020;font-weight:600}
+table.kv{border-collapse:collapse;margin:8px 0 16px}table.kv td{padding:2px 12px 2px 0;vertical-align:top}
+table.kv td:first-child{color:#56606b}
+ol.tl{list-style:none;padding:0;margin:0;border-left:3px solid #c9d1da}
+ol.tl li{position:relative;margin:0 0 6px 0;padding:4px 8px 4px 16px}
+ol.tl li:before{content:"";position:absolute;left:-8px;top:10px;width:11px;height:11px;border-radius:50%;background:#c9d1da}
+.t{color:#56606b;font-variant-numeric:tabular-nums;display:inline-block;width:84px}
+.type{font-family:ui-monospace,monospace;font-size:12px}
+li.user:before{background:#2a9d8f}li.assistant:before{background:#457b9d}
+li.gap{background:#fff3cd}li.gap:before{background:#e9a100}li.error:before{background:#b00020}
+li.control:before{background:#6c757d}
+.bubble{display:block;margin:2px 0 0;padding:6px 10px;border-radius:8px;max-width:760px;white-space:pre-wrap}
+li.user .bubble{background:#e0f2ef}li.assistant .bubble{background:#e3edf5}
+details pre{white-space:pre-wrap;word-break:break-all;font-size:12px;background:#fff;border:1px solid #e1e5ea;
+padding:6px;max-height:320px;overflow:auto}
+"""
+
+
+def _t(received_at: str, start: datetime | None) -> str:
+    try:
+        at = datetime.fromisoformat(received_at)
+    except ValueError:
+        return ""
+    if start is None:
+        return at.strftime("%H:%M:%S")
+    return f"+{(at - start).total_seconds():8.3f} s"
+
+
+def _kind(rec: EventRecord, event: Any) -> tuple[str, str | None]:
+    """CSS class and the text worth showing as a bubble, if any."""
+    t = rec.event_type
+    if t == "listener.gap":
+        return "gap", None
+    if t.startswith("listener."):
+        return "control", None
+    if t == "error":
+        return "error", None
+    if not isinstance(event, dict):
+        return "", None
+    if t == "conversation.item.input_audio_transcription.completed":
+        return "user", event.get("transcript")
+    if t in ("response.output_audio_transcript.done", "response.output_text.done"):
+        return "assistant", event.get("transcript") or event.get("text")
+    if t in ("conversation.item.added", "conversation.item.created"):
+        item = event.get("item") or {}
+        if item.get("role") == "user":
+            texts = [c.get("text") or c.get("transcript") for c in item.get("content") or []]
+            texts = [x for x in texts if x]
+            return "user", " ".join(texts) or None
+    return "", None
+
+
+def _groups(records: Iterable[EventRecord]) -> Iterable[tuple[EventRecord, int]]:
+    """Runs of the same *.delta type fold into one line, so a long call stays readable."""
+    run: list[EventRecord] = []
+    for rec in records:
+        if run and rec.event_type == run[0].event_type and rec.event_type.endswith(".delta"):
+            run.append(rec)
+            continue
+        if run:
+            yield run[0], len(run)
+        run = [rec]
+    if run:
+        yield run[0], len(run)
+
+
+def render_timeline(session: dict[str, Any] | None, records: list[EventRecord], report: VerifyReport) -> str:
+    session = session or {}
+    call_id = report.call_id
+    start = None
+    if records:
+        try:
+            start = datetime.fromisoformat(records[0].received_at)
+        except ValueError:
+            start = None
+    e = html.escape
+    verdict = (f'<span class="ok">chain verified: {report.events} rows, head {e((report.head or "")[:16])}</span>'
+               if report.ok else '<span class="bad">verification failed</span><ul>' +
+               "".join(f"<li>{e(p)}</li>" for p in report.problems) + "</ul>")
+    keys = ("state", "created_at", "attached_at", "attach_delay_ms", "ended_at", "end_reason", "end_detail",
+            "origin", "principal_name", "principal_id", "model", "voice", "events", "gaps", "continuations")
+    kv = "".join(f"<tr><td>{e(k)}</td><td>{e(str(session.get(k)))}</td></tr>" for k in keys
+                 if session.get(k) not in (None, ""))
+    counts = session.get("counts") or {}
+    if isinstance(counts, dict) and counts:
+        kv += "<tr><td>counts</td><td>" + ", ".join(f"{e(k)} {v}" for k, v in sorted(counts.items())) + "</td></tr>"
+    items = []
+    for rec, n in _groups(records):
+        event = rec.event()
+        cls, text = _kind(rec, event)
+        label = f"{n} × {rec.event_type}" if n > 1 else rec.event_type
+        bubble = f'<span class="bubble">{e(text)}</span>' if text else ""
+        if rec.event_type == "listener.gap" and isinstance(event, dict):
+            bubble = (f'<span class="bubble">not recorded: {e(str(event.get("reason")))} '
+                      f'{e(str(event.get("from") or ""))} → {e(str(event.get("until") or "next listener"))}</span>')
+        payload = rec.payload if len(rec.payload) <= 20_000 else rec.payload[:20_000] + f"… ({len(rec.payload)} chars)"
+        items.append(f'<li class="{cls}"><span class="t">{e(_t(rec.received_at, start))}</span> '
+                     f'<span class="type">{e(label)}</span> <small>#{rec.seq}</small>{bubble}'
+                     f'<details><summary>payload</summary><pre>{e(payload)}</pre></details></li>')
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Call {e(call_id)}</title>'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head>'
+            f'<body><header><h1>Call {e(call_id)}</h1>{e(str(session.get("created_at") or ""))}</header><main>'
+            f'<p>{verdict}</p><table class="kv">{kv}</table><h2>Timeline</h2><ol class="tl">{"".join(items)}</ol>'
+            f'</main></body></html>')
+
+
+def dumps_row(row: dict[str, Any]) -> str:
+    return json.dumps(row, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,56 @@
+"""The per-call summary kept in the session row: counts per event type and the transcripts."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+USER_TRANSCRIPT = ("conversation.item.input_audio_transcription.completed", "transcript")
+ASSISTANT_TRANSCRIPTS = (("response.output_audio_transcript.done", "transcript"),
+                         ("response.output_text.done", "text"))
+
+
+@dataclass
+class CallSummary:
+    counts: dict[str, int] = field(default_factory=dict)
+    user: list[str] = field(default_factory=list)
+    assistant: list[str] = field(default_factory=list)
+    model: str | None = None
+    voice: str | None = None
+
+    def apply(self, event_type: str, event: Mapping[str, Any] | None) -> None:
+        self.counts[event_type] = self.counts.get(event_type, 0) + 1
+        if not isinstance(event, Mapping):
+            return
+        if event_type == USER_TRANSCRIPT[0] and isinstance(event.get(USER_TRANSCRIPT[1]), str):
+            self.user.append(event[USER_TRANSCRIPT[1]])
+        for etype, key in ASSISTANT_TRANSCRIPTS:
+            if event_type == etype and isinstance(event.get(key), str):
+                self.assistant.append(event[key])
+        if event_type in ("session.created", "session.updated") and isinstance(event.get("session"), Mapping):
+            session = event["session"]
+            self.model = session.get("model") or self.model
+            output = (session.get("audio") or {}).get("output") or {}
+            self.voice = output.get("voice") or self.voice
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"counts": json.dumps(self.counts, sort_keys=True, separators=(",", ":")),
+                "events": self.total,
+                "user_transcript": "\n".join(self.user),
+                "assistant_transcript": "\n".join(self.assistant)}
+
+    @classmethod
+    def from_fields(cls, row: Mapping[str, Any]) -> "CallSummary":
+        try:
+            counts = json.loads(row.get("counts") or "{}")
+        except ValueError:
+            counts = {}
+        user = row.get("user_transcript") or ""
+        assistant = row.get("assistant_transcript") or ""
+        return cls(counts={str(k): int(v) for k, v in counts.items()},
+                   user=user.split("\n") if user else [], assistant=assistant.split("\n") if assistant else [],
+                   model=row.get("model"), voice=row.get("voice"))

@@ -1,0 +1,34 @@
+"""CORS for static-site callers: an exact-match origin allowlist (`*` only when configured),
+preflight answers, and the response headers a browser needs to read the call id."""
+from __future__ import annotations
+
+from .errors import ApiError
+from .settings import Settings
+
+EXPOSED = "x-call-id, x-request-id, x-listener, retry-after"
+ALLOWED_METHODS = "GET, POST, OPTIONS"
+ALLOWED_HEADERS = "content-type, x-request-id"
+MAX_AGE = "600"
+
+
+def check_origin(settings: Settings, origin: str | None) -> None:
+    if not settings.origin_allowed(origin):
+        raise ApiError(403, "origin_not_allowed",
+                       f"origin {origin} is not in the allowlist (ALLOWED_ORIGINS)")
+
+
+def response_headers(settings: Settings | None, origin: str | None) -> dict[str, str]:
+    """Headers for an actual (non-preflight) response; none for a disallowed or absent origin."""
+    headers = {"Vary": "Origin"}
+    if origin and settings is not None and settings.origin_allowed(origin):
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Expose-Headers"] = EXPOSED
+    return headers
+
+
+def preflight_headers(settings: Settings, origin: str | None) -> dict[str, str]:
+    headers = response_headers(settings, origin)
+    headers.update({"Access-Control-Allow-Methods": ALLOWED_METHODS,
+                    "Access-Control-Allow-Headers": ALLOWED_HEADERS,
+                    "Access-Control-Max-Age": MAX_AGE})
+    return headers

@@ -1,0 +1,282 @@
+"""The sideband listener for one call: attach first, archive every event, control the call, hand over.
+
+One invocation holds one call for at most the time box. The socket opens before anything else (the
+sideband never replays what was missed); the archive writer runs on its own thread so a slow write
+never stalls the reader. At the call's deadline the listener hangs up through the service; when the
+time box runs out on a live call it hands over with a continuation message.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+from .archive import Archive, ArchiveError, day_of, utc_iso
+from .archive_writer import ArchiveWriter
+from .call_message import CallMessage
+from .sideband import CallGone, Sideband, SidebandClosed, SidebandError, SidebandLost, sideband_url
+
+log = logging.getLogger(__name__)
+
+RECV_SLICE = 0.25          # how often the reader looks at the clock between frames
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
+HANGUP_GRACE = 5.0         # after hanging up, keep reading this long for the closing events
+ENDED_CODES = {1000: "ended", 1001: "limit"}   # 1001: the service's session limit
+
+
+def ended_reason(closed: SidebandClosed) -> str | None:
+    """How a close frame ended the call; None for codes that mean a broken connection."""
+    if closed.code not in ENDED_CODES:
+        return None
+    if "hang" in closed.reason.lower():
+        return "hangup"     # someone hung up through the service (the gateway's route)
+    return ENDED_CODES[closed.code]
+
+
+class Upstream(Protocol):
+    """What the listener needs from the service besides the socket."""
+    def headers(self) -> Mapping[str, str]: ...
+    def hangup(self, call_id: str) -> None: ...
+
+
+@dataclass
+class ListenerResult:
+    call_id: str
+    outcome: str                      # ended | handed_over | not_attached
+    end_reason: str | None            # ended | limit | hangup | error | time_box | None
+    events: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    attach_delay: float | None = None  # seconds from call created to sideband open (first attach)
+    continuation: CallMessage | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Listener:
+    def __init__(self, msg: CallMessage, archive: Archive, upstream: Upstream, websocket_endpoint: str, *,
+                 time_box: float, strict: bool = False, attach_limit: float = 15.0,
+                 session_update: Mapping[str, Any] | None = None,
+                 handover: Callable[[CallMessage], None] | None = None,
+                 clock: Callable[[], float] = time.time, flush_interval: float = 0.5):
+        self.msg, self.archive, self.upstream = msg, archive, upstream
+        self.url = sideband_url(websocket_endpoint, msg.call_id)
+        self.time_box, self.strict, self.attach_limit = time_box, strict, attach_limit
+        self.session_update, self.handover, self.clock = session_update, handover, clock
+        self.flush_interval = flush_interval
+        self.hung_up_at: float | None = None
+        self.end_reason: str | None = None
+
+    # ---- the run ---------------------------------------------------------------------------------
+    def run(self) -> ListenerResult:
+        msg = self.msg
+        started = self.run_started = self.clock()
+        box_end = started + self.time_box
+        sb: Sideband | None = None
+        first_error: str | None = None
+        try:  # socket first: every millisecond before it is a missed event
+            sb = Sideband.open(self.url, self.upstream.headers())
+        except CallGone:
+            return self._finish_gone(started)
+        except SidebandError as exc:
+            first_error = str(exc)
+        writer = ArchiveWriter(self.archive, msg.call_id, day_of(msg.started_at), self._initial_fields(),
+                               listener=msg.continuation, flush_interval=self.flush_interval).start()
+        try:
+            if sb is None:
+                sb = self._attach_retry(writer, box_end, first_error)
+                if sb is None:
+                    return self._not_attached(writer, box_end)
+            self._attached(writer, sb, first=True)
+            return self._read(writer, sb, box_end)
+        except ArchiveError:
+            if sb is not None:
+                sb.close()
+            raise
+        except BaseException:
+            if sb is not None:
+                sb.close()
+            writer.close({"last_error_at": utc_iso(self.clock())}, timeout=15)
+            raise
+
+    def _initial_fields(self) -> dict[str, Any]:
+        msg = self.msg
+        principal = msg.principal or {}
+        return {"state": "waiting", "created_at": utc_iso(msg.started_at), "deadline": utc_iso(msg.deadline),
+                "origin": msg.origin or "", "principal": json.dumps(principal, sort_keys=True) if principal else "",
+                "principal_id": str(principal.get("id") or principal.get("userId") or ""),
+                "principal_name": str(principal.get("name") or principal.get("userDetails") or ""),
+                "request_id": msg.request_id or "", "model": msg.model or "", "voice": msg.voice or "",
+                "continuations": msg.continuation, "strict": self.strict}
+
+    def _attach_retry(self, writer: ArchiveWriter, box_end: float, error: str | None) -> Sideband | None:
+        """Retry opening with bounded backoff until the attach limit (strict) or the time box."""
+        since = self.msg.started_at if self.msg.continuation == 0 else self.run_started
+        limit = since + self.attach_limit if self.strict else box_end
+        delay = BACKOFF_FIRST
+        while True:
+            log.warning("call %s: sideband not open yet (%s)", self.msg.call_id, error)
+            now = self.clock()
+            if now + delay >= min(limit, box_end) or now >= self.msg.deadline:
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+            try:
+                return Sideband.open(self.url, self.upstream.headers())
+            except SidebandError as exc:
+                error = str(exc)
+            except CallGone:
+                raise
+
+    def _attached(self, writer: ArchiveWriter, sb: Sideband, first: bool) -> None:
+        now = self.clock()
+        fields: dict[str, Any] = {"state": "attached", "attached_at": utc_iso(now)}
+        if first and self.msg.continuation == 0:
+            self.attach_delay = now - self.msg.started_at
+            fields["attach_delay_ms"] = round(self.attach_delay * 1000)
+        else:
+            self.attach_delay = None
+        if first and self.msg.continuation > 0:
+            fields["continuations"] = self.msg.continuation
+            # events between the previous listener's socket and this one were not observed
+            writer.mark("listener.gap", {"reason": "handover", "continuation": self.msg.continuation,
+                                         "until": utc_iso(now)}, now)
+        writer.session_update(fields, urgent=True)
+        if self.session_update:
+            sb.send_json({"type": "session.update", "session": dict(self.session_update)})
+        log.info("call %s: sideband attached (listener %d)", self.msg.call_id, self.msg.continuation)
+
+    # ---- reading -----------------------------------------------------------------------------------
+    def _read(self, writer: ArchiveWriter, sb: Sideband, box_end: float) -> ListenerResult:
+        msg = self.msg
+        while True:
+            if writer.error is not None:
+                sb.close()
+                writer.close({}, timeout=5)   # raises ArchiveError: the queue retries the message
+            now = self.clock()
+            if now >= msg.deadline and self.hung_up_at is None:
+                self._hangup(writer, "limit", "maximum call duration reached")
+            if self.hung_up_at is not None and now >= self.hung_up_at + HANGUP_GRACE:
+                sb.close()
+                return self._finish(writer, self.end_reason or "limit")
+            if now >= box_end:
+                sb.close()
+                return self._hand_over(writer)
+            try:
+                raw = sb.recv(min(RECV_SLICE, max(0.01, box_end - now)))
+            except SidebandClosed as closed:
+                reason = self.end_reason or ended_reason(closed)
+                if reason:
+                    return self._finish(writer, reason, close_code=closed.code, detail=closed.reason or None)
+                new = self._reconnect(writer, box_end, f"closed {closed.code}")
+            except SidebandLost as lost:
+                if self.end_reason:
+                    return self._finish(writer, self.end_reason)
+                new = self._reconnect(writer, box_end, str(lost))
+            else:
+                if raw is not None:
+                    writer.event(raw, self.clock())
+                continue
+            if isinstance(new, ListenerResult):
+                return new
+            sb = new
+
+    def _reconnect(self, writer: ArchiveWriter, box_end: float, why: str) -> "Sideband | ListenerResult":
+        """Reopen with bounded backoff inside the time box; the gap is archived as a mark."""
+        lost_at = self.clock()
+        log.warning("call %s: sideband dropped (%s), reconnecting", self.msg.call_id, why)
+        delay, attempts = BACKOFF_FIRST, 0
+        while True:
+            now = self.clock()
+            if now >= self.msg.deadline and self.hung_up_at is None:
+                self._hangup(writer, "limit", "maximum call duration reached")
+                return self._finish(writer, "limit")
+            if now + delay >= box_end:
+                writer.mark("listener.gap", {"reason": "socket dropped", "error": why[:200],
+                                             "from": utc_iso(lost_at), "until": None, "attempts": attempts}, now)
+                return self._hand_over(writer)
+            time.sleep(delay)
+            attempts += 1
+            delay = min(delay * 2, BACKOFF_MAX)
+            try:
+                sb = Sideband.open(self.url, self.upstream.headers())
+            except CallGone:
+                return self._finish(writer, "ended", detail="call ended while the sideband was down")
+            except SidebandError as exc:
+                why = str(exc)
+                continue
+            now = self.clock()
+            writer.mark("listener.gap", {"reason": "socket dropped", "error": why[:200],
+                                         "from": utc_iso(lost_at), "until": utc_iso(now),
+                                         "seconds": round(now - lost_at, 3), "attempts": attempts}, now)
+            writer.session_update({"reconnects": attempts})
+            if self.session_update:
+                sb.send_json({"type": "session.update", "session": dict(self.session_update)})
+            return sb
+
+    def _hangup(self, writer: ArchiveWriter, reason: str, why: str) -> None:
+        self.hung_up_at = self.clock()
+        self.end_reason = reason
+        log.info("call %s: hanging up (%s)", self.msg.call_id, why)
+        writer.session_update({"hangup_requested_at": utc_iso(self.hung_up_at), "end_detail": why})
+        try:
+            self.upstream.hangup(self.msg.call_id)
+        except Exception as exc:  # 404: already gone; anything else: the call ends at the service's limit
+            status = getattr(exc, "status", None)
+            if status != 404:
+                log.error("call %s: hang-up failed: %s", self.msg.call_id, type(exc).__name__)
+                writer.session_update({"hangup_error": f"{type(exc).__name__} {status or ''}".strip()})
+
+    # ---- endings -------------------------------------------------------------------------------------
+    def _finish(self, writer: ArchiveWriter, reason: str, close_code: int | None = None,
+                detail: str | None = None) -> ListenerResult:
+        now = self.clock()
+        fields: dict[str, Any] = {"state": "ended", "ended_at": utc_iso(now), "end_reason": reason}
+        if close_code is not None:
+            fields["close_code"] = close_code
+        if detail:
+            fields["end_detail"] = detail
+        writer.close(fields)
+        return self._result(writer, "ended", reason)
+
+    def _hand_over(self, writer: ArchiveWriter) -> ListenerResult:
+        nxt = self.msg.continued()
+        now = self.clock()
+        writer.mark("listener.handover", {"continuation": nxt.continuation}, now)
+        writer.close({"handed_over_at": utc_iso(now), "end_reason": "time_box", "continuations": nxt.continuation})
+        if self.handover is not None:
+            self.handover(nxt)   # after the archive is flushed: a failed flush sends no hand-over
+        log.info("call %s: time box over, handed over to listener %d", self.msg.call_id, nxt.continuation)
+        res = self._result(writer, "handed_over", "time_box")
+        res.continuation = nxt
+        return res
+
+    def _not_attached(self, writer: ArchiveWriter, box_end: float) -> ListenerResult:
+        now = self.clock()
+        if self.strict or now >= self.msg.deadline:
+            why = (f"not recorded: no sideband within {self.attach_limit:.0f} s" if self.strict
+                   else "maximum call duration reached before the sideband opened")
+            self._hangup(writer, "hangup" if self.strict else "limit", why)
+            return self._finish(writer, self.end_reason or "hangup", detail=why)
+        return self._hand_over(writer)
+
+    def _finish_gone(self, started: float) -> ListenerResult:
+        """The call had ended before we could attach: complete quietly, with the session marked."""
+        writer = ArchiveWriter(self.archive, self.msg.call_id, day_of(self.msg.started_at),
+                               self._initial_fields(), listener=self.msg.continuation).start()
+        writer.ready.wait(30)
+        ended = "ended" if writer.session.get("state") != "ended" else writer.session.get("end_reason", "ended")
+        fields = {"state": "ended", "end_reason": ended}
+        if writer.session.get("state") != "ended":
+            fields.update(ended_at=utc_iso(self.clock()),
+                          end_detail="the call had ended before the listener attached")
+        log.info("call %s: already ended, nothing to record", self.msg.call_id)
+        self.attach_delay = None
+        writer.close(fields)
+        return self._result(writer, "ended", ended)
+
+    def _result(self, writer: ArchiveWriter, outcome: str, reason: str | None) -> ListenerResult:
+        return ListenerResult(self.msg.call_id, outcome, reason, events=writer.summary.total,
+                              duplicates=writer.duplicates, gaps=writer.gaps,
+                              attach_delay=getattr(self, "attach_delay", None))

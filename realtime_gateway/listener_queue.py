@@ -1,0 +1,96 @@
+"""The listener's queue-message handling: parse, reject malformed messages, build and run a Listener.
+
+function_app.py calls `handle_call_message` with the raw body and two senders (the hand-over and
+poison output bindings); nothing here knows about azure.functions.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Callable, Mapping
+
+from .archive import Archive
+from .call_message import BadCallMessage, CallMessage
+from .identity import BearerTokenProvider, auth_headers
+from .listener import Listener, ListenerResult
+from .realtime_api import RealtimeApi
+from .settings import Settings, load_settings
+from .table_service import table_service_from_env
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_shared: dict[str, Any] = {}
+
+
+class ServiceUpstream:
+    """The listener's access to the service: the gateway's token cache and hang-up call."""
+
+    def __init__(self, settings: Settings, tokens: BearerTokenProvider | None = None):
+        self.settings = settings
+        self.tokens = tokens if tokens is not None or settings.api_key else BearerTokenProvider(settings)
+        self.api = RealtimeApi(settings, self.tokens)
+
+    def headers(self) -> Mapping[str, str]:
+        return auth_headers(self.settings, self.tokens)
+
+    def hangup(self, call_id: str) -> None:
+        self.api.hangup(call_id)
+
+
+def shared_deps(env: Mapping[str, str] | None = None) -> tuple[Settings, Archive, ServiceUpstream]:
+    """Settings, archive and upstream built once per worker process (token cache and pools shared)."""
+    with _lock:
+        if not _shared:
+            env = os.environ if env is None else env
+            settings = load_settings(env)
+            archive = Archive(table_service_from_env(env), settings.events_table, settings.sessions_table)
+            _shared.update(settings=settings, archive=archive, upstream=ServiceUpstream(settings))
+        return _shared["settings"], _shared["archive"], _shared["upstream"]
+
+
+def make_listener(msg: CallMessage, settings: Settings, archive: Archive, upstream: Any,
+                  handover: Callable[[CallMessage], None] | None) -> Listener:
+    return Listener(msg, archive, upstream, settings.websocket_endpoint,
+                    time_box=settings.listener_time_box, strict=settings.strict_recording,
+                    attach_limit=settings.attach_limit_seconds,
+                    # set when the lead adds it to Settings: a session.update the listener asserts
+                    session_update=getattr(settings, "sideband_session_update", None) or None,
+                    handover=handover)
+
+
+def handle_call_message(body: str | bytes, *, send_handover: Callable[[str], None],
+                        send_poison: Callable[[str], None], dequeue_count: int | None = None,
+                        queue_name: str = "call-listener",
+                        deps: tuple[Settings, Archive, Any] | None = None) -> ListenerResult | None:
+    """Run the listener for one queue message.
+
+    A malformed message is logged once and moved to `<queue>-poison` through the output binding,
+    and the invocation succeeds: raising would only make the host try it maxDequeueCount times
+    (visibilityTimeout apart) before poisoning the same bytes. Any other failure raises, so the
+    host retries (archive rows are idempotent) and poisons after maxDequeueCount.
+    """
+    try:
+        msg = CallMessage.from_json(body)
+    except BadCallMessage as exc:
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        log.error("rejected malformed call message (%s); moved to %s-poison without retry "
+                  "(dequeue count %s, %d bytes)", exc, queue_name, dequeue_count, len(text))
+        send_poison(text)
+        return None
+    settings, archive, upstream = deps or shared_deps()
+    if dequeue_count and dequeue_count > 1:
+        log.warning("call %s: message redelivered (try %d); resuming from the archive", msg.call_id, dequeue_count)
+    listener = make_listener(msg, settings, archive, upstream, lambda nxt: send_handover(nxt.to_json()))
+    result = listener.run()
+    log.info("call %s: listener %d done: %s (%s), %d events, %d duplicates skipped, %d gaps%s",
+             msg.call_id, msg.continuation, result.outcome, result.end_reason, result.events,
+             result.duplicates, result.gaps,
+             f", attach delay {result.attach_delay * 1000:.0f} ms" if result.attach_delay is not None else "")
+    return result
+
+
+def queue_name_from_env(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return env.get("LISTENER_QUEUE", "call-listener")

@@ -1,0 +1,206 @@
+"""Calls to the Azure OpenAI Realtime service over one pooled `requests` session: mint a client
+secret (retried on 429/5xx within the deadline), post the SDP offer (never retried: the service
+may already have started the call), hang up a call. Upstream problems become ApiError."""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .errors import ApiError
+from .identity import BearerTokenProvider, auth_headers
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+MINT_ATTEMPTS = 3
+BACKOFF_BASE = 0.25      # seconds, doubled per attempt, with jitter, when there is no Retry-After
+MAX_RETRY_AFTER = 30.0   # beyond this we give the 429 back to the caller instead of waiting
+RETRYABLE = {429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class ClientSecret:
+    value: str
+    expires_at: int
+
+    def __repr__(self) -> str:  # never print the key
+        return f"ClientSecret(expires_at={self.expires_at})"
+
+
+@dataclass(frozen=True)
+class Answer:
+    sdp: str
+    call_id: str
+
+
+def make_session(pool_size: int = 32) -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.trust_env = False  # no proxy or netrc surprises from the worker's environment
+    return session
+
+
+def call_id_from_location(location: str | None) -> str | None:
+    """`.../realtime/calls/rtc_abc` -> rtc_abc; `...?call_id=rtc_abc` -> rtc_abc."""
+    if not location:
+        return None
+    parts = urlsplit(location.strip())
+    query = parse_qs(parts.query).get("call_id")
+    if query and query[0]:
+        candidate = query[0]
+    else:
+        candidate = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    if not candidate or candidate in ("calls", "realtime") or not valid_call_id(candidate):
+        return None
+    return candidate
+
+
+def valid_call_id(call_id: str) -> bool:
+    return 0 < len(call_id) <= 200 and all(c.isalnum() or c in "_-." for c in call_id)
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None  # HTTP-date form: treat as unknown and back off normally
+
+
+class RealtimeApi:
+    def __init__(self, settings: Settings, token_provider: BearerTokenProvider | None,
+                 session: requests.Session | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.settings = settings
+        self.tokens = token_provider
+        self.session = session or make_session()
+        self._sleep = sleep
+        self.base = f"{settings.endpoint}/openai/v1/realtime"
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _timeout(self, deadline: float | None) -> float:
+        budget = self.settings.http_timeout
+        if deadline is not None:
+            budget = min(budget, deadline - time.monotonic())
+        if budget <= 0.05:
+            raise ApiError(504, "upstream_timeout", "the request ran out of time before Azure OpenAI answered")
+        return budget
+
+    def _send(self, what: str, method: str, url: str, deadline: float | None, **kw: Any) -> requests.Response:
+        timeout = self._timeout(deadline)
+        try:
+            return self.session.request(method, url, timeout=(min(5.0, timeout), timeout), **kw)
+        except requests.Timeout:
+            log.warning("%s: Azure OpenAI did not answer within %.1f s", what, timeout)
+            raise ApiError(504, "upstream_timeout",
+                           f"Azure OpenAI did not answer the {what} request in time") from None
+        except requests.RequestException as exc:
+            log.warning("%s: cannot reach Azure OpenAI (%s)", what, type(exc).__name__)
+            raise ApiError(502, "upstream_unreachable", f"cannot reach Azure OpenAI for the {what} request") from None
+
+    @staticmethod
+    def _throttled(what: str, response: requests.Response) -> ApiError:
+        wait = retry_after_seconds(response)
+        seconds = str(int(wait + 0.999)) if wait is not None else "1"
+        return ApiError(429, "upstream_throttled",
+                        f"Azure OpenAI is throttling {what} requests; retry after {seconds} s",
+                        headers={"Retry-After": seconds})
+
+    @staticmethod
+    def _upstream_status(what: str, response: requests.Response) -> ApiError:
+        if response.status_code in (401, 403):
+            return ApiError(502, "upstream_auth",
+                            f"Azure OpenAI refused the gateway's credentials for {what} "
+                            f"({response.status_code}); check the identity's role assignment")
+        return ApiError(502, "upstream_error",
+                        f"Azure OpenAI answered the {what} request with status {response.status_code}")
+
+    # --- operations ------------------------------------------------------------------------
+    def mint_client_secret(self, deadline: float | None = None,
+                           request_id: str | None = None) -> ClientSecret:
+        body = {"expires_after": {"anchor": "created_at", "seconds": self.settings.client_secret_ttl},
+                "session": dict(self.settings.session_policy)}
+        for attempt in range(1, MINT_ATTEMPTS + 1):
+            headers = {**auth_headers(self.settings, self.tokens), "Content-Type": "application/json"}
+            if request_id:
+                headers["x-ms-client-request-id"] = request_id
+            response = self._send("client secret", "POST", f"{self.base}/client_secrets", deadline,
+                                  json=body, headers=headers)
+            if response.status_code == 200:
+                return self._parse_secret(response)
+            if response.status_code not in RETRYABLE or attempt == MINT_ATTEMPTS:
+                break
+            wait = retry_after_seconds(response)
+            if wait is None:
+                wait = BACKOFF_BASE * (2 ** (attempt - 1)) * (0.5 + random.random())
+            remaining = (deadline - time.monotonic()) if deadline is not None else float("inf")
+            # Only wait if there is still time for this retry and the SDP post after it.
+            if wait > MAX_RETRY_AFTER or wait + 1.0 > remaining / 2:
+                break
+            log.info("client secret: status %s, retry %d in %.2f s", response.status_code, attempt, wait)
+            response.close()
+            self._sleep(wait)
+        log.warning("client secret: giving up with status %s", response.status_code)
+        if response.status_code == 429:
+            raise self._throttled("client secret", response)
+        raise self._upstream_status("client secret", response)
+
+    @staticmethod
+    def _parse_secret(response: requests.Response) -> ClientSecret:
+        try:
+            data = response.json()
+            value, expires_at = data["value"], int(data["expires_at"])
+        except (ValueError, KeyError, TypeError):
+            raise ApiError(502, "upstream_bad_response",
+                           "Azure OpenAI's client secret answer has no usable key") from None
+        if not isinstance(value, str) or not value:
+            raise ApiError(502, "upstream_bad_response", "Azure OpenAI's client secret answer has no key")
+        return ClientSecret(value, expires_at)
+
+    def post_offer(self, secret: ClientSecret, offer_sdp: str, deadline: float | None = None,
+                   request_id: str | None = None) -> Answer:
+        url = f"{self.base}/calls" + ("?webrtcfilter=on" if self.settings.webrtc_filter else "")
+        headers = {"Authorization": f"Bearer {secret.value}", "Content-Type": "application/sdp"}
+        if request_id:
+            headers["x-ms-client-request-id"] = request_id
+        response = self._send("SDP offer", "POST", url, deadline, data=offer_sdp.encode("utf-8"),
+                              headers=headers)
+        if response.status_code == 429:
+            raise self._throttled("call", response)
+        if response.status_code == 400:
+            raise ApiError(400, "sdp_rejected", "Azure OpenAI rejected the SDP offer")
+        if response.status_code not in (200, 201):
+            raise self._upstream_status("SDP offer", response)
+        answer = response.text
+        if not answer.lstrip().startswith("v=0"):
+            raise ApiError(502, "upstream_bad_response", "Azure OpenAI's answer is not SDP")
+        call_id = call_id_from_location(response.headers.get("Location"))
+        if call_id is None:
+            raise ApiError(502, "upstream_bad_response",
+                           "Azure OpenAI's answer has no usable Location header (no call id)")
+        return Answer(answer, call_id)
+
+    def hangup(self, call_id: str, deadline: float | None = None) -> None:
+        if not valid_call_id(call_id):
+            raise ApiError(400, "invalid_call_id", "the call id is malformed")
+        headers = auth_headers(self.settings, self.tokens)
+        response = self._send("hang-up", "POST", f"{self.base}/calls/{call_id}/hangup", deadline,
+                              headers=headers)
+        if response.status_code in (200, 204):
+            return
+        if response.status_code == 404:
+            raise ApiError(404, "call_not_found", "no live call with this id")
+        if response.status_code == 429:
+            raise self._throttled("hang-up", response)
+        raise self._upstream_status("hang-up", response)

@@ -1,0 +1,111 @@
+"""The sideband WebSocket to a live call: open it (following same-origin redirects only) and read it.
+
+The bearer token goes only to the origin it was meant for: a redirect to another origin is refused
+rather than followed, so a token never leaks to a host we did not choose.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from typing import Any, Mapping
+from urllib.parse import quote, urljoin, urlsplit
+
+import websocket
+
+REDIRECTS = (301, 302, 303, 307, 308)
+GONE = (404, 410)
+
+
+class CallGone(Exception):
+    """The service does not know the call (it ended or never existed)."""
+
+
+class SidebandError(Exception):
+    """The sideband could not be opened for a reason worth retrying."""
+
+
+class SidebandClosed(Exception):
+    """The service closed the socket with a close frame (the call or session ended)."""
+
+    def __init__(self, code: int | None, reason: str = ""):
+        super().__init__(f"closed by the service ({code} {reason})".strip())
+        self.code, self.reason = code, reason
+
+
+class SidebandLost(Exception):
+    """The connection dropped without a close frame."""
+
+
+def sideband_url(websocket_endpoint: str, call_id: str) -> str:
+    return f"{websocket_endpoint}/openai/v1/realtime?call_id={quote(call_id, safe='')}"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    port = parts.port or {"ws": 80, "wss": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+class Sideband:
+    def __init__(self, ws: websocket.WebSocket):
+        self.ws = ws
+
+    @classmethod
+    def open(cls, url: str, headers: Mapping[str, str], timeout: float = 10.0,
+             max_redirects: int = 3) -> "Sideband":
+        target = url
+        for _ in range(max_redirects + 1):
+            ws = websocket.WebSocket(enable_multithread=True)
+            try:
+                ws.connect(target, header=[f"{k}: {v}" for k, v in headers.items()], timeout=timeout,
+                           redirect_limit=0, suppress_origin=True)
+                ws.settimeout(timeout)
+                return cls(ws)
+            except websocket.WebSocketBadStatusException as exc:
+                if exc.status_code in GONE:
+                    raise CallGone(f"sideband answered {exc.status_code}") from None
+                raise SidebandError(f"sideband handshake answered {exc.status_code}") from None
+            except websocket.WebSocketException as exc:
+                resp = getattr(ws, "handshake_response", None)
+                if resp is None or resp.status not in REDIRECTS:
+                    raise SidebandError(f"sideband handshake failed: {exc}") from None
+                location = (resp.headers or {}).get("location")
+                if not location:
+                    raise SidebandError(f"sideband redirect {resp.status} without Location") from None
+                nxt = urljoin(target, location)
+                if _origin(nxt) != _origin(target):
+                    raise SidebandError(f"sideband redirect to another origin refused "
+                                        f"({urlsplit(nxt).hostname})") from None
+                target = nxt
+            except (OSError, socket.timeout) as exc:
+                raise SidebandError(f"sideband connection failed: {type(exc).__name__}: {exc}") from None
+        raise SidebandError(f"more than {max_redirects} sideband redirects")
+
+    def recv(self, timeout: float) -> str | None:
+        """The next text frame, None if nothing came within timeout; raises SidebandClosed/Lost."""
+        self.ws.settimeout(timeout)
+        try:
+            opcode, data = self.ws.recv_data(control_frame=True)
+        except websocket.WebSocketTimeoutException:
+            return None
+        except (websocket.WebSocketConnectionClosedException, OSError) as exc:
+            raise SidebandLost(f"{type(exc).__name__}: {exc}") from None
+        except websocket.WebSocketException as exc:
+            raise SidebandLost(f"{type(exc).__name__}: {exc}") from None
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
+            raise SidebandClosed(code, data[2:].decode("utf-8", "replace"))
+        if opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
+            return data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else data
+        return None  # ping/pong: the library answers pings itself
+
+    def send_json(self, message: Mapping[str, Any]) -> None:
+        self.ws.send(json.dumps(message))
+
+    def close(self) -> None:
+        try:
+            self.ws.close(timeout=1)
+        except Exception:
+            pass
