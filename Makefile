@@ -21,12 +21,14 @@ test: $(VENV_STAMP) $(NODE_STAMP) system
 
 # Re-installed only when a requirements file is newer than the stamp.
 $(VENV_STAMP): requirements.txt requirements-dev.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update && \
+		$(SUDO) apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --disable-pip-version-check --quiet -r requirements-dev.txt
 	touch $@
 
 # npm writes node_modules/.package-lock.json on install; older than the lock file means stale.
 $(NODE_STAMP): package.json package-lock.json
+	command -v npm >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y nodejs npm; }
 	npm ci --no-audit --no-fund
 	touch $@
 

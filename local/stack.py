@@ -205,10 +205,13 @@ def main() -> int:
         return 1
     finally:
         for child in reversed(children):
+            started = time.monotonic()
             child.stop()
+            print(f"stopped {child.name} ({time.monotonic() - started:.1f} s)", flush=True)
         if azurite:
+            started = time.monotonic()
             azurite.stop()
-        print("stopped", flush=True)
+            print(f"stopped azurite ({time.monotonic() - started:.1f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -67,12 +67,21 @@ class ArchiveWriter:
         self._queue.put(("session", fields, urgent))
 
     def close(self, final_fields: dict[str, Any], timeout: float = 60.0) -> None:
-        """Flush everything, write the final session fields; raise ArchiveError if writing failed."""
+        """Flush everything, write the final session fields; raise ArchiveError if writing failed.
+
+        A backlog is drained as long as it shrinks: `timeout` bounds a writer that makes no progress.
+        """
         self._queue.put(("session", final_fields, True))
         self._queue.put(_STOP)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise ArchiveError(f"archive writer for {self.call_id} did not finish in {timeout:.0f} s")
+        last = (-2, -1)
+        while True:
+            self._thread.join(timeout)
+            if not self._thread.is_alive():
+                break
+            now = (self.committed_seq, self._queue.qsize())
+            if now == last:
+                raise ArchiveError(f"archive writer for {self.call_id} made no progress in {timeout:.0f} s")
+            last = now
         if self.error is not None:
             raise ArchiveError(f"archive writes for {self.call_id} failed: {self.error}") from self.error
 

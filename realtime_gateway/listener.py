@@ -83,6 +83,7 @@ class Listener:
             first_error = str(exc)
         writer = ArchiveWriter(self.archive, msg.call_id, day_of(msg.started_at), self._initial_fields(),
                                listener=msg.continuation, flush_interval=self.flush_interval).start()
+        self.writer = writer
         try:
             if sb is None:
                 sb = self._attach_retry(writer, box_end, first_error)

@@ -20,7 +20,7 @@ const RECORDER_TEXT = {
 
 /** A sentence a person can act on, for every error kind the client reports. */
 export function messageFor(detail) {
-  const ref = detail.requestId ? ` (reference ${detail.requestId})` : "";
+  const ref = detail.requestId ? ` Reference: ${detail.requestId}.` : "";
   switch (detail.kind) {
     case ErrorKind.UNSUPPORTED:
       return "This browser cannot make voice calls. Use a current Chrome, Edge, Firefox or Safari over https.";

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 
@@ -43,7 +42,7 @@ class EmulatorState:
     def new_call(self, session: dict, webrtc_filter: bool) -> Call:
         call_id = new_id("rtc")
         call = Call(call_id, session, int(time.time() + self.max_call_seconds), webrtc_filter,
-                    self.max_call_seconds, on_end=lambda c: None)
+                    self.max_call_seconds)
         self.calls[call_id] = call
         self.counters["calls"] += 1
         return call
@@ -299,7 +298,7 @@ async def admin_stats(request: web.Request) -> web.Response:
 async def admin_new_call(request: web.Request) -> web.Response:
     state: EmulatorState = request.app[STATE]
     call = state.new_call(ev.default_session(state.deployment), webrtc_filter=True)
-    return web.json_response({"call_id": call.call_id}, status=201)
+    return web.json_response({"call_id": call.call_id})
 
 
 def _call_or_404(request: web.Request) -> Call | None:
@@ -325,7 +324,7 @@ async def admin_script(request: web.Request) -> web.Response:
     except (ValueError, TypeError) as exc:
         return error_response(400, f"bad script: {exc}", "bad_script")
     wait = request.query.get("wait", "1") not in ("0", "false")
-    task = call._spawn(call.script(responses, spec.get("text"), pad))
+    task = call.spawn(call.script(responses, spec.get("text"), pad))
     if wait:
         try:
             await asyncio.shield(task)

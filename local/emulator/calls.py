@@ -5,9 +5,8 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, Callable
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
@@ -54,7 +53,7 @@ class Observer:
 
 class Call:
     def __init__(self, call_id: str, session: dict, expires_at: int, webrtc_filter: bool,
-                 max_call_seconds: float, on_end: Callable[["Call"], None]) -> None:
+                 max_call_seconds: float) -> None:
         self.call_id = call_id
         self.session = session
         self.session_id = new_id("sess")
@@ -77,7 +76,6 @@ class Call:
         self._last_user_text: str | None = None
         self._turn_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
-        self._on_end = on_end
         self.audio_frames_in = 0
         self.speech_segments = 0
         self.max_rms_in = 0.0
@@ -85,12 +83,14 @@ class Call:
         self._vad = EnergyVad()
         self._speech_item: str | None = None
         self._speech_started_ms = 0
+        self.closing: asyncio.Future | None = None  # the peer connection's close, once ended
         loop = asyncio.get_running_loop()
         self._deadline = loop.call_later(
-            max_call_seconds, lambda: self._spawn(self.end(CLOSE_GOING_AWAY, "max_duration")))
+            max_call_seconds, lambda: self.spawn(self.end(CLOSE_GOING_AWAY, "max_duration")))
 
     # -- plumbing -------------------------------------------------------------------------
-    def _spawn(self, coro) -> asyncio.Task:
+    def spawn(self, coro) -> asyncio.Task:
+        """A task that belongs to the call: cancelled when the call ends, failures logged."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -166,7 +166,7 @@ class Call:
         # aiortc announced the remote tracks during setRemoteDescription, before this call existed.
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "audio" and transceiver.receiver.track is not None:
-                self._spawn(self._listen(transceiver.receiver.track))
+                self.spawn(self._listen(transceiver.receiver.track))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -200,7 +200,7 @@ class Call:
             elif change == "stop" and self._speech_item:
                 item_id, self._speech_item = self._speech_item, None
                 self.speech_segments += 1
-                self._spawn(self._speech_turn(item_id, self._speech_started_ms, self._vad.ms))
+                self.spawn(self._speech_turn(item_id, self._speech_started_ms, self._vad.ms))
 
     async def _speech_turn(self, item_id: str, start_ms: int, end_ms: int) -> None:
         self.emit(ev.event("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item_id))
@@ -250,7 +250,7 @@ class Call:
                 self._last_user_text = " ".join(t for t in texts if t)
         elif kind == "response.create":
             params = msg.get("response") or {}
-            self._spawn(self.respond(modalities=params.get("output_modalities")))
+            self.spawn(self.respond(modalities=params.get("output_modalities")))
         elif kind in ("input_audio_buffer.clear", "input_audio_buffer.commit", "output_audio_buffer.clear",
                       "response.cancel"):
             if kind == "output_audio_buffer.clear" and self.track:
@@ -298,8 +298,8 @@ class Call:
         self.emit(ev.event("response.content_part.added", **common,
                            part={"type": part_type, "transcript": ""} if audio else {"type": "text", "text": ""}))
         if audio:
-            pcm = await asyncio.get_running_loop().run_in_executor(None, speech_pcm, text)
-            if self.track is not None:
+            if self.track is not None:  # a call without media (admin) has nobody to speak to
+                pcm = await asyncio.get_running_loop().run_in_executor(None, speech_pcm, text)
                 self.track.play(pcm)
             self.emit(ev.event("output_audio_buffer.started", response_id=rid))
         delta_type = "response.output_audio_transcript.delta" if audio else "response.output_text.delta"
@@ -334,7 +334,6 @@ class Call:
         self._deadline.cancel()
         for obs in list(self.observers):
             obs.queue.put_nowait(code)
-        self._on_end(self)
         if self.track is not None:
             self.track.stop()
         current = asyncio.current_task()
@@ -343,7 +342,8 @@ class Call:
                 task.cancel()
         if self.pc is not None:
             # Closing the peer connection takes a while; the caller (hang-up) need not wait.
-            asyncio.ensure_future(self.pc.close()).add_done_callback(_log_failure)
+            self.closing = asyncio.ensure_future(self.pc.close())
+            self.closing.add_done_callback(_log_failure)
         return True
 
 

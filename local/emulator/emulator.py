@@ -68,15 +68,20 @@ class Emulator:
         return self
 
     async def _listen(self) -> None:
-        self._runner = web.AppRunner(build_app(self.state), handle_signals=False)
+        self._runner = web.AppRunner(build_app(self.state), handle_signals=False,
+                                    shutdown_timeout=5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
 
     async def _close(self) -> None:
-        for call in list(self.state.calls.values()):
+        calls = list(self.state.calls.values())
+        for call in calls:
             await call.end(CLOSE_GOING_AWAY, "emulator_stopped")
+        closing = [c.closing for c in calls if c.closing is not None]
+        if closing:
+            await asyncio.wait(closing, timeout=5)
         await asyncio.sleep(0.05)  # let close frames out
         if self._runner is not None:
             await self._runner.cleanup()

@@ -16,7 +16,7 @@ from .http_server import HttpTriggers
 from .invoker import Invoker
 from .keys import load_keys
 from .queue_listener import QueueListener
-from .storage import QueueClients, QueueOutputWriter
+from .storage import QueueClients, QueueOutputWriter, connection_string
 
 log = logging.getLogger("host")
 SUPPORTED_TRIGGERS = {"httpTrigger", "queueTrigger"}
@@ -51,6 +51,9 @@ class LocalHost:
         self.specs = load_functions(self.script_root, self.settings)
         for spec in self.specs:
             check_supported(spec)
+            for b in [spec.trigger, *spec.outputs]:
+                if b["type"] in ("queue", "queueTrigger"):
+                    connection_string(b.get("connection"), self.settings)  # fail now, naming it
         self.invoker = Invoker(self.settings, self.config.function_timeout, str(self.script_root))
         self.clients = QueueClients(self.settings)
         self.writer = QueueOutputWriter(self.clients, self.config.queues.message_encoding, self._notify)

@@ -43,10 +43,18 @@ class QueueListener:
         self._wake.set()
 
     async def run(self) -> None:
-        self.queue = await self.clients.get(self.connection, self.queue_name)
-        self.poison = await self.clients.get(self.connection, self.queue_name + "-poison")
-        delay = MIN_POLL
         opts = self.options
+        delay = MIN_POLL
+        while True:  # storage may still be starting: keep trying, as the host does
+            try:
+                self.queue = await self.clients.get(self.connection, self.queue_name)
+                self.poison = await self.clients.get(self.connection, self.queue_name + "-poison")
+                break
+            except Exception as exc:
+                log.warning("queue %s: storage not reachable yet: %s", self.queue_name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, opts.max_polling_interval)
+        delay = MIN_POLL
         try:
             while True:
                 if len(self._running) > opts.new_batch_threshold:

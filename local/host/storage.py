@@ -15,7 +15,7 @@ DEV_STORAGE = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
                "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;")
 
 
-class ConnectionError_(RuntimeError):
+class MissingConnection(RuntimeError):
     pass
 
 
@@ -27,9 +27,9 @@ def connection_string(connection: str | None, settings: Mapping[str, str]) -> st
         if value:
             return DEV_STORAGE if value.lower() == "usedevelopmentstorage=true" else value
     if any(k.startswith(name + "__") for k in settings):
-        raise ConnectionError_(f"connection {name!r} is identity-based ({name}__...); the local host "
+        raise MissingConnection(f"connection {name!r} is identity-based ({name}__...); the local host "
                                f"needs a connection string (Azurite) in the {name} setting")
-    raise ConnectionError_(f"app setting {name!r} (storage connection string) is not set")
+    raise MissingConnection(f"app setting {name!r} (storage connection string) is not set")
 
 
 class QueueClients:

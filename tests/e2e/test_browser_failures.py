@@ -9,7 +9,7 @@ import requests
 
 from local.azurite import free_port
 from local.emulator import reply_for
-from tests.e2e.browser_support import StaticSite, WATCH_GATE, assistant_texts, open_page, start_call
+from tests.e2e.browser_support import ARTIFACTS, StaticSite, WATCH_GATE, assistant_texts, open_page, start_call
 from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS
 
 
@@ -88,7 +88,10 @@ def test_throttled_shows_retry_after(browser, gateway_stack):
     page = open_page(browser, gateway_stack.url + "/")
     message = click_start_expect_error(page)
     assert "The voice service is busy. Try again in 7 seconds." in message
-    assert "reference " in message
+    assert "Reference: " in message
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.set_viewport_size({"width": 375, "height": 740})
+    page.screenshot(path=str(ARTIFACTS / "browser-throttled-phone.png"))
     page.close()
 
 

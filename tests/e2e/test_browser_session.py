@@ -175,3 +175,39 @@ def test_click_to_data_channel_and_first_transcript_timings(browser, gateway_sta
     print("browser timings (median of 5):", medians)
     assert medians["click_to_datachannel_ms"] < 5000
     assert medians["click_to_first_transcript_ms"] < 20000
+
+
+def test_keyboard_only_and_leaving_the_page_ends_the_call(browser, gateway_stack):
+    page = open_page(browser, gateway_stack.url + "/")
+    # Every control has an accessible name; the transcript is a live region.
+    page.get_by_role("button", name="Start").wait_for()
+    page.get_by_role("button", name="Hang up").wait_for()
+    page.get_by_role("button", name="Mute").wait_for()
+    page.get_by_label("Type a message").wait_for()
+    page.get_by_role("meter", name="Microphone level").wait_for()
+    assert page.get_attribute("#transcript", "aria-live") == "polite"
+    assert page.get_attribute("#error", "role") == "alert"
+
+    # Tab to Start (past the skip link) and press Enter; the message box is then reachable.
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "start"
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#state[data-state=live]", timeout=30_000)
+    call_id = page.text_content("#call-id").strip()
+    page.focus("#message")
+    page.keyboard.type("Typed with the keyboard")
+    page.keyboard.press("Enter")
+    page.wait_for_function("t => [...document.querySelectorAll('#transcript li.assistant[data-done=true] .text')]"
+                           ".some(e => e.textContent === t)", arg=reply_for("Typed with the keyboard"))
+
+    # Closing the tab mid-call hangs up through the gateway (keepalive POST on pagehide).
+    page.close(run_before_unload=True)
+    end = time.monotonic() + 10
+    info = {}
+    while time.monotonic() < end:
+        info = requests.get(f"{gateway_stack.emulator.url}/_emulator/calls/{call_id}", timeout=5).json()
+        if info["state"] == "ended":
+            break
+        time.sleep(0.2)
+    assert info["state"] == "ended" and info["end_reason"] == "hangup", info

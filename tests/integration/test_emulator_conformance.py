@@ -12,10 +12,9 @@ from pydantic import BaseModel, TypeAdapter
 
 from local.emulator import SPEECH_TRANSCRIPT, reply_for
 from local.emulator.audio import speech_pcm
-from local.emulator.peer import ClientPeer, entra_token, mint_ephemeral_key
-
-openai_rt = pytest.importorskip("openai.types.realtime")  # test-only dependency, in requirements-dev
-from openai.types.realtime import ClientSecretCreateResponse, RealtimeServerEvent  # noqa: E402
+from local.emulator.peer import ClientPeer, entra_token
+# The oracle: the openai package's public types (a test-only dependency, in requirements-dev).
+from openai.types.realtime import ClientSecretCreateResponse, RealtimeServerEvent
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 # The service reports the session with id/object/expires_at, which RealtimeSessionCreateRequest

@@ -73,8 +73,7 @@ def test_stack_prints_ready_lines_serves_the_page_and_stops_cleanly(tmp_path):
 
 
 def test_stack_with_a_real_endpoint_starts_no_emulator(tmp_path):
-    stack = Stack(tmp_path, AZURE_OPENAI_ENDPOINT="https://example-resource.openai.azure.com",
-                  IDENTITY_ENDPOINT="http://127.0.0.1:1/should-not-be-used", IDENTITY_HEADER="x")
+    stack = Stack(tmp_path, AZURE_OPENAI_ENDPOINT="https://example-resource.openai.azure.com")
     try:
         stack.wait_for("open ")
         assert stack.wait_for("ready: azure-openai ") == "ready: azure-openai https://example-resource.openai.azure.com"

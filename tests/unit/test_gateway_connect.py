@@ -185,7 +185,7 @@ def test_api_key_resources_work_and_the_key_is_never_logged(caplog, offer):
     try:
         caplog.set_level(logging.DEBUG)
         settings = load_settings({"AZURE_OPENAI_ENDPOINT": emu.url, "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
-                                  "AZURE_OPENAI_API_KEY": key})
+                                  "AZURE_OPENAI_API_KEY": key, "ALLOWED_ORIGINS": ORIGIN})
         gateway = Gateway.from_settings(settings, env={})
         assert gateway.tokens is None
         http_api.reset_gateway(gateway)
