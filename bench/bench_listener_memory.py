@@ -89,6 +89,7 @@ def main() -> None:
         elapsed = time.monotonic() - t0
         cur, peak = tracemalloc.get_traced_memory()
         result = box["r"]
+        print(result)
         archived = sum(1 for _ in archive.read_events(call_id))
         print(f"archived {archived} rows ({result.events} service events) in {elapsed:.0f} s "
               f"({result.events / elapsed:.0f} events/s)")

@@ -3,6 +3,8 @@ on the fixture app (tests/fixture_app: maxDequeueCount 3, visibilityTimeout 0, b
 import base64
 import time
 
+import pytest
+
 from tests.fixtures.host import (FIXTURE_APP, b64, copy_app, drain_texts, fixture_settings,
                                             queue, records, wait_until)
 
@@ -114,3 +116,14 @@ def test_batch_runs_messages_concurrently_within_limits(host_factory, azurite, t
         running += delta
         peak = max(peak, running)
     assert 2 <= peak <= 6
+
+
+def test_start_up_fails_clearly_without_the_queue_settings(host_factory, azurite, tmp_path):
+    settings = fixture_settings(azurite, tmp_path)
+    del settings["SLOW_QUEUE"]
+    with pytest.raises(RuntimeError, match="%SLOW_QUEUE% which is not set"):
+        host_factory(FIXTURE_APP, settings)
+    del settings["AzureWebJobsStorage"]
+    settings["SLOW_QUEUE"] = "slow-x"
+    with pytest.raises(RuntimeError, match="'AzureWebJobsStorage' .storage connection string. is not set"):
+        host_factory(FIXTURE_APP, settings)
