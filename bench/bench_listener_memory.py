@@ -64,13 +64,22 @@ def main() -> None:
         call_id = requests.post(url + "/_emulator/calls", timeout=10).json()["call_id"]
         now = time.time()
         msg = CallMessage(call_id=call_id, started_at=now, deadline=now + 3600)
+        upstream = ServiceUpstream(settings)
+        upstream.headers()          # imports and the first token: a process cost, not a per-call one
         tracemalloc.start()
-        lst = Listener(msg, archive, ServiceUpstream(settings), settings.websocket_endpoint, time_box=3600,
+        lst = Listener(msg, archive, upstream, settings.websocket_endpoint, time_box=3600,
                        session_update={"type": "realtime", "output_modalities": ["text"]})
         box = {}
-        t = threading.Thread(target=lambda: box.setdefault("r", lst.run()), daemon=True)
+        def run():
+            try:
+                box["r"] = lst.run()
+            except BaseException as exc:
+                box["error"] = exc
+                raise
+        t = threading.Thread(target=run, daemon=True)
         t.start()
-        time.sleep(1.0)
+        while not (archive.find_session(call_id) or {}).get("attached_at"):
+            time.sleep(0.05)
         base_rss, (base_cur, _) = rss_mib(), tracemalloc.get_traced_memory()
         print(f"attached; RSS {base_rss:.1f} MiB, traced {base_cur / 2**20:.2f} MiB")
         emitted = 0
@@ -79,23 +88,26 @@ def main() -> None:
             emitted = requests.post(f"{url}/_emulator/calls/{call_id}/script", json={"responses": 50},
                                     timeout=600).json()["events"]
             # a real call is far slower than the emulator's scripted turns: let the writer keep up
-            while lst_writer_backlog(lst) > 500:
+            while lst_writer_backlog(lst) > 500 and t.is_alive():
                 time.sleep(0.2)
+            if not t.is_alive():
+                break
             cur, peak = tracemalloc.get_traced_memory()
             print(f"{emitted:6d} events emitted, {lst_writer_backlog(lst):5d} waiting for the writer: "
                   f"RSS {rss_mib():6.1f} MiB, traced {cur / 2**20:6.2f} MiB (peak {peak / 2**20:.2f})", flush=True)
         requests.post(f"{url}/_emulator/calls/{call_id}/end", timeout=10)
         t.join(600)
         elapsed = time.monotonic() - t0
-        cur, peak = tracemalloc.get_traced_memory()
+        cur, peak = tracemalloc.get_traced_memory()     # before reading back: only the listener's use
+        end_rss = rss_mib()
         result = box["r"]
-        print(result)
+        kept = (cur - base_cur) / max(1, result.events)
         archived = sum(1 for _ in archive.read_events(call_id))
         print(f"archived {archived} rows ({result.events} service events) in {elapsed:.0f} s "
               f"({result.events / elapsed:.0f} events/s)")
-        print(f"RSS {base_rss:.1f} -> {rss_mib():.1f} MiB; traced after attach {base_cur / 2**20:.2f} MiB, "
-              f"peak {peak / 2**20:.2f} MiB, at end {cur / 2**20:.2f} MiB "
-              f"(~{(cur - base_cur) / max(1, result.events):.0f} B per event kept: the event-id set)")
+        print(f"listener memory over the call: RSS {base_rss:.1f} -> {end_rss:.1f} MiB; traced after attach "
+              f"{base_cur / 2**20:.2f} MiB, peak {peak / 2**20:.2f} MiB, after the call {cur / 2**20:.2f} MiB "
+              f"(~{kept:.0f} B per event kept until the invocation ends: the event-id set)")
     finally:
         emu.terminate()
         emu.wait(10)

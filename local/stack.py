@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
@@ -174,7 +175,12 @@ def main() -> int:
 
         port = required_port("FUNCTIONS_PORT", 7071)
         gateway = f"http://127.0.0.1:{port}"
-        settings.setdefault("ALLOWED_ORIGINS", f"{gateway},http://localhost:{port}")
+        # The page the host serves is same-origin and browsers still send Origin on POST: always allow it.
+        origins = [o.strip() for o in settings.get("ALLOWED_ORIGINS", "").split(",") if o.strip()]
+        for own in (gateway, f"http://localhost:{port}"):
+            if own not in origins:
+                origins.append(own)
+        settings["ALLOWED_ORIGINS"] = ",".join(origins)
         env = {**os.environ, **settings, "PYTHONUNBUFFERED": "1"}
         for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
             if key not in settings:

@@ -59,12 +59,14 @@ class Listener:
                  time_box: float, strict: bool = False, attach_limit: float = 15.0,
                  session_update: Mapping[str, Any] | None = None,
                  handover: Callable[[CallMessage], None] | None = None,
-                 clock: Callable[[], float] = time.time, flush_interval: float = 0.5):
+                 clock: Callable[[], float] = time.time, flush_interval: float = 0.5,
+                 redelivered: bool = False):
         self.msg, self.archive, self.upstream = msg, archive, upstream
         self.url = sideband_url(websocket_endpoint, msg.call_id)
         self.time_box, self.strict, self.attach_limit = time_box, strict, attach_limit
         self.session_update, self.handover, self.clock = session_update, handover, clock
         self.flush_interval = flush_interval
+        self.redelivered = redelivered   # an earlier try of this message failed mid-call
         self.hung_up_at: float | None = None
         self.end_reason: str | None = None
 
@@ -76,7 +78,7 @@ class Listener:
         sb: Sideband | None = None
         first_error: str | None = None
         try:  # socket first: every millisecond before it is a missed event
-            sb = Sideband.open(self.url, self.upstream.headers())
+            sb = self._open()
         except CallGone:
             return self._finish_gone(started)
         except SidebandError as exc:
@@ -101,6 +103,13 @@ class Listener:
             writer.close({"last_error_at": utc_iso(self.clock())}, timeout=15)
             raise
 
+    def _open(self) -> Sideband:
+        try:
+            headers = self.upstream.headers()
+        except Exception as exc:  # identity endpoint down: retried like a failed handshake
+            raise SidebandError(f"no credential for the sideband: {type(exc).__name__}") from None
+        return Sideband.open(self.url, headers)
+
     def _initial_fields(self) -> dict[str, Any]:
         msg = self.msg
         principal = msg.principal or {}
@@ -124,7 +133,7 @@ class Listener:
             time.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
             try:
-                return Sideband.open(self.url, self.upstream.headers())
+                return self._open()
             except SidebandError as exc:
                 error = str(exc)
             except CallGone:
@@ -138,11 +147,12 @@ class Listener:
             fields["attach_delay_ms"] = round(self.attach_delay * 1000)
         else:
             self.attach_delay = None
-        if first and self.msg.continuation > 0:
-            fields["continuations"] = self.msg.continuation
+        if first and (self.msg.continuation > 0 or self.redelivered):
+            if self.msg.continuation > 0:
+                fields["continuations"] = self.msg.continuation
             # events between the previous listener's socket and this one were not observed
-            writer.mark("listener.gap", {"reason": "handover", "continuation": self.msg.continuation,
-                                         "until": utc_iso(now)}, now)
+            writer.mark("listener.gap", {"reason": "redelivered" if self.redelivered else "handover",
+                                         "continuation": self.msg.continuation, "until": utc_iso(now)}, now)
         writer.session_update(fields, urgent=True)
         if self.session_update:
             sb.send_json({"type": "session.update", "session": dict(self.session_update)})
@@ -201,7 +211,7 @@ class Listener:
             attempts += 1
             delay = min(delay * 2, BACKOFF_MAX)
             try:
-                sb = Sideband.open(self.url, self.upstream.headers())
+                sb = self._open()
             except CallGone:
                 return self._finish(writer, "ended", detail="call ended while the sideband was down")
             except SidebandError as exc:
@@ -271,7 +281,8 @@ class Listener:
         fields = {"state": "ended", "end_reason": ended}
         if writer.session.get("state") != "ended":
             fields.update(ended_at=utc_iso(self.clock()),
-                          end_detail="the call had ended before the listener attached")
+                          end_detail="the call ended during the hand-over" if self.msg.continuation
+                          else "the call had ended before the listener attached")
         log.info("call %s: already ended, nothing to record", self.msg.call_id)
         self.attach_delay = None
         writer.close(fields)

@@ -51,13 +51,13 @@ def shared_deps(env: Mapping[str, str] | None = None) -> tuple[Settings, Archive
 
 
 def make_listener(msg: CallMessage, settings: Settings, archive: Archive, upstream: Any,
-                  handover: Callable[[CallMessage], None] | None) -> Listener:
+                  handover: Callable[[CallMessage], None] | None, redelivered: bool = False) -> Listener:
     return Listener(msg, archive, upstream, settings.websocket_endpoint,
                     time_box=settings.listener_time_box, strict=settings.strict_recording,
                     attach_limit=settings.attach_limit_seconds,
                     # set when the lead adds it to Settings: a session.update the listener asserts
                     session_update=getattr(settings, "sideband_session_update", None) or None,
-                    handover=handover)
+                    handover=handover, redelivered=redelivered)
 
 
 def handle_call_message(body: str | bytes, *, send_handover: Callable[[str], None],
@@ -82,7 +82,8 @@ def handle_call_message(body: str | bytes, *, send_handover: Callable[[str], Non
     settings, archive, upstream = deps or shared_deps()
     if dequeue_count and dequeue_count > 1:
         log.warning("call %s: message redelivered (try %d); resuming from the archive", msg.call_id, dequeue_count)
-    listener = make_listener(msg, settings, archive, upstream, lambda nxt: send_handover(nxt.to_json()))
+    listener = make_listener(msg, settings, archive, upstream, lambda nxt: send_handover(nxt.to_json()),
+                             redelivered=bool(dequeue_count and dequeue_count > 1))
     result = listener.run()
     log.info("call %s: listener %d done: %s (%s), %d events, %d duplicates skipped, %d gaps%s",
              msg.call_id, msg.continuation, result.outcome, result.end_reason, result.events,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import azure.functions as func
 from aiohttp import web
+from multidict import CIMultiDict
 
 from .app_loader import FunctionSpec
 from .bindings import OutValue
@@ -131,9 +132,16 @@ def to_aiohttp(result) -> web.Response:
         return web.Response(status=200, body=body, content_type="text/plain", charset="utf-8")
     if not isinstance(result, func.HttpResponse):
         raise TypeError(f"HTTP function returned {type(result).__name__}, not func.HttpResponse")
-    headers = {k: v for k, v in result.headers.items()}
-    if not any(k.lower() == "content-type" for k in headers) and result.mimetype:
-        # As the Python worker does: mimetype plus charset unless the handler set Content-Type.
-        headers["Content-Type"] = f"{result.mimetype}; charset={result.charset}" if result.charset \
-            else result.mimetype
+    headers = CIMultiDict()
+    for name, value in result.headers.items():
+        if name.lower() != "set-cookie":
+            headers.add(name, value)
+    if "set-cookie" in result.headers:  # several cookies stay several headers, as in the worker
+        for cookie in result.headers.get_all("Set-Cookie"):
+            headers.add("Set-Cookie", cookie)
+    if "content-type" not in headers:
+        # The worker's rule (azure.functions.http.HttpResponseConverter): charset only for text/*.
+        mimetype = result.mimetype
+        headers["Content-Type"] = f"{mimetype}; charset={result.charset}" if mimetype.startswith("text/") \
+            else mimetype
     return web.Response(status=result.status_code, headers=headers, body=result.get_body())

@@ -17,7 +17,7 @@ def host(host_factory, azurite, tmp_path):
 def test_route_params_query_headers_and_methods(host):
     r = requests.get(host.url + "/api/hello/ada?q=42", headers={"x-test": "yes"})
     assert r.status_code == 200
-    assert r.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert r.headers["Content-Type"] == "application/json"  # the worker adds charset to text/* only
     assert r.json() == {"name": "ada", "q": "42", "method": "GET",
                         "url": host.url + "/api/hello/ada?q=42", "agent": "yes"}
     assert requests.post(host.url + "/api/hello/ada").status_code == 404  # GET only
@@ -99,3 +99,18 @@ def test_static_folder_at_root(host_factory, azurite, tmp_path):
     assert requests.get(host.url + "/missing.css").status_code == 404
     assert requests.get(host.url + "/%2e%2e/secret.txt").status_code == 404
     assert requests.get(host.url + "/api/hello/x").status_code == 200  # functions still win
+
+
+@pytest.mark.parametrize("template,path,expected", [
+    ("api/items/{id:int}", "/api/items/12", {"id": "12"}),
+    ("api/items/{id:int}", "/api/items/x", None),
+    ("api/items/{id?}", "/api/items", {}),
+    ("api/files/{*rest}", "/api/files/a/b/c.txt", {"rest": "a/b/c.txt"}),
+    ("api/u/{id:guid}", "/api/u/0f8fad5b-d9cb-469f-a165-70867728950e", {"id": "0f8fad5b-d9cb-469f-a165-70867728950e"}),
+    ("api/u/{id:guid}", "/api/u/nope", None),
+    ("api/c/{code:regex(^[a-z]{{2}}$)}", "/api/c/ab", {"code": "ab"}),
+    ("api/c/{code:alpha:minlength(2)}", "/api/c/a1", None),
+])
+def test_route_templates(template, path, expected):
+    from local.host.routes import compile_route
+    assert compile_route(template).match(path) == expected

@@ -322,3 +322,39 @@ def test_message_for_an_ended_call_completes_quietly(emulator, archive, settings
     assert result.outcome == "ended" and handed == []
     session = archive.find_session(call_id)
     assert session["state"] == "ended" and "before the listener attached" in session["end_detail"]
+
+
+def test_failing_archive_fails_the_invocation_and_the_retry_resumes(emulator, archive, upstream, settings,
+                                                                    monkeypatch):
+    from realtime_gateway.archive import ArchiveError
+    call_id = new_call(emulator)
+    msg = message(call_id)
+    t, box = run_in_thread(listener(msg, archive, upstream, settings))
+    wait_attached(archive, call_id)
+    script(emulator, call_id, 1)
+    time.sleep(1.0)                                   # the first turn is archived
+    archived = len(list(archive.read_events(call_id)))
+    real_write = archive.write_entities
+
+    def down(entities):
+        raise ConnectionError("table endpoint unreachable")
+    monkeypatch.setattr(archive, "write_entities", down)
+    script(emulator, call_id, 1)
+    t.join(60)                                        # ~8 s of retries, then the invocation fails
+    assert isinstance(box.get("error"), ArchiveError)
+    monkeypatch.setattr(archive, "write_entities", real_write)
+    # the host retries the same message (dequeue count 2): the call is still live
+    t2, box2 = run_in_thread(listener(msg, archive, upstream, settings, redelivered=True))
+    end = time.monotonic() + 10
+    while len(list(archive.read_events(call_id))) <= archived and time.monotonic() < end:
+        time.sleep(0.1)
+    script(emulator, call_id, 1)
+    end_call(emulator, call_id)
+    t2.join(30)
+    assert box2["result"].end_reason == "ended"
+    events = list(archive.read_events(call_id))
+    gaps = [json.loads(e.payload) for e in events if e.event_type == "listener.gap"]
+    assert [g["reason"] for g in gaps] == ["redelivered"]
+    assert len({e.event_id for e in events}) == len(events)
+    assert [e.event_type for e in events].count("response.done") == 2   # turns 1 and 3; turn 2 was lost
+    assert verify_call(archive, call_id).ok
