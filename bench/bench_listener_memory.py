@@ -4,7 +4,7 @@
 
 The listener asks for text output with its session.update (no speech synthesis in the emulator, so
 events come fast), the emulator runs scripted turns until the call has produced --events events,
-and this process samples tracemalloc and RSS as the archive grows.
+and this process samples its RSS (and, with --tracemalloc, traced allocations) as the archive grows.
 """
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ def lst_writer_backlog(lst) -> int:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--events", type=int, default=20000)
+    p.add_argument("--tracemalloc", action="store_true",
+                   help="also trace Python allocations (several times slower: the writer falls behind)")
     args = p.parse_args()
     az = start_azurite()
     port = free_port()
@@ -66,7 +68,8 @@ def main() -> None:
         msg = CallMessage(call_id=call_id, started_at=now, deadline=now + 3600)
         upstream = ServiceUpstream(settings)
         upstream.headers()          # imports and the first token: a process cost, not a per-call one
-        tracemalloc.start()
+        if args.tracemalloc:
+            tracemalloc.start()
         lst = Listener(msg, archive, upstream, settings.websocket_endpoint, time_box=3600,
                        session_update={"type": "realtime", "output_modalities": ["text"]})
         box = {}
@@ -94,7 +97,8 @@ def main() -> None:
                 break
             cur, peak = tracemalloc.get_traced_memory()
             print(f"{emitted:6d} events emitted, {lst_writer_backlog(lst):5d} waiting for the writer: "
-                  f"RSS {rss_mib():6.1f} MiB, traced {cur / 2**20:6.2f} MiB (peak {peak / 2**20:.2f})", flush=True)
+                  f"RSS {rss_mib():6.1f} MiB" + (f", traced {cur / 2**20:6.2f} MiB (peak {peak / 2**20:.2f})"
+                                                  if args.tracemalloc else ""), flush=True)
         requests.post(f"{url}/_emulator/calls/{call_id}/end", timeout=10)
         t.join(600)
         elapsed = time.monotonic() - t0
@@ -105,9 +109,14 @@ def main() -> None:
         archived = sum(1 for _ in archive.read_events(call_id))
         print(f"archived {archived} rows ({result.events} service events) in {elapsed:.0f} s "
               f"({result.events / elapsed:.0f} events/s)")
-        print(f"listener memory over the call: RSS {base_rss:.1f} -> {end_rss:.1f} MiB; traced after attach "
-              f"{base_cur / 2**20:.2f} MiB, peak {peak / 2**20:.2f} MiB, after the call {cur / 2**20:.2f} MiB "
-              f"(~{kept:.0f} B per event kept until the invocation ends: the event-id set)")
+        seen = lst.writer.seen
+        seen_bytes = sys.getsizeof(seen) + sum(sys.getsizeof(x) for x in seen)
+        print(f"listener memory over the call: RSS {base_rss:.1f} MiB after attach -> {end_rss:.1f} MiB at the end "
+              f"(+{end_rss - base_rss:.1f} MiB for {result.events} events); the event-id set holds "
+              f"{seen_bytes / 2**20:.2f} MiB (~{seen_bytes / max(1, len(seen)):.0f} B per event)")
+        if args.tracemalloc:
+            print(f"traced Python allocations: after attach {base_cur / 2**20:.2f} MiB, peak {peak / 2**20:.2f} MiB, "
+                  f"after the call {cur / 2**20:.2f} MiB ({kept:.0f} B per event)")
     finally:
         emu.terminate()
         emu.wait(10)

@@ -81,8 +81,10 @@ class QueueListener:
                 except asyncio.TimeoutError:
                     delay = min(delay * 2, opts.max_polling_interval)
         finally:
-            for task in list(self._running):
+            running = list(self._running)
+            for task in running:
                 task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)  # lets them release their messages
 
     async def _process(self, m) -> None:
         try:
@@ -107,6 +109,14 @@ class QueueListener:
         renew = asyncio.create_task(self._keep_invisible(m, receipt))
         try:
             ok = await self._invoke(m, body, receipt["pop"])
+        except asyncio.CancelledError:
+            # The host is stopping: make the message visible again now rather than after the lease.
+            renew.cancel()
+            try:
+                await asyncio.wait_for(self.queue.update_message(m.id, receipt["pop"], visibility_timeout=0), 5)
+            except Exception:
+                pass
+            raise
         finally:
             renew.cancel()
             await asyncio.gather(renew, return_exceptions=True)

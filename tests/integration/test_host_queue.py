@@ -127,3 +127,16 @@ def test_start_up_fails_clearly_without_the_queue_settings(host_factory, azurite
     settings["SLOW_QUEUE"] = "slow-x"
     with pytest.raises(RuntimeError, match="'AzureWebJobsStorage' .storage connection string. is not set"):
         host_factory(FIXTURE_APP, settings)
+
+
+def test_stopping_the_host_releases_running_messages(host_factory, azurite, tmp_path):
+    # The default 10-minute lease would otherwise hide the message from the next start for that long.
+    settings = fixture_settings(azurite, tmp_path, SLOW_SECONDS=30)
+    host = host_factory(FIXTURE_APP, settings)
+    source = queue(azurite, settings["SLOW_QUEUE"], base64_text=True)
+    source.send_message("interrupted")
+    wait_until(lambda: records(settings, "slow"), what="slow handler started")
+    assert host.stop() == 0
+    got = wait_until(lambda: list(source.receive_messages(max_messages=1, visibility_timeout=30)), 3,
+                     what="message visible again")
+    assert got[0].dequeue_count == 2  # the host took it once; this is the second receive

@@ -74,7 +74,12 @@ def test_queue_trigger_records_a_call_and_hands_over(gateway_stack_factory):
     _wait(lambda: _status(stack, call_id)["state"] == "ended", what="ended")
     status = _status(stack, call_id)
     assert status["end_reason"] == "ended" and status["recorded"] is True
-    types = [e.event_type for e in archive.read_events(call_id)]
+    events = list(archive.read_events(call_id))
+    types = [e.event_type for e in events]
+    from datetime import datetime
+    at = {e.event_type: datetime.fromisoformat(e.received_at) for e in events if e.source == "listener"}
+    print(f"\nhand-over through the queue: not recording for "
+          f"{(at['listener.gap'] - at['listener.handover']).total_seconds() * 1000:.0f} ms")
     assert types.count("response.done") == 5 and types.count("listener.handover") == 1
     assert verify_call(archive, call_id).ok
 
