@@ -4,16 +4,14 @@ directly (client_secrets + calls with a cached Entra token), measured side by si
     .venv/bin/python -m bench.bench_connect [--n 40] [--with-listener]
 
 Starts its own emulator, Azurite and host on free ports; prints medians, p90 and ratios.
-By default the host runs function_app.py without its listener section, so the queue trigger's
-sideband work does not share the 2 cores with the timed requests (--with-listener keeps it).
+By default the listener function is disabled (`AzureWebJobs.call_listener.Disabled`), so the queue
+trigger's sideband work does not share the 2 cores with the timed requests (--with-listener keeps it).
 """
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,18 +24,6 @@ from local.azurite import free_port, start_azurite  # noqa: E402
 from local.emulator import Emulator  # noqa: E402
 from tests.fixtures.host import HostProcess, make_keys  # noqa: E402
 from tests.unit.test_gateway_offer import OfferPeer  # noqa: E402
-
-LISTENER_MARKER = "# --- Queue: the sideband listener"
-
-
-def app_dir(with_listener: bool) -> tuple[Path, Path | None]:
-    if with_listener:
-        return ROOT, None
-    tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
-    (tmp / "function_app.py").write_text((ROOT / "function_app.py").read_text().split(LISTENER_MARKER)[0])
-    shutil.copy(ROOT / "host.json", tmp / "host.json")
-    return tmp, tmp
-
 
 def direct_connect(session: requests.Session, emu: Emulator, entra: str, offer: str) -> str:
     """What the gateway does upstream, done by a client that already holds a bearer token."""
@@ -70,11 +56,11 @@ def main() -> None:
 
     emu = Emulator(port=0).start()
     azurite = start_azurite()
-    script_root, tmp = app_dir(args.with_listener)
     host = None
     try:
         port = free_port()
-        host = HostProcess(script_root, {
+        listener_off = {} if args.with_listener else {"AzureWebJobs.call_listener.Disabled": "true"}
+        host = HostProcess(ROOT, {**listener_off,
             "AzureWebJobsStorage": azurite.connection_string,
             "IDENTITY_ENDPOINT": emu.identity_endpoint, "IDENTITY_HEADER": emu.identity_header,
             "AZURE_OPENAI_ENDPOINT": emu.url, "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
@@ -113,8 +99,6 @@ def main() -> None:
             host.stop()
         azurite.stop()
         emu.stop()
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def p90(xs):
         return statistics.quantiles(xs, n=10)[-1]

@@ -50,6 +50,9 @@ def load_functions(script_root: Path, settings: Mapping[str, str]) -> list[Funct
         raise RuntimeError(f"{script_root}/function_app.py defines no `app` (azure.functions.FunctionApp)")
     specs = []
     for fn in app.get_functions():
+        # The real host skips a function whose `AzureWebJobs.<name>.Disabled` setting is true.
+        if settings.get(f"AzureWebJobs.{fn.get_function_name()}.Disabled", "").lower() in ("1", "true"):
+            continue
         # function.json is what the real host reads, so the local host reads the same thing.
         bindings = json.loads(fn.get_function_json())["bindings"]
         for b in bindings:

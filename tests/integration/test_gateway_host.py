@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -19,23 +17,12 @@ from tests.fixtures.host import ROOT
 from tests.unit.test_gateway_offer import OfferPeer
 
 PAGE_ORIGIN = "http://127.0.0.1:5500"  # a static site on another origin
-LISTENER_MARKER = "# --- Queue: the sideband listener"
-
-
-@pytest.fixture(scope="module")
-def gateway_only_app(tmp_path_factory) -> Path:
-    """This repo's function_app.py with the listener section cut off, so the listener message
-    stays on the queue for the test to read (with the listener on, it would consume it)."""
-    root = tmp_path_factory.mktemp("gateway_app")
-    source = (ROOT / "function_app.py").read_text()
-    assert LISTENER_MARKER in source
-    (root / "function_app.py").write_text(source.split(LISTENER_MARKER)[0])
-    shutil.copy(ROOT / "host.json", root / "host.json")
-    return root
+# The listener is switched off the way Azure does it, so its message stays on the queue to read.
+LISTENER_OFF = {"AzureWebJobs.call_listener.Disabled": "true"}
 
 
 @pytest.fixture
-def stack(gateway_only_app, host_factory, emulator, azurite, request):
+def stack(host_factory, emulator, azurite, request):
     from local.azurite import free_port
     import secrets as _s
     port = free_port()
@@ -45,10 +32,10 @@ def stack(gateway_only_app, host_factory, emulator, azurite, request):
         "IDENTITY_ENDPOINT": emulator.identity_endpoint, "IDENTITY_HEADER": emulator.identity_header,
         "AZURE_OPENAI_ENDPOINT": emulator.url, "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
         "ALLOWED_ORIGINS": f"http://127.0.0.1:{port},{PAGE_ORIGIN}", "LISTENER_QUEUE": queue,
-        "HTTP_TIMEOUT_SECONDS": "2", "MAX_CALL_SECONDS": "900",
+        "HTTP_TIMEOUT_SECONDS": "2", "MAX_CALL_SECONDS": "900", **LISTENER_OFF,
     }
     settings.update(getattr(request, "param", {}))
-    host = host_factory(gateway_only_app, settings, port=port)
+    host = host_factory(ROOT, settings, port=port)
     host.queue = QueueClient.from_connection_string(azurite.connection_string, queue)
     host.emulator = emulator
     return host

@@ -54,6 +54,12 @@ def test_keys_from_the_local_key_file(host_factory, azurite, tmp_path):
     assert keys["master"] not in host.logs
 
 
+def test_a_function_disabled_by_setting_is_not_served(host_factory, azurite, tmp_path):
+    host = host_factory(FIXTURE_APP, fixture_settings(azurite, tmp_path, **{"AzureWebJobs.hello.Disabled": "true"}))
+    assert requests.get(host.url + "/api/hello/ada").status_code == 404
+    assert requests.get(host.url + "/api/boom").status_code == 500  # the others still are
+
+
 def test_handler_exception_is_a_500(host):
     assert requests.get(host.url + "/api/boom").status_code == 500
     assert "Executed 'Functions.boom' (Failed" in host.wait_for_log("Executed 'Functions.boom'")
