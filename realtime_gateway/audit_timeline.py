@@ -26,6 +26,7 @@ li.gap{background:#fff3cd}li.gap:before{background:#e9a100}li.error:before{backg
 li.control:before{background:#6c757d}
 .bubble{display:block;margin:2px 0 0;padding:6px 10px;border-radius:8px;max-width:760px;white-space:pre-wrap}
 li.user .bubble{background:#e0f2ef}li.assistant .bubble{background:#e3edf5}
+li details{display:inline-block;margin-left:8px;font-size:12px}li details[open]{display:block;margin-left:0}
 details pre{white-space:pre-wrap;word-break:break-all;font-size:12px;background:#fff;border:1px solid #e1e5ea;
 padding:6px;max-height:320px;overflow:auto}
 """

@@ -24,6 +24,13 @@ class CallSummary:
             return
         if event_type == USER_TRANSCRIPT[0] and isinstance(event.get(USER_TRANSCRIPT[1]), str):
             self.user.append(event[USER_TRANSCRIPT[1]])
+        if event_type == "conversation.item.added":   # typed user turns (spoken ones come transcribed)
+            item = event.get("item") or {}
+            if isinstance(item, Mapping) and item.get("role") == "user":
+                texts = [c.get("text") for c in item.get("content") or []
+                         if isinstance(c, Mapping) and c.get("type") == "input_text" and c.get("text")]
+                if texts:
+                    self.user.append(" ".join(texts))
         for etype, key in ASSISTANT_TRANSCRIPTS:
             if event_type == etype and isinstance(event.get(key), str):
                 self.assistant.append(event[key])

@@ -51,6 +51,7 @@ class ListenerResult:
     gaps: int = 0
     attach_delay: float | None = None  # seconds from call created to sideband open (first attach)
     continuation: CallMessage | None = None
+    head: str | None = None            # the hash chain's head after this listener (for external logs)
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -86,21 +87,28 @@ class Listener:
         writer = ArchiveWriter(self.archive, msg.call_id, day_of(msg.started_at), self._initial_fields(),
                                listener=msg.continuation, flush_interval=self.flush_interval).start()
         self.writer = writer
+        self.sb = sb
         try:
             if sb is None:
-                sb = self._attach_retry(writer, box_end, first_error)
+                try:
+                    sb = self.sb = self._attach_retry(writer, box_end, first_error)
+                except CallGone:
+                    return self._finish(writer, "ended", detail="the call ended before the listener attached")
                 if sb is None:
                     return self._not_attached(writer, box_end)
             self._attached(writer, sb, first=True)
             return self._read(writer, sb, box_end)
         except ArchiveError:
-            if sb is not None:
-                sb.close()
+            if self.sb is not None:
+                self.sb.close()
             raise
-        except BaseException:
-            if sb is not None:
-                sb.close()
-            writer.close({"last_error_at": utc_iso(self.clock())}, timeout=15)
+        except BaseException as exc:
+            # the queue retries the message; a successful retry overwrites this ending
+            if self.sb is not None:
+                self.sb.close()
+            log.error("call %s: listener failed: %s", msg.call_id, type(exc).__name__)
+            writer.close({"last_error_at": utc_iso(self.clock()), "end_reason": "error",
+                          "end_detail": f"listener failed: {type(exc).__name__}"}, timeout=15)
             raise
 
     def _open(self) -> Sideband:
@@ -191,7 +199,7 @@ class Listener:
                 continue
             if isinstance(new, ListenerResult):
                 return new
-            sb = new
+            sb = self.sb = new
 
     def _reconnect(self, writer: ArchiveWriter, box_end: float, why: str) -> "Sideband | ListenerResult":
         """Reopen with bounded backoff inside the time box; the gap is archived as a mark."""
@@ -291,4 +299,5 @@ class Listener:
     def _result(self, writer: ArchiveWriter, outcome: str, reason: str | None) -> ListenerResult:
         return ListenerResult(self.msg.call_id, outcome, reason, events=writer.summary.total,
                               duplicates=writer.duplicates, gaps=writer.gaps,
-                              attach_delay=getattr(self, "attach_delay", None))
+                              attach_delay=getattr(self, "attach_delay", None),
+                              head=writer.committed_head if writer.committed_seq >= 0 else None)

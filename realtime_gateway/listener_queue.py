@@ -85,9 +85,10 @@ def handle_call_message(body: str | bytes, *, send_handover: Callable[[str], Non
     listener = make_listener(msg, settings, archive, upstream, lambda nxt: send_handover(nxt.to_json()),
                              redelivered=bool(dequeue_count and dequeue_count > 1))
     result = listener.run()
-    log.info("call %s: listener %d done: %s (%s), %d events, %d duplicates skipped, %d gaps%s",
+    # the chain head in the log is a copy outside the tables an auditor can compare against
+    log.info("call %s: listener %d done: %s (%s), %d events, %d duplicates skipped, %d gaps, chain head %s%s",
              msg.call_id, msg.continuation, result.outcome, result.end_reason, result.events,
-             result.duplicates, result.gaps,
+             result.duplicates, result.gaps, result.head,
              f", attach delay {result.attach_delay * 1000:.0f} ms" if result.attach_delay is not None else "")
     return result
 

@@ -135,6 +135,7 @@ def test_scripted_call_archives_every_event_in_order(emulator, archive, upstream
     user_items = [e for e in events if e.event_type == "conversation.item.added"
                   and json.loads(e.payload)["item"]["role"] == "user"]
     assert len(user_items) == 12
+    assert session["user_transcript"].split("\n") == [f"Scripted question {n}" for n in range(1, 13)]
     assert call_id in [s["call_id"] for s in archive.sessions_on(session["PartitionKey"])]
     assert verify_call(archive, call_id).ok
 

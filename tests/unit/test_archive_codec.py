@@ -63,9 +63,11 @@ def test_summary_counts_and_transcripts_round_trip_through_the_row():
     s.apply("conversation.item.input_audio_transcription.completed", {"transcript": "hello"})
     s.apply("response.output_audio_transcript.done", {"transcript": "hi there"})
     s.apply("response.output_text.done", {"text": "text reply"})
+    s.apply("conversation.item.added", {"item": {"role": "user", "content": [{"type": "input_text", "text": "typed"}]}})
+    s.apply("conversation.item.added", {"item": {"role": "user", "content": [{"type": "input_audio"}]}})
     s.apply("invalid.json", None)
     fields = s.to_fields()
     back = CallSummary.from_fields(fields)
-    assert back.counts == s.counts and back.total == 5
-    assert back.user == ["hello"] and back.assistant == ["hi there", "text reply"]
+    assert back.counts == s.counts and back.total == 7
+    assert back.user == ["hello", "typed"] and back.assistant == ["hi there", "text reply"]
     assert (s.model, s.voice) == ("gpt-realtime", "marin")
