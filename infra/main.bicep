@@ -132,7 +132,7 @@ param eventsTableName string = 'callevents'
 param sessionsTableName string = 'callsessions'
 
 @description('Worker threads per Python worker: each live call holds one for the listener (README: concurrency sizing).')
-param pythonThreadpoolThreadCount int = 8
+param pythonThreadpoolThreadCount int = 24
 
 @description('More app settings (REALTIME_INSTRUCTIONS, REALTIME_VOICE, MAX_CALL_SECONDS, ...); they override the defaults below but never the identity settings.')
 param extraAppSettings object = {}
@@ -310,6 +310,9 @@ var gatewayAppSettings = union({
   ARCHIVE_SESSIONS_TABLE: sessionsTableName
   ALLOWED_ORIGINS: join(allowedOrigins, ',')
   PYTHON_THREADPOOL_THREAD_COUNT: string(pythonThreadpoolThreadCount)
+  // Flex Consumption: one listener invocation covers a whole 60-minute call (host.json
+  // functionTimeout 01:10:00), so no hand-overs. On Consumption use 480 and 00:10:00.
+  LISTENER_TIME_BOX_SECONDS: '3900'
 }, extraAppSettings)
 
 module api './app/api.bicep' = {

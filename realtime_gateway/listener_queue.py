@@ -55,8 +55,7 @@ def make_listener(msg: CallMessage, settings: Settings, archive: Archive, upstre
     return Listener(msg, archive, upstream, settings.websocket_endpoint,
                     time_box=settings.listener_time_box, strict=settings.strict_recording,
                     attach_limit=settings.attach_limit_seconds,
-                    # set when the lead adds it to Settings: a session.update the listener asserts
-                    session_update=getattr(settings, "sideband_session_update", None) or None,
+                    session_update=settings.sideband_session_update,
                     handover=handover, redelivered=redelivered)
 
 

@@ -40,6 +40,7 @@ class Settings:
     require_principal: bool = False
     strict_recording: bool = False
     attach_limit_seconds: int = 15
+    sideband_session_update: Mapping[str, Any] | None = None  # sent by the listener on every attach
     http_timeout: float = 20.0         # per upstream request; the whole /connect stays under 230 s
 
     @property
@@ -172,6 +173,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tables[attr] = env.get(name, default).strip()
         if not TABLE_NAME.match(tables[attr]):
             errors.append(f"{name} must match ^[A-Za-z][A-Za-z0-9]{{2,62}}$, got {tables[attr]!r}")
+
+    if env.get("LISTENER_SESSION_UPDATE", "").strip():
+        update = _json("LISTENER_SESSION_UPDATE", env["LISTENER_SESSION_UPDATE"], errors)
+        if update is not None and not isinstance(update, dict):
+            errors.append("LISTENER_SESSION_UPDATE must be a JSON object (the `session` of a session.update)")
+        elif update is not None:
+            values["sideband_session_update"] = update
 
     policy = _session_policy(env, deployment, errors)
     if errors:
