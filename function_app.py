@@ -4,14 +4,14 @@ The logic lives in `realtime_gateway/`; this file only says which route or queue
 """
 import azure.functions as func
 
+from realtime_gateway import call_status, http_api, listener_queue
+
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
-# --- HTTP: the gateway (issue 4) ------------------------------------------------------------
+# --- HTTP: the gateway -------------------------------------------------------------------
 # Anonymous at the Functions level (a browser cannot keep a function key); guarded by the origin
 # allowlist and the optional principal inside the handlers. OPTIONS is registered so preflight
 # works the same on the local host and in Azure when siteConfig.cors is not used.
-from realtime_gateway import http_api  # noqa: E402
-
 
 def _to_neutral(req: func.HttpRequest) -> http_api.Request:
     return http_api.Request(req.method, req.url, dict(req.headers), req.get_body() or b"",
@@ -44,25 +44,21 @@ def gateway_health(req: func.HttpRequest) -> func.HttpResponse:
     return _to_func(http_api.handle("health", _to_neutral(req)))
 
 
-# --- Queue: the sideband listener (issue 5) -------------------------------------------------
+# --- Queue: the sideband listener --------------------------------------------------------
 # One invocation per call holds a worker thread for the whole call (up to LISTENER_TIME_BOX_SECONDS);
 # batchSize/newBatchThreshold in host.json and PYTHON_THREADPOOL_THREAD_COUNT bound how many run at
 # once (README: concurrency sizing). The handover output binding carries the time-box continuation;
 # the poison one takes malformed messages at once instead of after maxDequeueCount failed tries.
-from realtime_gateway import call_status as _call_status  # noqa: E402
-from realtime_gateway import listener_queue as _listener_queue  # noqa: E402
-
-
 @app.queue_trigger(arg_name="msg", queue_name="%LISTENER_QUEUE%", connection="AzureWebJobsStorage")
 @app.queue_output(arg_name="handover", queue_name="%LISTENER_QUEUE%", connection="AzureWebJobsStorage")
 @app.queue_output(arg_name="poison", queue_name="%LISTENER_QUEUE%-poison", connection="AzureWebJobsStorage")
 def call_listener(msg: func.QueueMessage, handover: func.Out[str], poison: func.Out[str]) -> None:
-    _listener_queue.handle_call_message(
+    listener_queue.handle_call_message(
         msg.get_body(), send_handover=handover.set, send_poison=poison.set,
         dequeue_count=getattr(msg, "dequeue_count", None),
-        queue_name=_listener_queue.queue_name_from_env())
+        queue_name=listener_queue.queue_name_from_env())
 
 
 @app.route(route="calls/{call_id}", methods=["GET", "OPTIONS"])
-def call_status(req: func.HttpRequest) -> func.HttpResponse:
-    return _to_func(_call_status.status_response(_to_neutral(req), req.route_params["call_id"]))
+def call_state(req: func.HttpRequest) -> func.HttpResponse:
+    return _to_func(call_status.status_response(_to_neutral(req), req.route_params["call_id"]))

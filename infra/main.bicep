@@ -119,8 +119,8 @@ param maximumInstanceCount int = 100
 @description('Origins allowed besides the Static Web App (https://host[:port]), e.g. a site hosted elsewhere.')
 param extraAllowedOrigins array = []
 
-@description('Put the allowed origins in siteConfig.cors (the platform answers preflights). False leaves CORS to the app (ALLOWED_ORIGINS and its OPTIONS routes).')
-param platformCors bool = true
+@description('Put the allowed origins in siteConfig.cors (the platform answers preflights, but cannot expose x-call-id). False (default) leaves CORS to the app: ALLOWED_ORIGINS and its OPTIONS routes, tested locally.')
+param platformCors bool = false
 
 @description('Queue the /connect route feeds and the sideband listener drains (LISTENER_QUEUE); `<name>-poison` is created too.')
 param listenerQueueName string = 'call-listener'
