@@ -20,7 +20,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from local.azurite import free_port, start_azurite  # noqa: E402
+from local.azurite import start_azurite  # noqa: E402
+from local.processes import free_port  # noqa: E402
 from local.emulator import Emulator  # noqa: E402
 from tests.fixtures.host import HostProcess, make_keys  # noqa: E402
 from tests.unit.test_gateway_offer import OfferPeer  # noqa: E402

@@ -23,7 +23,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from local.azurite import free_port, start_azurite, wait_for_port  # noqa: E402
+from local.azurite import start_azurite  # noqa: E402
+from local.processes import free_port, wait_for_port  # noqa: E402
 from realtime_gateway.archive import Archive  # noqa: E402
 from realtime_gateway.call_message import CallMessage  # noqa: E402
 from realtime_gateway.listener import Listener  # noqa: E402

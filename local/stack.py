@@ -24,7 +24,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from local.azurite import ROOT, free_port, start_azurite
+from local.azurite import ROOT, start_azurite
+from local.processes import free_port, stop_group
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
@@ -109,13 +110,7 @@ class Child:
         return self.ready_url
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process)
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:

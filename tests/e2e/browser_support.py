@@ -12,7 +12,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from local.azurite import free_port
+from local.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "static_web"

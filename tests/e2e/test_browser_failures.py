@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from local.azurite import free_port
+from local.processes import free_port
 from local.emulator import reply_for
 from tests.e2e.browser_support import ARTIFACTS, StaticSite, WATCH_GATE, assistant_texts, open_page, start_call
 from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS

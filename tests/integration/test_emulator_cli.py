@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from local.azurite import free_port
+from local.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,7 +23,7 @@ LISTENER_OFF = {"AzureWebJobs.call_listener.Disabled": "true"}
 
 @pytest.fixture
 def stack(host_factory, emulator, azurite, request):
-    from local.azurite import free_port
+    from local.processes import free_port
     import secrets as _s
     port = free_port()
     queue = f"gw-{_s.token_hex(4)}"

@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from local.azurite import free_port
+from local.processes import free_port
 from tests.fixtures.host import ROOT
 
 
