@@ -4,7 +4,7 @@ The logic lives in `realtime_gateway/`; this file only says which route or queue
 """
 import azure.functions as func
 
-from realtime_gateway import call_status, http_api, listener_queue
+from realtime_gateway import http_api, listener_queue
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
@@ -61,4 +61,4 @@ def call_listener(msg: func.QueueMessage, handover: func.Out[str], poison: func.
 
 @app.route(route="calls/{call_id}", methods=["GET", "OPTIONS"])
 def call_state(req: func.HttpRequest) -> func.HttpResponse:
-    return _to_func(call_status.status_response(_to_neutral(req), req.route_params["call_id"]))
+    return _to_func(http_api.handle("call_state", _to_neutral(req), call_id=req.route_params["call_id"]))

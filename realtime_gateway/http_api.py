@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from . import cors, redact
+from .archive import Archive
 from .call_message import CallMessage
+from .call_status import call_status
 from .errors import ApiError, error_body
 from .identity import BearerTokenProvider
 from .principal import principal_from_headers
@@ -25,6 +27,7 @@ from .realtime_api import RealtimeApi, valid_call_id
 from .sdp import offer_from_body
 from .settings import Settings, SettingsError, load_settings
 from .storage_check import storage_reachable
+from .table_service import table_service_from_env
 
 log = logging.getLogger("realtime_gateway.http")
 redact.install_record_factory()
@@ -91,6 +94,17 @@ class Gateway:
         self.api = api
         self.env = env if env is not None else os.environ
         self.clock = clock
+        self._archive: Archive | None = None
+        self._archive_lock = threading.Lock()
+
+    @property
+    def archive(self) -> Archive:
+        """The call archive's tables, built on first use (the HTTP-only routes never need it)."""
+        with self._archive_lock:
+            if self._archive is None:
+                self._archive = Archive(table_service_from_env(self.env), self.settings.events_table,
+                                        self.settings.sessions_table)
+            return self._archive
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> "Gateway":
@@ -156,6 +170,16 @@ class Gateway:
         log.info("hangup rid=%s call=%s", rid, call_id)
         return json_response(200, {"call_id": call_id, "status": "ended"})
 
+    def call_state(self, req: Request, rid: str, call_id: str) -> Response:
+        if not valid_call_id(call_id):
+            raise ApiError(400, "invalid_call_id", "the call id is malformed")
+        try:
+            state = call_status(self.archive, call_id)
+        except Exception as exc:  # storage down: say so, without details
+            log.error("call state rid=%s call=%s: archive unreadable (%s)", rid, call_id, type(exc).__name__)
+            raise ApiError(503, "archive_unavailable", "the call archive cannot be read now") from None
+        return json_response(200, state, {"Cache-Control": "no-store"})
+
     def health(self, req: Request, rid: str) -> Response:
         checks: dict[str, str] = {"settings": "ok"}
         if self.tokens is None:
@@ -166,9 +190,7 @@ class Gateway:
                 checks["identity"] = "ok"
             except ApiError as exc:
                 checks["identity"] = exc.message
-        ok, detail = storage_reachable(self.env, getattr(self.tokens, "credential", None)
-                                       if not self.env.get("AzureWebJobsStorage") else None)
-        checks["storage"] = detail
+        checks["storage"] = storage_reachable(self.env)[1]
         healthy = all(v == "ok" or v.startswith("not used") for v in checks.values())
         return json_response(200 if healthy else 503,
                              {"status": "ok" if healthy else "unhealthy", "checks": checks})

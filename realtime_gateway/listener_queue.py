@@ -12,11 +12,11 @@ from typing import Any, Callable, Mapping
 
 from .archive import Archive
 from .call_message import BadCallMessage, CallMessage
+from .http_api import get_gateway
 from .identity import BearerTokenProvider, auth_headers
 from .listener import Listener, ListenerResult
 from .realtime_api import RealtimeApi
-from .settings import Settings, load_settings
-from .table_service import table_service_from_env
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,11 @@ _shared: dict[str, Any] = {}
 class ServiceUpstream:
     """The listener's access to the service: the gateway's token cache and hang-up call."""
 
-    def __init__(self, settings: Settings, tokens: BearerTokenProvider | None = None):
+    def __init__(self, settings: Settings, tokens: BearerTokenProvider | None = None,
+                 api: RealtimeApi | None = None):
         self.settings = settings
         self.tokens = tokens if tokens is not None or settings.api_key else BearerTokenProvider(settings)
-        self.api = RealtimeApi(settings, self.tokens)
+        self.api = api or RealtimeApi(settings, self.tokens)
 
     def headers(self) -> Mapping[str, str]:
         return auth_headers(self.settings, self.tokens)
@@ -39,14 +40,14 @@ class ServiceUpstream:
         self.api.hangup(call_id)
 
 
-def shared_deps(env: Mapping[str, str] | None = None) -> tuple[Settings, Archive, ServiceUpstream]:
-    """Settings, archive and upstream built once per worker process (token cache and pools shared)."""
+def shared_deps() -> tuple[Settings, Archive, ServiceUpstream]:
+    """The worker process's settings, archive, token cache and HTTP session: the same objects the
+    HTTP routes use, so the identity endpoint is asked once per token lifetime per process."""
     with _lock:
         if not _shared:
-            env = os.environ if env is None else env
-            settings = load_settings(env)
-            archive = Archive(table_service_from_env(env), settings.events_table, settings.sessions_table)
-            _shared.update(settings=settings, archive=archive, upstream=ServiceUpstream(settings))
+            gateway = get_gateway()
+            _shared.update(settings=gateway.settings, archive=gateway.archive,
+                           upstream=ServiceUpstream(gateway.settings, gateway.tokens, gateway.api))
         return _shared["settings"], _shared["archive"], _shared["upstream"]
 
 

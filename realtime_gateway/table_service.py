@@ -6,7 +6,7 @@ so no account key ever sits in settings. A plain connection string wins, as in t
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 from azure.data.tables import TableServiceClient
 
@@ -15,13 +15,13 @@ class StorageConfigError(ValueError):
     """Neither a connection string nor an identity-based table endpoint is configured."""
 
 
-def table_service_from_env(env: Mapping[str, str]) -> TableServiceClient:
+def table_service_from_env(env: Mapping[str, str], **client_options: Any) -> TableServiceClient:
     conn = (env.get("AzureWebJobsStorage") or "").strip()
     if conn:
         if conn.lower() == "usedevelopmentstorage=true":
             raise StorageConfigError("AzureWebJobsStorage=UseDevelopmentStorage=true names fixed ports; "
                                      "give Azurite's full connection string")
-        return TableServiceClient.from_connection_string(conn)
+        return TableServiceClient.from_connection_string(conn, **client_options)
     uri = (env.get("AzureWebJobsStorage__tableServiceUri") or "").strip().rstrip("/")
     account = (env.get("AzureWebJobsStorage__accountName") or "").strip()
     if not uri and account:
@@ -31,4 +31,5 @@ def table_service_from_env(env: Mapping[str, str]) -> TableServiceClient:
                                  "AzureWebJobsStorage__tableServiceUri (managed identity, Azure)")
     from azure.identity import ManagedIdentityCredential
     client_id = (env.get("AzureWebJobsStorage__clientId") or "").strip() or None
-    return TableServiceClient(endpoint=uri, credential=ManagedIdentityCredential(client_id=client_id))
+    return TableServiceClient(endpoint=uri, credential=ManagedIdentityCredential(client_id=client_id),
+                              **client_options)
