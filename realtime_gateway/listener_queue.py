@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any, Callable, Mapping
 
 from .archive import Archive
@@ -19,10 +18,6 @@ from .realtime_api import RealtimeApi
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-_lock = threading.Lock()
-_shared: dict[str, Any] = {}
-
 
 class ServiceUpstream:
     """The listener's access to the service: the gateway's token cache and hang-up call."""
@@ -43,12 +38,8 @@ class ServiceUpstream:
 def shared_deps() -> tuple[Settings, Archive, ServiceUpstream]:
     """The worker process's settings, archive, token cache and HTTP session: the same objects the
     HTTP routes use, so the identity endpoint is asked once per token lifetime per process."""
-    with _lock:
-        if not _shared:
-            gateway = get_gateway()
-            _shared.update(settings=gateway.settings, archive=gateway.archive,
-                           upstream=ServiceUpstream(gateway.settings, gateway.tokens, gateway.api))
-        return _shared["settings"], _shared["archive"], _shared["upstream"]
+    gateway = get_gateway()
+    return gateway.settings, gateway.archive, ServiceUpstream(gateway.settings, gateway.tokens, gateway.api)
 
 
 def make_listener(msg: CallMessage, settings: Settings, archive: Archive, upstream: Any,

@@ -1,7 +1,7 @@
 """Redaction of secrets (Entra tokens, ephemeral keys, api keys) from text and log records.
 
-Our own code never formats a secret into a message; this filter is the second line, applied to
-every handler the app's logging uses, so a library message cannot leak one either.
+Our own code never formats a secret into a message; this is the second line, applied to every log
+record the process creates, so a library message cannot leak one either.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ _PATTERNS = [
 REDACTED = "[redacted]"
 
 
-def redact(text: str, extra: tuple[str, ...] = ()) -> str:
-    for secret in (*extra, *_known):
+def redact(text: str) -> str:
+    for secret in _known:
         if secret:
             text = text.replace(secret, REDACTED)
     for pattern in _PATTERNS:
@@ -28,26 +28,19 @@ def redact(text: str, extra: tuple[str, ...] = ()) -> str:
     return text
 
 
-class RedactingFilter(logging.Filter):
-    """Rewrites each record's final message with secrets redacted; `extra` holds known values."""
-
-    def __init__(self, extra: tuple[str, ...] = ()) -> None:
-        super().__init__()
-        self.extra = tuple(s for s in extra if s)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string must not break logging
-            return True
-        cleaned = redact(message, self.extra)
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text, self.extra)
-        if cleaned != message or record.args:
-            record.msg, record.args = cleaned, None
-        return True
+def redact_record(record: logging.LogRecord) -> None:
+    """Rewrite the record's final message and traceback text with secrets redacted."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string must not break logging
+        return
+    cleaned = redact(message)
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if cleaned != message or record.args:
+        record.msg, record.args = cleaned, None
 
 
 _installed = False
@@ -66,26 +59,12 @@ def install_record_factory() -> None:
     if _installed:
         return
     previous = logging.getLogRecordFactory()
-    flt = RedactingFilter()
 
     def factory(*args, **kwargs):
         record = previous(*args, **kwargs)
-        flt.filter(record)
+        redact_record(record)
         return record
 
     logging.setLogRecordFactory(factory)
     _installed = True
 
-
-def install(logger: logging.Logger | None = None, extra: tuple[str, ...] = ()) -> RedactingFilter:
-    """Attach the filter to `logger` (root by default) and to each of its handlers, once."""
-    logger = logger or logging.getLogger()
-    for existing in logger.filters:
-        if isinstance(existing, RedactingFilter):
-            return existing
-    flt = RedactingFilter(extra)
-    logger.addFilter(flt)
-    for handler in logger.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(flt)
-    return flt

@@ -79,6 +79,11 @@ async def apply_fault(state: EmulatorState, target: str) -> tuple[Fault | None, 
     return fault, None
 
 
+def unauthorized(state: EmulatorState, why: str) -> web.Response:
+    state.counters["rejected"] += 1
+    return error_response(401, f"Unauthorized: {why}.", "unauthorized")
+
+
 def with_body_fault(fault: Fault | None, response: web.Response) -> web.Response:
     """A success status with a malformed body (and/or a wrong content type)."""
     if fault is None or (fault.body is None and fault.content_type is None):
@@ -143,8 +148,7 @@ async def client_secrets(request: web.Request) -> web.Response:
         return failed
     why = state.creds.check_service(request.headers)
     if why:
-        state.counters["rejected"] += 1
-        return error_response(401, f"Unauthorized: {why}.", "unauthorized")
+        return unauthorized(state, why)
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
@@ -178,8 +182,7 @@ async def create_call(request: web.Request) -> web.Response:
         return failed
     key, why = state.creds.check_ephemeral(request.headers)
     if key is None:
-        state.counters["rejected"] += 1
-        return error_response(401, f"Unauthorized: {why}.", "unauthorized")
+        return unauthorized(state, why)
     if request.content_type != "application/sdp":
         return error_response(400, "Content-Type must be application/sdp (the raw SDP offer).",
                               "invalid_content_type")
@@ -213,8 +216,7 @@ async def hangup(request: web.Request) -> web.Response:
         return failed
     why = state.creds.check_service(request.headers)
     if why:
-        state.counters["rejected"] += 1
-        return error_response(401, f"Unauthorized: {why}.", "unauthorized")
+        return unauthorized(state, why)
     call = state.calls.get(request.match_info["call_id"])
     if call is None or call.state != "live":
         return error_response(404, "No live call with this id.", "call_not_found")
@@ -231,8 +233,7 @@ async def sideband(request: web.Request) -> web.StreamResponse:
         return failed
     why = state.creds.check_service(request.headers)
     if why:
-        state.counters["rejected"] += 1
-        return error_response(401, f"Unauthorized: {why}.", "unauthorized")
+        return unauthorized(state, why)
     call_id = request.query.get("call_id")
     if not call_id:
         return error_response(400, "call_id is required (the emulator has no model-only sessions).",
