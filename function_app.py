@@ -1,47 +1,55 @@
 """The realtime gateway's Azure Functions app: every trigger and binding, each a thin handler.
 
-The logic lives in `realtime_gateway/`; this file only says which route or queue calls what.
+The logic lives in `realtime_gateway/` (one folder per stage of a call's path); this file only says
+which route or queue calls what. Nothing below it imports azure.functions.
 """
 import azure.functions as func
 
-from realtime_gateway import http_api, listener_queue
+from realtime_gateway import redact
+from realtime_gateway.gateway import routes
+from realtime_gateway.gateway.http import Request, Response, Route, handle
+from realtime_gateway.listener.handler import handle_call_message
 
+redact.install_record_factory()   # before any trigger runs: no secret reaches a log record
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+def _http(route: Route, req: func.HttpRequest, **kwargs) -> func.HttpResponse:
+    neutral = Request(req.method, req.url, dict(req.headers), req.get_body() or b"", dict(req.params),
+                      dict(req.route_params))
+    resp: Response = handle(route, neutral, **kwargs)
+    return func.HttpResponse(resp.body, status_code=resp.status, headers=resp.headers, mimetype=resp.mimetype)
+
 
 # --- HTTP: the gateway -------------------------------------------------------------------
 # Anonymous at the Functions level (a browser cannot keep a function key); guarded by the origin
 # allowlist and the optional principal inside the handlers. OPTIONS is registered so preflight
 # works the same on the local host and in Azure when siteConfig.cors is not used.
 
-def _to_neutral(req: func.HttpRequest) -> http_api.Request:
-    return http_api.Request(req.method, req.url, dict(req.headers), req.get_body() or b"",
-                            dict(req.params), dict(req.route_params))
-
-
-def _to_func(resp: http_api.Response) -> func.HttpResponse:
-    return func.HttpResponse(resp.body, status_code=resp.status, headers=resp.headers,
-                             mimetype=resp.mimetype)
-
-
 @app.route(route="connect", methods=["POST", "OPTIONS"])
 @app.queue_output(arg_name="listener", queue_name="%LISTENER_QUEUE%", connection="AzureWebJobsStorage")
 def gateway_connect(req: func.HttpRequest, listener: func.Out[str]) -> func.HttpResponse:
-    return _to_func(http_api.handle("connect", _to_neutral(req), enqueue=listener.set))
+    return _http(routes.connect, req, enqueue=listener.set)
 
 
 @app.route(route="token", methods=["GET", "OPTIONS"])
 def gateway_token(req: func.HttpRequest) -> func.HttpResponse:
-    return _to_func(http_api.handle("token", _to_neutral(req)))
+    return _http(routes.token, req)
 
 
 @app.route(route="calls/{call_id}/hangup", methods=["POST", "OPTIONS"])
 def gateway_hangup(req: func.HttpRequest) -> func.HttpResponse:
-    return _to_func(http_api.handle("hangup", _to_neutral(req), call_id=req.route_params["call_id"]))
+    return _http(routes.hangup, req, call_id=req.route_params["call_id"])
+
+
+@app.route(route="calls/{call_id}", methods=["GET", "OPTIONS"])
+def call_state(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(routes.call_state, req, call_id=req.route_params["call_id"])
 
 
 @app.route(route="health", methods=["GET", "OPTIONS"])
 def gateway_health(req: func.HttpRequest) -> func.HttpResponse:
-    return _to_func(http_api.handle("health", _to_neutral(req)))
+    return _http(routes.health, req)
 
 
 # --- Queue: the sideband listener --------------------------------------------------------
@@ -53,12 +61,5 @@ def gateway_health(req: func.HttpRequest) -> func.HttpResponse:
 @app.queue_output(arg_name="handover", queue_name="%LISTENER_QUEUE%", connection="AzureWebJobsStorage")
 @app.queue_output(arg_name="poison", queue_name="%LISTENER_QUEUE%-poison", connection="AzureWebJobsStorage")
 def call_listener(msg: func.QueueMessage, handover: func.Out[str], poison: func.Out[str]) -> None:
-    listener_queue.handle_call_message(
-        msg.get_body(), send_handover=handover.set, send_poison=poison.set,
-        dequeue_count=getattr(msg, "dequeue_count", None),
-        queue_name=listener_queue.queue_name_from_env())
-
-
-@app.route(route="calls/{call_id}", methods=["GET", "OPTIONS"])
-def call_state(req: func.HttpRequest) -> func.HttpResponse:
-    return _to_func(http_api.handle("call_state", _to_neutral(req), call_id=req.route_params["call_id"]))
+    handle_call_message(msg.get_body(), send_handover=handover.set, send_poison=poison.set,
+                        dequeue_count=getattr(msg, "dequeue_count", None))

@@ -16,9 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from local.azurite import start_azurite  # noqa: E402
-from realtime_gateway.archive import Archive  # noqa: E402
-from realtime_gateway.archive_writer import ArchiveWriter  # noqa: E402
-from realtime_gateway.table_service import table_service_from_env  # noqa: E402
+from realtime_gateway.archive.store import Archive  # noqa: E402
+from realtime_gateway.archive.writer import ArchiveWriter  # noqa: E402
+from realtime_gateway.archive.tables import table_service_from_env  # noqa: E402
 
 
 def sample_events(n: int) -> list[str]:

@@ -25,12 +25,12 @@ sys.path.insert(0, str(ROOT))
 
 from local.azurite import start_azurite  # noqa: E402
 from local.processes import free_port, wait_for_port  # noqa: E402
-from realtime_gateway.archive import Archive  # noqa: E402
-from realtime_gateway.call_message import CallMessage  # noqa: E402
-from realtime_gateway.listener import Listener  # noqa: E402
-from realtime_gateway.listener_queue import ServiceUpstream  # noqa: E402
+from realtime_gateway.archive.store import Archive  # noqa: E402
+from realtime_gateway.listener.message import CallMessage  # noqa: E402
+from realtime_gateway.listener.call_listener import Listener  # noqa: E402
+from realtime_gateway.listener.handler import ServiceUpstream  # noqa: E402
 from realtime_gateway.settings import Settings  # noqa: E402
-from realtime_gateway.table_service import table_service_from_env  # noqa: E402
+from realtime_gateway.archive.tables import table_service_from_env  # noqa: E402
 
 
 def rss_mib() -> float:

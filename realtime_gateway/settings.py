@@ -123,6 +123,24 @@ def _session_policy(env: Mapping[str, str], deployment: str, errors: list[str]) 
     return policy
 
 
+def _archive_tables(env: Mapping[str, str], errors: list[str]) -> dict[str, str]:
+    tables = {}
+    for name, attr in (("ARCHIVE_EVENTS_TABLE", "events_table"), ("ARCHIVE_SESSIONS_TABLE", "sessions_table")):
+        tables[attr] = env.get(name, "").strip() or str(getattr(Settings, attr))
+        if not TABLE_NAME.match(tables[attr]):
+            errors.append(f"{name} must match ^[A-Za-z][A-Za-z0-9]{{2,62}}$, got {tables[attr]!r}")
+    return tables
+
+
+def archive_tables(env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(events table, sessions table): all the audit command needs of the app's settings."""
+    errors: list[str] = []
+    tables = _archive_tables(os.environ if env is None else env, errors)
+    if errors:
+        raise SettingsError("invalid settings: " + "; ".join(errors))
+    return tables["events_table"], tables["sessions_table"]
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise SettingsError naming all problems at once."""
     env = os.environ if env is None else env
@@ -164,15 +182,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         except ValueError:
             errors.append(f"HTTP_TIMEOUT_SECONDS must be a number, got {env['HTTP_TIMEOUT_SECONDS']!r}")
 
-    queue = env.get("LISTENER_QUEUE", "call-listener").strip()
+    queue = env.get("LISTENER_QUEUE", "").strip() or Settings.listener_queue
     if not QUEUE_NAME.match(queue):
         errors.append(f"LISTENER_QUEUE must be 3-63 lowercase letters, digits and single hyphens, got {queue!r}")
-    tables = {}
-    for name, attr, default in (("ARCHIVE_EVENTS_TABLE", "events_table", "callevents"),
-                                ("ARCHIVE_SESSIONS_TABLE", "sessions_table", "callsessions")):
-        tables[attr] = env.get(name, default).strip()
-        if not TABLE_NAME.match(tables[attr]):
-            errors.append(f"{name} must match ^[A-Za-z][A-Za-z0-9]{{2,62}}$, got {tables[attr]!r}")
+    tables = _archive_tables(env, errors)
 
     if env.get("LISTENER_SESSION_UPDATE", "").strip():
         update = _json("LISTENER_SESSION_UPDATE", env["LISTENER_SESSION_UPDATE"], errors)
@@ -192,6 +205,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         session_policy=policy,
         allowed_origins=origins,
         listener_queue=queue,
-        **tables,
+        events_table=tables["events_table"],
+        sessions_table=tables["sessions_table"],
         **values,
     )

@@ -14,9 +14,7 @@ const STATE_TEXT = {
   "recorder-check": "Connected, starting the recorder…", live: "Connected", ending: "Hanging up…",
   ended: "Call ended", failed: "Not connected",
 };
-const RECORDER_TEXT = {
-  waiting: "Waiting for the recorder…", attached: "Recorded", unrecorded: "Not recorded", ended: "—",
-};
+const RECORDER_TEXT = { waiting: "Waiting for the recorder…", attached: "Recorded", unrecorded: "Not recorded" };
 
 /** A sentence a person can act on, for every error kind the client reports. */
 export function messageFor(detail) {
@@ -179,6 +177,7 @@ async function main() {
   client.addEventListener("state", (e) => {
     const { state } = e.detail;
     render(state);
+    if (state === "recorder-check" && client.callId) ui.callId.textContent = client.callId;
     if (state === "ended" || state === "failed") { stopMeter(); ui.speaking.textContent = ""; }
     if (state === "live" && ui.message.disabled === false && document.activeElement === ui.start) ui.message.focus();
   });
@@ -210,9 +209,6 @@ async function main() {
     try {
       await client.connect();
     } catch { /* the error event already showed the message */ }
-  });
-  client.addEventListener("state", (e) => {
-    if (e.detail.state === "recorder-check" && client.callId) ui.callId.textContent = client.callId;
   });
   ui.stop.addEventListener("click", () => client.hangup());
   ui.mute.addEventListener("click", () => {

@@ -40,7 +40,7 @@ export class RealtimeError extends Error {
     this.status = status;
     this.code = code;
     this.requestId = requestId;
-    this.retryAfter = retryAfter; // seconds, from Retry-After (429/503) when the gateway sent it
+    this.retryAfter = retryAfter; // seconds, from the Retry-After header the gateway sends with 429
   }
 }
 
@@ -56,43 +56,39 @@ function mark(name) {
   try { performance.mark(`realtime:${name}`); } catch { /* marks are best effort */ }
 }
 
+/** Retry-After as the gateway sends it: whole seconds (null when absent or not exposed). */
 function parseRetryAfter(value) {
-  if (!value) return null;
-  const seconds = Number(value);
-  if (Number.isFinite(seconds)) return Math.max(0, Math.round(seconds));
-  const date = Date.parse(value);
-  return Number.isNaN(date) ? null : Math.max(0, Math.round((date - Date.now()) / 1000));
+  const seconds = value ? Number(value) : NaN;
+  return Number.isFinite(seconds) ? Math.max(0, Math.round(seconds)) : null;
 }
 
 function kindForStatus(status, code) {
+  // A refused origin's 403 is readable only same-origin (cross-origin it is a CORS failure).
+  if (code === "origin_not_allowed") return ErrorKind.ORIGIN_NOT_ALLOWED;
+  if (status === 401 || status === 403) return ErrorKind.FORBIDDEN;
   if (status === 429) return ErrorKind.THROTTLED;
-  if (status === 403 || status === 401) {
-    return /origin|cors/i.test(code || "") || !code ? ErrorKind.ORIGIN_NOT_ALLOWED : ErrorKind.FORBIDDEN;
-  }
-  if (status === 504 || status === 408) return ErrorKind.TIMEOUT;
-  if (status === 400 || status === 404 || status === 405 || status === 413 || status === 415) {
-    return ErrorKind.BAD_REQUEST;
-  }
+  if (status === 504) return ErrorKind.TIMEOUT;
+  if (status >= 400 && status < 500) return ErrorKind.BAD_REQUEST;
   return ErrorKind.SERVICE_ERROR;
 }
 
-/** Turn a non-2xx gateway response into a RealtimeError, reading its JSON error body if any. */
+/**
+ * A non-2xx gateway response as a RealtimeError. The body is {"error": {code, message,
+ * request_id}}; throttling's wait comes only as the Retry-After header.
+ */
 async function errorFromResponse(response, what) {
-  let code = "";
-  let message = "";
-  let requestId = response.headers.get("x-request-id") || "";
-  let retryAfter = parseRetryAfter(response.headers.get("retry-after"));
+  let error = {};
   try {
-    const body = await response.json();
-    const err = body && body.error ? body.error : {};
-    code = String(err.code || "");
-    message = String(err.message || "");
-    requestId = String(err.request_id || requestId || "");
-    if (retryAfter === null && err.retry_after != null) retryAfter = parseRetryAfter(String(err.retry_after));
+    error = (await response.json()).error || {};
   } catch { /* not JSON (a proxy page, an empty body): the status alone decides */ }
-  const kind = kindForStatus(response.status, code);
-  return new RealtimeError(kind, message || `${what} failed with HTTP ${response.status}`,
-    { status: response.status, code, requestId, retryAfter });
+  const code = String(error.code || "");
+  return new RealtimeError(kindForStatus(response.status, code),
+    String(error.message || `${what} failed with HTTP ${response.status}`), {
+      status: response.status,
+      code,
+      requestId: String(error.request_id || response.headers.get("x-request-id") || ""),
+      retryAfter: parseRetryAfter(response.headers.get("retry-after")),
+    });
 }
 
 function micError(err) {
@@ -114,7 +110,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * One conversation with the gateway. Events (CustomEvent, data in `detail`):
  *  state       {state, previous}   idle|starting|connecting|recorder-check|live|ending|ended|failed
- *  recorder    {state, waitedMs}   waiting|attached|unrecorded|ended
+ *  recorder    {state, waitedMs}   waiting|attached|unrecorded
  *  transcript  {role, itemId, delta, text, done}  role user|assistant; delta while streaming
  *  speech      {who, speaking}     who user (VAD) | assistant (audio playing)
  *  datachannel {label}             the data channel opened
@@ -132,7 +128,8 @@ export class RealtimeClient extends EventTarget {
     this.channelLabel = ACCEPTED_LABELS.has(options.channelLabel) ? options.channelLabel : SERVICE_CHANNEL_LABEL;
     this.rtcConfiguration = options.rtcConfiguration || {};
     this.audioElement = options.audioElement || null;
-    this.connectTimeoutMs = options.connectTimeoutMs ?? 45000;   // gateway answers within its own 230 s cap
+    // The gateway gives /connect 2 x HTTP_TIMEOUT_SECONDS + 5 s (45 s with the default 20 s).
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 45000;
     this.mediaTimeoutMs = options.mediaTimeoutMs ?? 15000;
     this.iceGatherMs = options.iceGatherMs ?? 1000;
     this.fetch = options.fetch || ((...args) => fetch(...args));
@@ -148,7 +145,7 @@ export class RealtimeClient extends EventTarget {
     this._channels = new Set();
     this._stream = null;
     this._firstTranscript = false;
-    this._assistantText = new Map();
+    this._assistantText = new Map();  // item id -> the assistant's text streamed so far
     this._disconnectTimer = null;
     this._abort = null;
     this._openChannel = null;
@@ -188,66 +185,96 @@ export class RealtimeClient extends EventTarget {
     this._abort = new AbortController();
     mark("connect");
     try {
-      if (typeof RTCPeerConnection === "undefined" || !navigator.mediaDevices) {
-        throw new RealtimeError(ErrorKind.UNSUPPORTED, "this browser has no WebRTC (or the page is not on https)");
-      }
+      this._checkSupport();
       this._setState("starting");
-      try {
-        this._stream = stream || await navigator.mediaDevices.getUserMedia({
-          audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
-        });
-      } catch (err) {
-        throw micError(err);
-      }
-      const track = this._stream.getAudioTracks()[0];
-      if (!track) throw new RealtimeError(ErrorKind.MIC_MISSING, "the microphone stream has no audio track");
-      // Recorded from the first word: nothing leaves the microphone until the recorder is attached.
-      track.enabled = false;
-      this._emit("localstream", { stream: this._stream });
+      const track = await this._getMicrophone(stream);
       this._setState("connecting");
-
-      const pc = new RTCPeerConnection(this.rtcConfiguration);
-      this._pc = pc;
-      pc.addTrack(track, this._stream);
-      pc.ontrack = (ev) => this._onTrack(ev);
-      pc.ondatachannel = (ev) => this._adoptChannel(ev.channel);
-      pc.onconnectionstatechange = () => this._onConnectionState();
-      const channelOpen = this._adoptChannel(pc.createDataChannel(this.channelLabel));
-
-      await pc.setLocalDescription(await pc.createOffer());
-      await this._gatherCandidates(pc);
-      const answer = await this._postOffer(pc.localDescription.sdp);
-      if (this.state !== "connecting") throw this._cancelled();
-      await pc.setRemoteDescription({ type: "answer", sdp: answer });
-      mark("answer");
-
+      const pc = this._createPeer(track);
+      const channelOpen = this._openDataChannel(pc);
+      await this._exchangeOffer(pc);
       this._setState("recorder-check");
-      const [recorder] = await Promise.all([this._awaitRecorder(), this._withTimeout(channelOpen,
-        this.mediaTimeoutMs, () => new RealtimeError(ErrorKind.MEDIA_FAILED,
-          "the audio connection could not be established (WebRTC blocked by the network?)"))]);
+      const [recorder] = await Promise.all([this._waitForRecorder(), this._waitForChannel(channelOpen)]);
       if (this.state !== "recorder-check") throw this._cancelled();
-      if (recorder === "unrecorded" && this.unrecordedPolicy === "end") {
-        const err = new RealtimeError(ErrorKind.NOT_RECORDED,
-          "the call could not be recorded and this deployment does not allow unrecorded calls");
-        this._setState("ending");  // so the channel closing under the hang-up is not "connection lost"
-        await this._tellGatewayHangup();
-        await this._teardown();
-        this._setState("failed");
-        throw err;
-      }
+      if (recorder === "unrecorded" && this.unrecordedPolicy === "end") await this._endUnrecorded();
       this._applyMute();
       this._setState("live");
       return this.callId;
     } catch (err) {
-      const cancelled = err && err.name === "AbortError" && this.state === "ending";
-      if (!cancelled && this.state !== "ended") {
-        const e = this._fail(err);
-        await this._teardown();
-        this._setState("failed");
-        throw e;
-      }
-      throw err;
+      throw await this._connectFailed(err);
     }
+  }
+
+  _checkSupport() {
+    if (typeof RTCPeerConnection === "undefined" || !navigator.mediaDevices) {
+      throw new RealtimeError(ErrorKind.UNSUPPORTED, "this browser has no WebRTC (or the page is not on https)");
+    }
+  }
+
+  /** The microphone's track, switched off: recorded from the first word, nothing leaves it before. */
+  async _getMicrophone(stream) {
+    try {
+      this._stream = stream || await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      });
+    } catch (err) {
+      throw micError(err);
+    }
+    const track = this._stream.getAudioTracks()[0];
+    if (!track) throw new RealtimeError(ErrorKind.MIC_MISSING, "the microphone stream has no audio track");
+    track.enabled = false;
+    this._emit("localstream", { stream: this._stream });
+    return track;
+  }
+
+  _createPeer(track) {
+    const pc = new RTCPeerConnection(this.rtcConfiguration);
+    this._pc = pc;
+    pc.addTrack(track, this._stream);
+    pc.ontrack = (ev) => this._onTrack(ev);
+    pc.ondatachannel = (ev) => this._adoptChannel(ev.channel);
+    pc.onconnectionstatechange = () => this._onConnectionState();
+    return pc;
+  }
+
+  /** Our data channel (created before the offer so the offer carries it); resolves once open. */
+  _openDataChannel(pc) {
+    return this._adoptChannel(pc.createDataChannel(this.channelLabel));
+  }
+
+  /** Offer to the gateway, answer from it; sets `callId`. */
+  async _exchangeOffer(pc) {
+    await pc.setLocalDescription(await pc.createOffer());
+    await this._gatherCandidates(pc);
+    const answer = await this._postOffer(pc.localDescription.sdp);
+    if (this.state !== "connecting") throw this._cancelled();
+    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    mark("answer");
+  }
+
+  /** The channel opening is the first proof that media flows; the clock starts at the answer. */
+  _waitForChannel(channelOpen) {
+    return this._withTimeout(channelOpen, this.mediaTimeoutMs, () => new RealtimeError(ErrorKind.MEDIA_FAILED,
+      "the audio connection could not be established (WebRTC blocked by the network?)"));
+  }
+
+  /** The "end" policy: hang the unrecorded call up through the gateway, then fail. */
+  async _endUnrecorded() {
+    this._setState("ending");  // so the channel closing under the hang-up is not "connection lost"
+    await this._tellGatewayHangup();
+    await this._teardown();
+    this._setState("failed");
+    throw new RealtimeError(ErrorKind.NOT_RECORDED,
+      "the call could not be recorded and this deployment does not allow unrecorded calls");
+  }
+
+  /** Report and clean up a failed connect; a hang-up that cancelled it has already done both. */
+  async _connectFailed(err) {
+    const cancelled = err && err.name === "AbortError" && this.state === "ending";
+    if (cancelled || this.state === "ended") return err;
+    const e = this._fail(err);
+    await this._teardown();
+    this._setState("failed");
+    return e;
   }
 
   _cancelled() {
@@ -280,7 +307,7 @@ export class RealtimeClient extends EventTarget {
       });
     } catch (err) {
       if (this.state === "ending") throw this._cancelled();
-      if (err && (err.name === "TimeoutError" || (this._abort.signal.reason && this._abort.signal.reason.name === "TimeoutError"))) {
+      if (this._abort.signal.reason && this._abort.signal.reason.name === "TimeoutError") {
         throw new RealtimeError(ErrorKind.TIMEOUT, "the gateway did not answer in time", { cause: err });
       }
       throw await this._networkError(err);
@@ -299,7 +326,7 @@ export class RealtimeClient extends EventTarget {
    */
   async _networkError(err) {
     try {
-      await this.fetch(`${this.gateway}/api/connect`, { method: "GET", mode: "no-cors", cache: "no-store" });
+      await this.fetch(this.url.connect, { method: "GET", mode: "no-cors", cache: "no-store" });
       return new RealtimeError(ErrorKind.ORIGIN_NOT_ALLOWED,
         "the gateway answered but refused this page's origin (CORS)", { cause: err });
     } catch {
@@ -356,9 +383,10 @@ export class RealtimeClient extends EventTarget {
     this.hangup({ reason: "lost" });
   }
 
-  async _awaitRecorder() {
+  /** Poll the call's state until the recorder is attached, or give up after recorderWaitSeconds. */
+  async _waitForRecorder() {
     if (!this.callId) {
-      // Without the exposed x-call-id header we cannot ask; treat as unrecorded (the policy decides).
+      // x-call-id not exposed (a CORS layer in front dropped it): we cannot ask; the policy decides.
       this._setRecorder("unrecorded", 0);
       return "unrecorded";
     }
@@ -367,6 +395,7 @@ export class RealtimeClient extends EventTarget {
     let delay = 150;
     while (performance.now() - started < this.recorderWaitSeconds * 1000) {
       if (this.state !== "recorder-check") return "cancelled";
+      // A failed poll (archive unreadable: 503, or a network blip) is asked again until the wait ends.
       const state = await this.callState().catch(() => null);
       if (state === "attached") {
         mark("recorder-attached");
@@ -389,14 +418,15 @@ export class RealtimeClient extends EventTarget {
     this._emit("recorder", { state, waitedMs: Math.round(waitedMs) });
   }
 
-  /** The gateway's view of this call (`GET /api/calls/{id}`): its `state`, or null when unknown. */
+  /**
+   * The gateway's view of this call (`GET /api/calls/{id}`): "waiting" (also for a call the
+   * listener has not written yet), "attached" or "ended"; null before there is a call id.
+   */
   async callState() {
     if (!this.callId) return null;
     const response = await this.fetch(this.url.call(this.callId), { cache: "no-store" });
-    if (response.status === 404) return null;   // the listener has not written the row yet
     if (!response.ok) throw await errorFromResponse(response, "call status");
-    const body = await response.json();
-    return body && (body.state || body.status) || null;
+    return (await response.json()).state;
   }
 
   _onMessage(ev) {
@@ -418,31 +448,42 @@ export class RealtimeClient extends EventTarget {
         // A spoken user turn appears here before its transcription: reserve its place in order.
         const item = event.item || {};
         const audio = (item.content || []).some((c) => c && c.type === "input_audio");
-        if (item.role === "user" && audio && item.id) {
-          this._transcript("user", item.id, { delta: "", done: false });
-        }
+        if (item.role === "user" && audio && item.id) this._userTurn(item.id, "", false);
         break;
       }
       case "conversation.item.input_audio_transcription.completed":
-        this._transcript("user", event.item_id, { text: event.transcript || "", done: true }); break;
+        this._userTurn(event.item_id, event.transcript || "", true); break;
       case "response.output_audio_transcript.delta":
       case "response.output_text.delta":
-        this._transcript("assistant", event.item_id, { delta: event.delta || "", done: false }); break;
+        this._assistantDelta(event.item_id, event.delta || ""); break;
       case "response.output_audio_transcript.done":
-        this._transcript("assistant", event.item_id, { text: event.transcript, done: true }); break;
+        this._assistantDone(event.item_id, event.transcript); break;
       case "response.output_text.done":
-        this._transcript("assistant", event.item_id, { text: event.text, done: true }); break;
+        this._assistantDone(event.item_id, event.text); break;
       default: break;
     }
   }
 
-  _transcript(role, itemId, { delta = "", text, done }) {
-    const key = `${role}:${itemId}`;
-    const sofar = (this._assistantText.get(key) || "") + delta;
-    const full = typeof text === "string" ? text : sofar;
-    if (done) this._assistantText.delete(key); else this._assistantText.set(key, sofar);
-    if ((delta || full) && !this._firstTranscript) { this._firstTranscript = true; mark("first-transcript"); }
-    this._emit("transcript", { role, itemId: itemId || key, delta, text: full, done });
+  /** A spoken user turn is never streamed: its place first (empty), then its whole transcription. */
+  _userTurn(itemId, text, done) {
+    this._transcript({ role: "user", itemId, delta: "", text, done });
+  }
+
+  _assistantDelta(itemId, delta) {
+    const text = (this._assistantText.get(itemId) || "") + delta;
+    this._assistantText.set(itemId, text);
+    this._transcript({ role: "assistant", itemId, delta, text, done: false });
+  }
+
+  _assistantDone(itemId, text) {
+    const streamed = this._assistantText.get(itemId) || "";
+    this._assistantText.delete(itemId);
+    this._transcript({ role: "assistant", itemId, delta: "", text: text ?? streamed, done: true });
+  }
+
+  _transcript(detail) {
+    if ((detail.delta || detail.text) && !this._firstTranscript) { this._firstTranscript = true; mark("first-transcript"); }
+    this._emit("transcript", detail);
   }
 
   /** Send a typed message and ask for a reply. */

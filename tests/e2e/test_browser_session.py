@@ -13,7 +13,7 @@ from azure.data.tables import TableServiceClient
 
 from local.emulator import reply_for
 from local.emulator.replies import SPEECH_TRANSCRIPT
-from realtime_gateway.archive import Archive
+from realtime_gateway.archive.store import Archive
 from tests.e2e.browser_support import (ARTIFACTS, INBOUND_AUDIO_BYTES, MARKS, REMOTE_AUDIO_PEAK, WATCH_GATE,
                                        WATCH_STREAM, assistant_texts, open_page, speech_wav, start_call,
                                        user_texts)

@@ -12,7 +12,7 @@ import requests
 from azure.storage.queue import QueueClient
 from urllib3 import encode_multipart_formdata
 
-from realtime_gateway.call_message import CallMessage
+from realtime_gateway.listener.message import CallMessage
 from tests.fixtures.host import ROOT
 from tests.unit.test_gateway_offer import OfferPeer
 

@@ -8,10 +8,10 @@ import time
 import requests
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-from realtime_gateway.archive import Archive
+from realtime_gateway.archive.store import Archive
 from realtime_gateway.audit import verify_call
-from realtime_gateway.call_message import CallMessage
-from realtime_gateway.table_service import table_service_from_env
+from realtime_gateway.listener.message import CallMessage
+from realtime_gateway.archive.tables import table_service_from_env
 
 
 def _queue(stack, suffix=""):

@@ -9,13 +9,14 @@ import uuid
 import pytest
 import requests
 
-from realtime_gateway.archive import Archive
+from realtime_gateway.archive.store import Archive
 from realtime_gateway.audit import verify_call
-from realtime_gateway.call_message import CallMessage
-from realtime_gateway.listener import Listener
-from realtime_gateway.listener_queue import ServiceUpstream, handle_call_message
+from realtime_gateway.listener.message import CallMessage
+from realtime_gateway.listener.call_listener import Listener
+from realtime_gateway.listener.handler import handle_call_message
+from realtime_gateway.process import Process
 from realtime_gateway.settings import Settings
-from realtime_gateway.table_service import table_service_from_env
+from realtime_gateway.archive.tables import table_service_from_env
 
 
 @pytest.fixture
@@ -36,8 +37,13 @@ def archive(azurite, settings):
 
 
 @pytest.fixture
-def upstream(settings):
-    return ServiceUpstream(settings)
+def process(settings, archive):
+    return Process(settings, env={}, archive=archive)
+
+
+@pytest.fixture
+def upstream(process):
+    return process.api
 
 
 def new_call(emulator) -> str:
@@ -254,7 +260,7 @@ def test_redelivered_message_adds_no_duplicates(emulator, archive, upstream, set
 
 def test_writer_resume_skips_events_already_archived(archive):
     """The writer side of exactly-once: the same event ids offered again are not archived twice."""
-    from realtime_gateway.archive_writer import ArchiveWriter
+    from realtime_gateway.archive.writer import ArchiveWriter
     call_id = "rtc_" + uuid.uuid4().hex
     raw = [json.dumps({"type": "response.output_text.delta", "event_id": f"event_{i}", "delta": "x"})
            for i in range(150)]
@@ -307,19 +313,19 @@ def test_tampered_or_removed_row_is_detected(emulator, archive, upstream, settin
     assert not report.ok and any("missing" in p or "gap" in p for p in report.problems)
 
 
-def test_queue_handler_rejects_malformed_message_once(archive, settings, upstream):
+def test_queue_handler_rejects_malformed_message_once(archive, process):
     poisoned, handed = [], []
     assert handle_call_message(b"{not json", send_handover=handed.append, send_poison=poisoned.append,
-                               dequeue_count=1, deps=(settings, archive, upstream)) is None
+                               dequeue_count=1, process=process) is None
     assert poisoned == ["{not json"] and handed == []
 
 
-def test_message_for_an_ended_call_completes_quietly(emulator, archive, settings, upstream):
+def test_message_for_an_ended_call_completes_quietly(emulator, archive, process):
     call_id = new_call(emulator)
     end_call(emulator, call_id)
     handed = []
     result = handle_call_message(message(call_id).to_json(), send_handover=handed.append,
-                                 send_poison=lambda _: None, deps=(settings, archive, upstream))
+                                 send_poison=lambda _: None, process=process)
     assert result.outcome == "ended" and handed == []
     session = archive.find_session(call_id)
     assert session["state"] == "ended" and "before the listener attached" in session["end_detail"]
@@ -327,7 +333,7 @@ def test_message_for_an_ended_call_completes_quietly(emulator, archive, settings
 
 def test_failing_archive_fails_the_invocation_and_the_retry_resumes(emulator, archive, upstream, settings,
                                                                     monkeypatch):
-    from realtime_gateway.archive import ArchiveError
+    from realtime_gateway.archive.store import ArchiveError
     call_id = new_call(emulator)
     msg = message(call_id)
     t, box = run_in_thread(listener(msg, archive, upstream, settings))

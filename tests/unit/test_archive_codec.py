@@ -1,10 +1,10 @@
 """Row encoding of the archive: splitting, part rows, transaction grouping, the hash chain."""
 import json
 
-from realtime_gateway.archive import (BATCH_BYTES, CHUNKS_PER_ROW, PROPERTY_CHARS, EventRecord, _batches,
-                                      _record, entity_bytes, event_entities, row_key, split_utf16)
-from realtime_gateway.call_summary import CallSummary
-from realtime_gateway.hash_chain import genesis, link
+from realtime_gateway.archive.codec import (BATCH_BYTES, CHUNKS_PER_ROW, PROPERTY_CHARS, EventRecord, transaction_batches,
+                                      record_from_rows, entity_bytes, event_entities, row_key, split_utf16)
+from realtime_gateway.archive.summary import CallSummary
+from realtime_gateway.archive.chain import genesis, link
 
 
 def _utf16_units(s: str) -> int:
@@ -38,14 +38,14 @@ def test_big_event_spans_part_rows_and_joins_back_whole():
     for e in entities:
         assert entity_bytes(e) < 1_000_000
         assert all(len(v) <= PROPERTY_CHARS for v in e.values() if isinstance(v, str))
-    assert _record(main, parts).payload == payload
+    assert record_from_rows(main, parts).payload == payload
 
 
 def test_batches_stay_within_transaction_limits():
     small = [e for i in range(250) for e in event_entities("rtc_1", _rec('{"a":1}', i))]
-    assert [len(b) for b in _batches(small)] == [100, 100, 50]
+    assert [len(b) for b in transaction_batches(small)] == [100, 100, 50]
     big = [e for i in range(12) for e in event_entities("rtc_1", _rec("y" * 300_000, i))]
-    for batch in _batches(big):
+    for batch in transaction_batches(big):
         assert sum(entity_bytes(e) for e in batch) <= BATCH_BYTES and len(batch) <= 100
 
 

@@ -6,11 +6,12 @@ import uuid
 import pytest
 from azure.core.exceptions import ServiceRequestError
 
-from realtime_gateway.archive import Archive, ArchiveConflict, ArchiveError, EventRecord, event_entities
-from realtime_gateway.archive_writer import ArchiveWriter
+from realtime_gateway.archive.codec import EventRecord, event_entities
+from realtime_gateway.archive.store import Archive, ArchiveConflict, ArchiveError
+from realtime_gateway.archive.writer import ArchiveWriter
 from realtime_gateway.audit import main as audit_main
 from realtime_gateway.audit import verify_call
-from realtime_gateway.table_service import StorageConfigError, table_service_from_env
+from realtime_gateway.archive.tables import StorageConfigError, table_service_from_env
 
 
 @pytest.fixture

@@ -7,10 +7,12 @@ import logging
 import pytest
 from urllib3 import encode_multipart_formdata
 
-from realtime_gateway import http_api
-from realtime_gateway.call_message import CallMessage
-from realtime_gateway.http_api import Gateway, Request, handle
-from realtime_gateway.identity import BearerTokenProvider
+from realtime_gateway import process as process_state
+from realtime_gateway.gateway import routes
+from realtime_gateway.listener.message import CallMessage
+from realtime_gateway.gateway.http import Request, handle
+from realtime_gateway.process import Process
+from realtime_gateway.upstream.identity import BearerTokenProvider
 from realtime_gateway.settings import load_settings
 from tests.unit.test_gateway_offer import OfferPeer
 
@@ -39,12 +41,12 @@ def gw(emulator, monkeypatch):
     settings = load_settings({"AZURE_OPENAI_ENDPOINT": emulator.url, "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
                               "ALLOWED_ORIGINS": ORIGIN, "HTTP_TIMEOUT_SECONDS": "2",
                               "MAX_CALL_SECONDS": "600"})
-    gateway = Gateway.from_settings(settings, env={})
+    gateway = Process(settings, env={})
     gateway.secrets = Secrets()
     gateway.api.session.hooks["response"].append(gateway.secrets.hook)
-    http_api.reset_gateway(gateway)
+    process_state.reset_process(gateway)
     yield gateway
-    http_api.reset_gateway()
+    process_state.reset_process()
 
 
 def fresh_identity(gw):
@@ -60,7 +62,7 @@ def offer():
 
 def connect(body, ctype="application/sdp", headers=None, enqueue=None):
     queued = []
-    resp = handle("connect", Request("POST", "http://h/api/connect",
+    resp = handle(routes.connect, Request("POST", "http://h/api/connect",
                                      {"Content-Type": ctype, "Origin": ORIGIN, **(headers or {})}, body),
                   enqueue=enqueue or queued.append)
     return resp, queued
@@ -98,7 +100,7 @@ def test_enqueue_failure_is_reported_but_the_call_succeeds(gw, offer, caplog):
 
 
 def test_token_route_returns_only_what_a_client_needs(gw):
-    resp = handle("token", Request("GET", "http://h/api/token", {"Origin": ORIGIN}))
+    resp = handle(routes.token, Request("GET", "http://h/api/token", {"Origin": ORIGIN}))
     data = json.loads(resp.body)
     assert resp.status == 200 and set(data) == {"token", "expires_at", "endpoint", "deployment"}
     assert data["token"].startswith("ek_") and resp.headers["Cache-Control"] == "no-store"
@@ -106,12 +108,12 @@ def test_token_route_returns_only_what_a_client_needs(gw):
 
 def test_health_reports_identity_and_storage(gw, azurite):
     gw.env = {"AzureWebJobsStorage": azurite.connection_string}
-    resp = handle("health", Request("GET", "http://h/api/health"))
+    resp = handle(routes.health, Request("GET", "http://h/api/health"))
     assert resp.status == 200, resp.body
     assert json.loads(resp.body)["checks"] == {"settings": "ok", "identity": "ok", "storage": "ok"}
     gw.env = {"AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
               "AccountKey=abc;TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"}
-    resp = handle("health", Request("GET", "http://h/api/health"))
+    resp = handle(routes.health, Request("GET", "http://h/api/health"))
     assert resp.status == 503 and "storage not reachable" in json.loads(resp.body)["checks"]["storage"]
 
 
@@ -152,7 +154,7 @@ def test_no_secret_in_any_log_or_error(gw, emulator, offer, caplog):
     first_entra = gw.tokens.token()
     body, ctype = encode_multipart_formdata({"sdp": offer})
     bodies.append(connect(body, ctype)[0].body)
-    token_resp = handle("token", Request("GET", "http://h/api/token", {"Origin": ORIGIN}))
+    token_resp = handle(routes.token, Request("GET", "http://h/api/token", {"Origin": ORIGIN}))
     handed_out = json.loads(token_resp.body)["token"]  # the route's purpose; must still not be logged
     for _, target, spec, _ in FAULTS:
         if target == "identity":
@@ -163,9 +165,9 @@ def test_no_secret_in_any_log_or_error(gw, emulator, offer, caplog):
     for ctype, payload in (("text/plain", b"x"), ("application/sdp", b""), ("application/sdp", b"v=0\n"),
                            ("application/sdp", b"v=0\r\n" + b"a" * 70000)):
         bodies.append(connect(payload, ctype)[0].body)
-    bodies.append(handle("hangup", Request("POST", "http://h/api/calls/rtc_nope/hangup"),
+    bodies.append(handle(routes.hangup, Request("POST", "http://h/api/calls/rtc_nope/hangup"),
                          call_id="rtc_nope").body)
-    bodies.append(handle("connect", Request("POST", "http://h/api/connect", {"Origin": "https://evil.io"})).body)
+    bodies.append(handle(routes.connect, Request("POST", "http://h/api/connect", {"Origin": "https://evil.io"})).body)
 
     entra = {first_entra, gw.tokens.token()}
     secrets = gw.secrets.values | entra | {handed_out}
@@ -186,16 +188,16 @@ def test_api_key_resources_work_and_the_key_is_never_logged(caplog, offer):
         caplog.set_level(logging.DEBUG)
         settings = load_settings({"AZURE_OPENAI_ENDPOINT": emu.url, "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
                                   "AZURE_OPENAI_API_KEY": key, "ALLOWED_ORIGINS": ORIGIN})
-        gateway = Gateway.from_settings(settings, env={})
+        gateway = Process(settings, env={})
         assert gateway.tokens is None
-        http_api.reset_gateway(gateway)
+        process_state.reset_process(gateway)
         resp, queued = connect(offer.encode())
         assert resp.status == 201 and len(queued) == 1
         call_id = resp.headers["x-call-id"]
-        assert handle("hangup", Request("POST", "http://h/"), call_id=call_id).status == 200
+        assert handle(routes.hangup, Request("POST", "http://h/"), call_id=call_id).status == 200
         logging.getLogger("anything").warning("upstream said: api-key %s rejected", key)
         assert emu.stats()["identity_tokens"] == 0
         assert key not in caplog.text
     finally:
-        http_api.reset_gateway()
+        process_state.reset_process()
         emu.stop()

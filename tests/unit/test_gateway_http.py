@@ -4,12 +4,14 @@ import json
 
 import pytest
 
-from realtime_gateway import http_api
-from realtime_gateway.http_api import Gateway, Request, handle
+from realtime_gateway import process as process_state
+from realtime_gateway.gateway import routes
+from realtime_gateway.gateway.http import Request, handle
+from realtime_gateway.process import Process
 from realtime_gateway.settings import load_settings
 
-ROUTES = [("connect", "POST", {}), ("token", "GET", {}), ("hangup", "POST", {"call_id": "rtc_1"}),
-          ("health", "GET", {})]
+ROUTES = [(routes.connect, "POST", {}), (routes.token, "GET", {}), (routes.hangup, "POST", {"call_id": "rtc_1"}),
+          (routes.health, "GET", {})]
 ENV = {"AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:9", "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
        "ALLOWED_ORIGINS": "https://app.example.com,http://127.0.0.1:8080"}
 
@@ -17,9 +19,9 @@ ENV = {"AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:9", "AZURE_OPENAI_DEPLOYMENT":
 @pytest.fixture
 def gateway():
     settings = load_settings(ENV)
-    http_api.reset_gateway(Gateway.from_settings(settings, env={}))
+    process_state.reset_process(Process(settings, env={}))
     yield
-    http_api.reset_gateway()
+    process_state.reset_process()
 
 
 def error(resp):
@@ -43,23 +45,23 @@ def test_preflight_from_an_allowed_origin(gateway, route, method, kw):
                                     "http://app.example.com", "null"])
 def test_other_origins_get_403_without_cors_headers(gateway, origin):
     for method in ("OPTIONS", "POST"):
-        resp = handle("connect", Request(method, "http://h/api/connect", {"Origin": origin}))
+        resp = handle(routes.connect, Request(method, "http://h/api/connect", {"Origin": origin}))
         assert resp.status == 403
         assert error(resp)["code"] == "origin_not_allowed"
         assert "Access-Control-Allow-Origin" not in resp.headers
 
 
 def test_wildcard_only_when_configured():
-    http_api.reset_gateway(Gateway.from_settings(load_settings({**ENV, "ALLOWED_ORIGINS": "*"}), env={}))
+    process_state.reset_process(Process(load_settings({**ENV, "ALLOWED_ORIGINS": "*"}), env={}))
     try:
-        resp = handle("connect", Request("OPTIONS", "http://h/api/connect", {"Origin": "https://any.io"}))
+        resp = handle(routes.connect, Request("OPTIONS", "http://h/api/connect", {"Origin": "https://any.io"}))
         assert resp.status == 204 and resp.headers["Access-Control-Allow-Origin"] == "https://any.io"
     finally:
-        http_api.reset_gateway()
+        process_state.reset_process()
 
 
 def test_input_errors_carry_cors_and_request_id(gateway):
-    resp = handle("connect", Request("POST", "http://h/api/connect",
+    resp = handle(routes.connect, Request("POST", "http://h/api/connect",
                                      {"Origin": "http://127.0.0.1:8080", "Content-Type": "text/plain",
                                       "x-request-id": "req-12345678"}, b"v=0"))
     assert resp.status == 415
@@ -71,7 +73,7 @@ def test_input_errors_carry_cors_and_request_id(gateway):
 
 
 def test_unsafe_request_ids_are_replaced(gateway):
-    resp = handle("connect", Request("POST", "http://h/api/connect",
+    resp = handle(routes.connect, Request("POST", "http://h/api/connect",
                                      {"x-request-id": "bad id\r\nx: y"}, b""))
     assert resp.status == 415
     rid = resp.headers["x-request-id"]
@@ -80,21 +82,21 @@ def test_unsafe_request_ids_are_replaced(gateway):
 
 def test_principal_required(gateway):
     settings = load_settings({**ENV, "REQUIRE_PRINCIPAL": "true"})
-    http_api.reset_gateway(Gateway.from_settings(settings, env={}))
-    resp = handle("connect", Request("POST", "http://h/api/connect", {"Content-Type": "application/sdp"},
+    process_state.reset_process(Process(settings, env={}))
+    resp = handle(routes.connect, Request("POST", "http://h/api/connect", {"Content-Type": "application/sdp"},
                                      b"v=0\r\nm=audio 9 RTP 0\r\n"))
     assert resp.status == 401 and error(resp)["code"] == "principal_required"
 
 
 def test_token_route_can_be_switched_off(gateway):
-    http_api.reset_gateway(Gateway.from_settings(load_settings({**ENV, "TOKEN_ROUTE_ENABLED": "false"}),
+    process_state.reset_process(Process(load_settings({**ENV, "TOKEN_ROUTE_ENABLED": "false"}),
                                                  env={}))
-    resp = handle("token", Request("GET", "http://h/api/token"))
+    resp = handle(routes.token, Request("GET", "http://h/api/token"))
     assert resp.status == 404 and error(resp)["code"] == "token_route_disabled"
 
 
 def test_malformed_call_id_is_400(gateway):
-    resp = handle("hangup", Request("POST", "http://h/api/calls/x/hangup"), call_id="a b")
+    resp = handle(routes.hangup, Request("POST", "http://h/api/calls/x/hangup"), call_id="a b")
     assert resp.status == 400 and error(resp)["code"] == "invalid_call_id"
 
 
@@ -104,13 +106,13 @@ def test_bad_settings_are_a_500_naming_the_setting_on_every_route(monkeypatch, r
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AZURE_OPENAI_DEPLOYMENT", "gpt-realtime")
     monkeypatch.setenv("MAX_CALL_SECONDS", "forever")
-    http_api.reset_gateway()
+    process_state.reset_process()
     try:
         for _ in range(2):  # the same clear answer each time, not a crash then silence
-            resp = handle(route, Request(method, "http://h/api/" + route, {}), **kw)
+            resp = handle(route, Request(method, "http://h/api/" + route.__name__, {}), **kw)
             assert resp.status == 500
             body = error(resp)
             assert body["code"] == "invalid_settings"
             assert "AZURE_OPENAI_ENDPOINT" in body["message"] and "MAX_CALL_SECONDS" in body["message"]
     finally:
-        http_api.reset_gateway()
+        process_state.reset_process()

@@ -7,7 +7,7 @@ import pytest
 
 from local.emulator import Emulator
 from realtime_gateway.errors import ApiError
-from realtime_gateway.identity import BearerTokenProvider, auth_headers, make_credential
+from realtime_gateway.upstream.identity import BearerTokenProvider, auth_headers, make_credential
 from realtime_gateway.settings import load_settings
 
 

@@ -1,7 +1,7 @@
 """call_id from the service's Location header: path form and ?call_id= form."""
 import pytest
 
-from realtime_gateway.realtime_api import call_id_from_location
+from realtime_gateway.upstream.answers import call_id_from_location
 
 
 @pytest.mark.parametrize("location,call_id", [

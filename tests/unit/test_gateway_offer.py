@@ -8,7 +8,7 @@ import threading
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
-from realtime_gateway.sdp import check_offer
+from realtime_gateway.gateway.offer import check_offer
 
 
 class OfferPeer:

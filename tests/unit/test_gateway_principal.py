@@ -2,7 +2,7 @@
 import base64
 import json
 
-from realtime_gateway.principal import principal_from_headers
+from realtime_gateway.gateway.principal import principal_from_headers
 
 
 def b64(data) -> str:

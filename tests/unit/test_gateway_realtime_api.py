@@ -6,8 +6,8 @@ import pytest
 from openai.types.realtime import ClientSecretCreateResponse
 
 from realtime_gateway.errors import ApiError
-from realtime_gateway.identity import BearerTokenProvider
-from realtime_gateway.realtime_api import MINT_ATTEMPTS, ClientSecret, RealtimeApi
+from realtime_gateway.upstream.identity import BearerTokenProvider
+from realtime_gateway.upstream.client import MINT_ATTEMPTS, ClientSecret, RealtimeApi
 from realtime_gateway.settings import load_settings
 from tests.unit.test_gateway_offer import OfferPeer
 

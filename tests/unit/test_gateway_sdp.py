@@ -4,7 +4,7 @@ import requests
 from urllib3 import encode_multipart_formdata
 
 from realtime_gateway.errors import ApiError
-from realtime_gateway.sdp import MAX_OFFER_BYTES, offer_from_body
+from realtime_gateway.gateway.offer import MAX_OFFER_BYTES, offer_from_body
 
 OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
 

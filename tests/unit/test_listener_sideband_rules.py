@@ -4,10 +4,12 @@ import threading
 
 import pytest
 
-from realtime_gateway.call_message import CallMessage
-from realtime_gateway.listener import ended_reason
-from realtime_gateway.listener_queue import handle_call_message
-from realtime_gateway.sideband import CallGone, Sideband, SidebandClosed, SidebandError, sideband_url
+from realtime_gateway.listener.message import CallMessage
+from realtime_gateway.listener.call_listener import ended_reason
+from realtime_gateway.listener.handler import handle_call_message
+from realtime_gateway.process import Process
+from realtime_gateway.settings import Settings
+from realtime_gateway.listener.sideband import CallGone, Sideband, SidebandClosed, SidebandError, sideband_url
 
 
 def _one_shot_server(response: bytes):
@@ -59,7 +61,8 @@ def test_sideband_url_escapes_the_call_id():
 def test_malformed_messages_are_poisoned_without_raising(body, caplog):
     poisoned = []
     assert handle_call_message(body, send_handover=pytest.fail, send_poison=poisoned.append,
-                               deps=("unused", "unused", "unused")) is None
+                               process=Process(Settings(endpoint="https://r.openai.azure.com", deployment="d"),
+                                               env={})) is None
     assert poisoned == [body.decode()]
     assert "rejected malformed call message" in caplog.text
 

@@ -1,4 +1,4 @@
-"""The auditor's command: list calls by day, show a call, verify its hash chain, render its timeline.
+"""The auditor's command: list calls by day, show a call, verify its hash chain, render its report.
 
     python -m realtime_gateway.audit list [--day YYYYMMDD]
     python -m realtime_gateway.audit show CALL_ID [--events]
@@ -17,33 +17,29 @@ import sys
 import time
 from typing import Sequence
 
-from .archive import Archive
-from .audit_timeline import dumps_row, render_timeline
-from .audit_verify import VerifyReport, verify_call
-from .table_service import table_service_from_env
-
-__all__ = ["main", "verify_call", "VerifyReport"]
+from .. import redact
+from ..archive.store import Archive
+from ..archive.tables import table_service_from_env
+from ..settings import archive_tables
+from .report import dumps_row, render_timeline
+from .verify import verify_call
 
 
 def _archive(args: argparse.Namespace) -> Archive:
     env = dict(os.environ)
     if args.connection_string:
         env["AzureWebJobsStorage"] = args.connection_string
-    if not env.get("AzureWebJobsStorage") and env.get("AzureWebJobsStorage__tableServiceUri"):
-        from azure.data.tables import TableServiceClient
-        from azure.identity import DefaultAzureCredential  # an auditor's own sign-in, not the app's
-        svc = TableServiceClient(endpoint=env["AzureWebJobsStorage__tableServiceUri"],
-                                 credential=DefaultAzureCredential())
-    else:
-        svc = table_service_from_env(env)
-    return Archive(svc, args.events_table, args.sessions_table)
+    # an auditor signs in as themselves (DefaultAzureCredential), never as the app's identity
+    return Archive(table_service_from_env(env, own_identity=True), args.events_table, args.sessions_table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m realtime_gateway.audit", description=__doc__.split("\n")[0])
+    redact.install_record_factory()
+    events_table, sessions_table = archive_tables()
+    p = argparse.ArgumentParser(prog="python -m realtime_gateway.audit", description=(__doc__ or "").split("\n")[0])
     p.add_argument("--connection-string", help="storage connection string (default: AzureWebJobsStorage)")
-    p.add_argument("--events-table", default=os.environ.get("ARCHIVE_EVENTS_TABLE", "callevents"))
-    p.add_argument("--sessions-table", default=os.environ.get("ARCHIVE_SESSIONS_TABLE", "callsessions"))
+    p.add_argument("--events-table", default=events_table)
+    p.add_argument("--sessions-table", default=sessions_table)
     sub = p.add_subparsers(dest="cmd", required=True)
     ls = sub.add_parser("list", help="calls of one day (UTC)")
     ls.add_argument("--day", default=time.strftime("%Y%m%d", time.gmtime()))
@@ -99,6 +95,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if report.ok else 1
     return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

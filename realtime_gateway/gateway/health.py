@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .table_service import StorageConfigError, table_service_from_env
+from ..archive.tables import StorageConfigError, table_service_from_env
 
 TIMEOUT = 3  # seconds; health must answer quickly
 

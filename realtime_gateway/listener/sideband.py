@@ -6,7 +6,6 @@ rather than followed, so a token never leaks to a host we did not choose.
 from __future__ import annotations
 
 import json
-import socket
 import struct
 from typing import Any, Mapping
 from urllib.parse import quote, urljoin, urlsplit
@@ -54,7 +53,7 @@ class Sideband:
 
     @classmethod
     def open(cls, url: str, headers: Mapping[str, str], timeout: float = 10.0,
-             max_redirects: int = 3) -> "Sideband":
+             max_redirects: int = 3) -> Sideband:
         target = url
         for _ in range(max_redirects + 1):
             ws = websocket.WebSocket(enable_multithread=True)
@@ -79,7 +78,7 @@ class Sideband:
                     raise SidebandError(f"sideband redirect to another origin refused "
                                         f"({urlsplit(nxt).hostname})") from None
                 target = nxt
-            except (OSError, socket.timeout) as exc:
+            except (TimeoutError, OSError) as exc:
                 raise SidebandError(f"sideband connection failed: {type(exc).__name__}: {exc}") from None
         raise SidebandError(f"more than {max_redirects} sideband redirects")
 

@@ -4,18 +4,17 @@ may already have started the call), hang up a call. Upstream problems become Api
 from __future__ import annotations
 
 import logging
-import random
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Callable, Mapping
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import ApiError
+from ..errors import ApiError
+from ..retry import Backoff
+from ..settings import Settings
+from .answers import Answer, ClientSecret, valid_call_id
 from .identity import BearerTokenProvider, auth_headers
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +24,6 @@ MAX_RETRY_AFTER = 30.0   # beyond this we give the 429 back to the caller instea
 RETRYABLE = {429, 500, 502, 503, 504}
 
 
-@dataclass(frozen=True)
-class ClientSecret:
-    value: str
-    expires_at: int
-
-    def __repr__(self) -> str:  # never print the key
-        return f"ClientSecret(expires_at={self.expires_at})"
-
-
-@dataclass(frozen=True)
-class Answer:
-    sdp: str
-    call_id: str
-
-
 def make_session(pool_size: int = 32) -> requests.Session:
     session = requests.Session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
@@ -47,25 +31,6 @@ def make_session(pool_size: int = 32) -> requests.Session:
     session.mount("http://", adapter)
     session.trust_env = False  # no proxy or netrc surprises from the worker's environment
     return session
-
-
-def call_id_from_location(location: str | None) -> str | None:
-    """`.../realtime/calls/rtc_abc` -> rtc_abc; `...?call_id=rtc_abc` -> rtc_abc."""
-    if not location:
-        return None
-    parts = urlsplit(location.strip())
-    query = parse_qs(parts.query).get("call_id")
-    if query and query[0]:
-        candidate = query[0]
-    else:
-        candidate = parts.path.rstrip("/").rsplit("/", 1)[-1]
-    if not candidate or candidate in ("calls", "realtime") or not valid_call_id(candidate):
-        return None
-    return candidate
-
-
-def valid_call_id(call_id: str) -> bool:
-    return 0 < len(call_id) <= 200 and all(c.isalnum() or c in "_-." for c in call_id)
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:
@@ -127,46 +92,37 @@ class RealtimeApi:
                         f"Azure OpenAI answered the {what} request with status {response.status_code}")
 
     # --- operations ------------------------------------------------------------------------
+    def headers(self) -> Mapping[str, str]:
+        """The gateway's own credential for the service (what the listener's sideband sends too)."""
+        return auth_headers(self.settings, self.tokens)
+
     def mint_client_secret(self, deadline: float | None = None,
                            request_id: str | None = None) -> ClientSecret:
         body = {"expires_after": {"anchor": "created_at", "seconds": self.settings.client_secret_ttl},
                 "session": dict(self.settings.session_policy)}
-        for attempt in range(1, MINT_ATTEMPTS + 1):
-            headers = {**auth_headers(self.settings, self.tokens), "Content-Type": "application/json"}
+        # Retry only while the deadline still leaves room for the SDP post that follows.
+        backoff = Backoff(BACKOFF_BASE, MAX_RETRY_AFTER, deadline, jitter=True, sleep=self._sleep)
+        while True:
+            headers = {**self.headers(), "Content-Type": "application/json"}
             if request_id:
                 headers["x-ms-client-request-id"] = request_id
             response = self._send("client secret", "POST", f"{self.base}/client_secrets", deadline,
                                   json=body, headers=headers)
             if response.status_code == 200:
-                return self._parse_secret(response)
-            if response.status_code not in RETRYABLE or attempt == MINT_ATTEMPTS:
+                try:
+                    return ClientSecret.parse(response.json())
+                except ValueError:
+                    raise ApiError(502, "upstream_bad_response",
+                                   "Azure OpenAI's client secret answer is not JSON") from None
+            if (response.status_code not in RETRYABLE or backoff.attempts + 1 >= MINT_ATTEMPTS
+                    or not backoff.wait(retry_after_seconds(response), reserve=self.settings.http_timeout)):
                 break
-            wait = retry_after_seconds(response)
-            if wait is None:
-                wait = BACKOFF_BASE * (2 ** (attempt - 1)) * (0.5 + random.random())
-            remaining = (deadline - time.monotonic()) if deadline is not None else float("inf")
-            # Only wait if there is still time for this retry and the SDP post after it.
-            if wait > MAX_RETRY_AFTER or wait + 1.0 > remaining / 2:
-                break
-            log.info("client secret: status %s, retry %d in %.2f s", response.status_code, attempt, wait)
+            log.info("client secret: status %s, retry %d", response.status_code, backoff.attempts)
             response.close()
-            self._sleep(wait)
         log.warning("client secret: giving up with status %s", response.status_code)
         if response.status_code == 429:
             raise self._throttled("client secret", response)
         raise self._upstream_status("client secret", response)
-
-    @staticmethod
-    def _parse_secret(response: requests.Response) -> ClientSecret:
-        try:
-            data = response.json()
-            value, expires_at = data["value"], int(data["expires_at"])
-        except (ValueError, KeyError, TypeError):
-            raise ApiError(502, "upstream_bad_response",
-                           "Azure OpenAI's client secret answer has no usable key") from None
-        if not isinstance(value, str) or not value:
-            raise ApiError(502, "upstream_bad_response", "Azure OpenAI's client secret answer has no key")
-        return ClientSecret(value, expires_at)
 
     def post_offer(self, secret: ClientSecret, offer_sdp: str, deadline: float | None = None,
                    request_id: str | None = None) -> Answer:
@@ -182,19 +138,12 @@ class RealtimeApi:
             raise ApiError(400, "sdp_rejected", "Azure OpenAI rejected the SDP offer")
         if response.status_code not in (200, 201):
             raise self._upstream_status("SDP offer", response)
-        answer = response.text
-        if not answer.lstrip().startswith("v=0"):
-            raise ApiError(502, "upstream_bad_response", "Azure OpenAI's answer is not SDP")
-        call_id = call_id_from_location(response.headers.get("Location"))
-        if call_id is None:
-            raise ApiError(502, "upstream_bad_response",
-                           "Azure OpenAI's answer has no usable Location header (no call id)")
-        return Answer(answer, call_id)
+        return Answer.parse(response.text, response.headers.get("Location"))
 
     def hangup(self, call_id: str, deadline: float | None = None) -> None:
         if not valid_call_id(call_id):
             raise ApiError(400, "invalid_call_id", "the call id is malformed")
-        headers = auth_headers(self.settings, self.tokens)
+        headers = dict(self.headers())
         response = self._send("hang-up", "POST", f"{self.base}/calls/{call_id}/hangup", deadline,
                               headers=headers)
         if response.status_code in (200, 204):

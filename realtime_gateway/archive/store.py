@@ -1,29 +1,30 @@
-"""The call archive in Table Storage: event rows (split when large, read back whole) and session rows.
+"""The call archive's two tables: event rows (laid out by `codec`) and session rows.
 
-Events table: PartitionKey = call id, RowKey = the arrival sequence (10 digits, so it sorts), one
-main row per event carrying `event_id`, `event_type`, `received_at`, the chain `hash` and the raw
-JSON as received in `payload`, `payload_1`, ...; an event too big for one entity continues on part
-rows `<seq>.<k>` that sort right after it. Sessions table: a row per call in PartitionKey `YYYYMMDD`
-(listable by day) and an index row `idx-<call id>` / `day` that finds the day from the call id.
+Sessions table: a row per call in PartitionKey `YYYYMMDD` (listable by day) and an index row
+`idx-<call id>` / `day` that finds the day from the call id. Every read and write of the archive
+goes through `Archive`, so the row layout is known in one place.
 """
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
 
+from .codec import (
+    PROPERTY_CHARS,
+    EventRecord,
+    join_property,
+    record_from_rows,
+    row_key,
+    split_property,
+    transaction_batches,
+)
+
 log = logging.getLogger(__name__)
 
-PROPERTY_CHARS = 32_000      # a string property holds 32,768 UTF-16 units; keep a margin
-CHUNKS_PER_ROW = 12          # 12 x 64 KB stays well under the 1 MiB entity limit
-BATCH_ENTITIES = 100         # entity-group transaction limit
-BATCH_BYTES = 3_500_000      # under the 4 MiB transaction limit, with room for the envelope
-SEQ_DIGITS = 10
 INDEX_PREFIX = "idx-"
 
 
@@ -33,113 +34,6 @@ class ArchiveError(RuntimeError):
 
 class ArchiveConflict(ArchiveError):
     """A row at this place already holds a different event (two writers on one call?)."""
-
-
-def utc_iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds")
-
-
-def day_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%d")
-
-
-def row_key(seq: int) -> str:
-    return f"{seq:0{SEQ_DIGITS}d}"
-
-
-def split_utf16(text: str, limit: int = PROPERTY_CHARS) -> list[str]:
-    """Cut text into pieces of at most `limit` UTF-16 units, never inside a surrogate pair."""
-    if not text:
-        return [""]
-    if text.isascii() or max(text) <= "\uffff":
-        return [text[i:i + limit] for i in range(0, len(text), limit)]
-    pieces, start, units = [], 0, 0
-    for i, ch in enumerate(text):
-        width = 2 if ch > "\uffff" else 1
-        if units + width > limit:
-            pieces.append(text[start:i])
-            start, units = i, 0
-        units += width
-    pieces.append(text[start:])
-    return pieces
-
-
-def chunk_name(name: str, index: int) -> str:
-    return name if index == 0 else f"{name}_{index}"
-
-
-def split_property(name: str, text: str) -> dict[str, str]:
-    return {chunk_name(name, i): piece for i, piece in enumerate(split_utf16(text))}
-
-
-def join_property(row: Mapping[str, Any], name: str) -> str:
-    parts, i = [], 0
-    while chunk_name(name, i) in row:
-        parts.append(row[chunk_name(name, i)] or "")
-        i += 1
-    return "".join(parts)
-
-
-def entity_bytes(entity: Mapping[str, Any]) -> int:
-    """A generous estimate of an entity's size as the service counts it (UTF-16 strings)."""
-    return 64 + sum(2 * len(k) + (2 * len(v) if isinstance(v, str) else 16) for k, v in entity.items())
-
-
-@dataclass(frozen=True)
-class EventRecord:
-    """One archived event, as the reader receives it and as an auditor reads it back."""
-    seq: int
-    event_id: str
-    event_type: str
-    received_at: str          # ISO 8601 UTC with microseconds, hashed as stored
-    payload: str              # the raw JSON text exactly as received (or the listener's mark)
-    hash: str
-    source: str = "service"   # "service" or "listener" (gap and hand-over marks)
-
-    def event(self) -> Any:
-        try:
-            return json.loads(self.payload)
-        except ValueError:
-            return None
-
-
-def event_entities(call_id: str, rec: EventRecord, listener: int = 0) -> list[dict[str, Any]]:
-    """The main row plus any part rows, in write order: parts first so a main row never dangles."""
-    chunks = split_utf16(rec.payload)
-    key = row_key(rec.seq)
-    main: dict[str, Any] = {
-        "PartitionKey": call_id, "RowKey": key, "seq": rec.seq, "event_id": rec.event_id,
-        "event_type": rec.event_type, "received_at": rec.received_at, "hash": rec.hash,
-        "source": rec.source, "listener": listener, "chunks": len(chunks), "chars": len(rec.payload),
-    }
-    head, rest = chunks[:CHUNKS_PER_ROW], chunks[CHUNKS_PER_ROW:]
-    for i, piece in enumerate(head):
-        main[chunk_name("payload", i)] = piece
-    parts = []
-    for k in range(0, len(rest), CHUNKS_PER_ROW):
-        part = {"PartitionKey": call_id, "RowKey": f"{key}.{k // CHUNKS_PER_ROW + 1:03d}"}
-        for i, piece in enumerate(rest[k:k + CHUNKS_PER_ROW]):
-            part[chunk_name("payload", i)] = piece
-        parts.append(part)
-    main["rows"] = 1 + len(parts)
-    return parts + [main]
-
-
-def _row_chunks(row: Mapping[str, Any]) -> list[str]:
-    out, i = [], 0
-    while chunk_name("payload", i) in row:
-        out.append(row[chunk_name("payload", i)] or "")
-        i += 1
-    return out
-
-
-def _record(main: Mapping[str, Any], parts: list[Mapping[str, Any]]) -> EventRecord:
-    chunks = _row_chunks(main)
-    for part in parts:
-        chunks += _row_chunks(part)
-    return EventRecord(seq=int(main["seq"]), event_id=main.get("event_id", ""),
-                       event_type=main.get("event_type", ""), received_at=main.get("received_at", ""),
-                       payload="".join(chunks), hash=main.get("hash", ""), source=main.get("source", "service"))
 
 
 def _escape(value: str) -> str:
@@ -172,7 +66,7 @@ class Archive:
         Creates (never upserts) keep earlier rows from being overwritten. A transaction that fails
         because a row exists (a retry whose first commit went through) is redone row by row.
         """
-        for batch in _batches(entities):
+        for batch in transaction_batches(entities):
             try:
                 self.events.submit_transaction([("create", e) for e in batch])
             except Exception as exc:  # TableTransactionError and friends
@@ -192,7 +86,7 @@ class Archive:
             existing = self.events.get_entity(entity["PartitionKey"], entity["RowKey"])
             if existing.get("event_id") != entity["event_id"] or existing.get("hash") != entity["hash"]:
                 raise ArchiveConflict(f"call {entity['PartitionKey']} row {entity['RowKey']} already holds "
-                                      f"event {existing.get('event_id')!r}, not {entity['event_id']!r}")
+                                      f"event {existing.get('event_id')!r}, not {entity['event_id']!r}") from None
 
     def read_events(self, call_id: str, after_seq: int = -1) -> Iterator[EventRecord]:
         """Every event of a call in order, each whole (part rows joined)."""
@@ -207,10 +101,10 @@ class Archive:
                     parts.append(row)
                 continue  # an orphan part, never read as an event
             if main is not None:
-                yield _record(main, parts)
+                yield record_from_rows(main, parts)
             main, parts = row, []
         if main is not None:
-            yield _record(main, parts)
+            yield record_from_rows(main, parts)
 
     def event_index(self, call_id: str) -> list[tuple[int, str, str, str]]:
         """(seq, event_id, hash, received_at) of every event of a call, in order, without payloads."""
@@ -272,22 +166,6 @@ def session_view(row: Mapping[str, Any]) -> dict[str, Any]:
 def _is_chunk(name: str) -> bool:
     base, _, tail = name.rpartition("_")
     return bool(base) and tail.isdigit() and base in ("user_transcript", "assistant_transcript")
-
-
-def _batches(entities: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
-    """Group consecutive rows into transactions: <=100 rows, one partition, under 4 MiB."""
-    batch: list[dict[str, Any]] = []
-    size = 0
-    for e in entities:
-        n = entity_bytes(e)
-        if batch and (len(batch) >= BATCH_ENTITIES or size + n > BATCH_BYTES
-                      or e["PartitionKey"] != batch[0]["PartitionKey"]):
-            yield batch
-            batch, size = [], 0
-        batch.append(e)
-        size += n
-    if batch:
-        yield batch
 
 
 def _is_conflict(exc: Exception) -> bool:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from .archive import Archive, row_key
-from .hash_chain import genesis, link
+from ..archive.chain import genesis, link
+from ..archive.codec import row_key
+from ..archive.store import Archive
 
 
 @dataclass
@@ -30,11 +30,13 @@ def verify_call(archive: Archive, call_id: str) -> VerifyReport:
         if digest != rec.hash:
             report.problems.append(f"row {row_key(rec.seq)} ({rec.event_type}) does not match its hash: "
                                    "altered, or a row before it was removed")
+        if rec.missing_parts:
+            report.problems.append(f"row {row_key(rec.seq)}: {abs(rec.missing_parts)} part rows "
+                                   + ("missing" if rec.missing_parts > 0 else "more than it announces"))
         prev, expected = rec.hash, rec.seq + 1
         report.events += 1
         service_events += rec.source == "service"
     report.head = prev if report.events else None
-    _check_lengths(archive, call_id, report)
     session = archive.find_session(call_id)
     if session is None:
         report.problems.append("no session row for this call")
@@ -49,21 +51,3 @@ def verify_call(archive: Archive, call_id: str) -> VerifyReport:
     if session.get("events") is not None and int(session["events"]) != service_events:
         report.problems.append(f"the session counts {session['events']} events, the table holds {service_events}")
     return report
-
-
-def _check_lengths(archive: Archive, call_id: str, report: VerifyReport) -> None:
-    """Split payloads: the joined text must be as long as the main row says."""
-    rows = archive.events.query_entities(f"PartitionKey eq '{call_id.replace(chr(39), chr(39) * 2)}'",
-                                         select=["RowKey", "chars", "rows"])
-    mains: dict[str, Any] = {}
-    parts: dict[str, int] = {}
-    for r in rows:
-        key = r["RowKey"]
-        if "." in key:
-            parts[key.split(".")[0]] = parts.get(key.split(".")[0], 0) + 1
-        else:
-            mains[key] = r
-    for key, r in mains.items():
-        if r.get("rows") is not None and int(r["rows"]) != 1 + parts.get(key, 0):
-            report.problems.append(f"row {key}: {int(r['rows']) - 1} part rows expected, "
-                                   f"{parts.get(key, 0)} found")

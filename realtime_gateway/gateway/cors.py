@@ -2,8 +2,8 @@
 preflight answers, and the response headers a browser needs to read the call id."""
 from __future__ import annotations
 
-from .errors import ApiError
-from .settings import Settings
+from ..errors import ApiError
+from ..settings import Settings
 
 EXPOSED = "x-call-id, x-request-id, x-listener, retry-after"
 ALLOWED_METHODS = "GET, POST, OPTIONS"

@@ -7,15 +7,16 @@ time box runs out on a live call it hands over with a continuation message.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
-from .archive import Archive, ArchiveError, day_of, utc_iso
-from .archive_writer import ArchiveWriter
-from .call_message import CallMessage
+from ..archive.codec import day_of, utc_iso
+from ..archive.store import Archive, ArchiveError
+from ..archive.writer import ArchiveWriter
+from ..retry import Backoff
+from .message import CallMessage
 from .sideband import CallGone, Sideband, SidebandClosed, SidebandError, SidebandLost, sideband_url
 
 log = logging.getLogger(__name__)
@@ -70,24 +71,24 @@ class Listener:
         self.redelivered = redelivered   # an earlier try of this message failed mid-call
         self.hung_up_at: float | None = None
         self.end_reason: str | None = None
+        self.run_started = 0.0
+        self.sb: Sideband | None = None
+        self.attach_delay: float | None = None   # seconds from call created to the first sideband open
 
     # ---- the run ---------------------------------------------------------------------------------
     def run(self) -> ListenerResult:
         msg = self.msg
-        started = self.run_started = self.clock()
-        box_end = started + self.time_box
-        sb: Sideband | None = None
+        self.run_started = self.clock()
+        box_end = self.run_started + self.time_box
         first_error: str | None = None
         try:  # socket first: every millisecond before it is a missed event
-            sb = self._open()
+            self.sb = self._open()
         except CallGone:
-            return self._finish_gone(started)
+            return self._finish_gone()
         except SidebandError as exc:
             first_error = str(exc)
-        writer = ArchiveWriter(self.archive, msg.call_id, day_of(msg.started_at), self._initial_fields(),
-                               listener=msg.continuation, flush_interval=self.flush_interval).start()
-        self.writer = writer
-        self.sb = sb
+        writer = self._writer()
+        sb = self.sb
         try:
             if sb is None:
                 try:
@@ -111,6 +112,18 @@ class Listener:
                           "end_detail": f"listener failed: {type(exc).__name__}"}, timeout=15)
             raise
 
+    def _writer(self) -> ArchiveWriter:
+        return ArchiveWriter(self.archive, self.msg.call_id, day_of(self.msg.started_at), self.msg.session_fields(strict=self.strict),
+                             listener=self.msg.continuation, flush_interval=self.flush_interval).start()
+
+    def _backoff(self, deadline: float) -> Backoff:
+        return Backoff(BACKOFF_FIRST, BACKOFF_MAX, deadline, clock=self.clock)
+
+    def _send_policy(self, sb: Sideband) -> None:
+        """The policy's session.update, on every (re)attach: a new socket may follow a session reset."""
+        if self.session_update:
+            sb.send_json({"type": "session.update", "session": dict(self.session_update)})
+
     def _open(self) -> Sideband:
         try:
             headers = self.upstream.headers()
@@ -118,34 +131,19 @@ class Listener:
             raise SidebandError(f"no credential for the sideband: {type(exc).__name__}") from None
         return Sideband.open(self.url, headers)
 
-    def _initial_fields(self) -> dict[str, Any]:
-        msg = self.msg
-        principal = msg.principal or {}
-        return {"state": "waiting", "created_at": utc_iso(msg.started_at), "deadline": utc_iso(msg.deadline),
-                "origin": msg.origin or "", "principal": json.dumps(principal, sort_keys=True) if principal else "",
-                "principal_id": str(principal.get("id") or principal.get("userId") or ""),
-                "principal_name": str(principal.get("name") or principal.get("userDetails") or ""),
-                "request_id": msg.request_id or "", "model": msg.model or "", "voice": msg.voice or "",
-                "continuations": msg.continuation, "strict": self.strict}
-
     def _attach_retry(self, writer: ArchiveWriter, box_end: float, error: str | None) -> Sideband | None:
         """Retry opening with bounded backoff until the attach limit (strict) or the time box."""
         since = self.msg.started_at if self.msg.continuation == 0 else self.run_started
         limit = since + self.attach_limit if self.strict else box_end
-        delay = BACKOFF_FIRST
+        backoff = self._backoff(min(limit, box_end, self.msg.deadline))
         while True:
             log.warning("call %s: sideband not open yet (%s)", self.msg.call_id, error)
-            now = self.clock()
-            if now + delay >= min(limit, box_end) or now >= self.msg.deadline:
+            if not backoff.wait():
                 return None
-            time.sleep(delay)
-            delay = min(delay * 2, BACKOFF_MAX)
             try:
                 return self._open()
             except SidebandError as exc:
                 error = str(exc)
-            except CallGone:
-                raise
 
     def _attached(self, writer: ArchiveWriter, sb: Sideband, first: bool) -> None:
         now = self.clock()
@@ -162,8 +160,7 @@ class Listener:
             writer.mark("listener.gap", {"reason": "redelivered" if self.redelivered else "handover",
                                          "continuation": self.msg.continuation, "until": utc_iso(now)}, now)
         writer.session_update(fields, urgent=True)
-        if self.session_update:
-            sb.send_json({"type": "session.update", "session": dict(self.session_update)})
+        self._send_policy(sb)
         log.info("call %s: sideband attached (listener %d)", self.msg.call_id, self.msg.continuation)
 
     # ---- reading -----------------------------------------------------------------------------------
@@ -201,23 +198,21 @@ class Listener:
                 return new
             sb = self.sb = new
 
-    def _reconnect(self, writer: ArchiveWriter, box_end: float, why: str) -> "Sideband | ListenerResult":
+    def _reconnect(self, writer: ArchiveWriter, box_end: float, why: str) -> Sideband | ListenerResult:
         """Reopen with bounded backoff inside the time box; the gap is archived as a mark."""
         lost_at = self.clock()
         log.warning("call %s: sideband dropped (%s), reconnecting", self.msg.call_id, why)
-        delay, attempts = BACKOFF_FIRST, 0
+        backoff = self._backoff(box_end)
         while True:
             now = self.clock()
             if now >= self.msg.deadline and self.hung_up_at is None:
                 self._hangup(writer, "limit", "maximum call duration reached")
                 return self._finish(writer, "limit")
-            if now + delay >= box_end:
-                writer.mark("listener.gap", {"reason": "socket dropped", "error": why[:200],
-                                             "from": utc_iso(lost_at), "until": None, "attempts": attempts}, now)
+            if not backoff.wait():
+                writer.mark("listener.gap", {"reason": "socket dropped", "error": why[:200], "from": utc_iso(lost_at),
+                                             "until": None, "attempts": backoff.attempts}, self.clock())
                 return self._hand_over(writer)
-            time.sleep(delay)
-            attempts += 1
-            delay = min(delay * 2, BACKOFF_MAX)
+            attempts = backoff.attempts
             try:
                 sb = self._open()
             except CallGone:
@@ -230,8 +225,7 @@ class Listener:
                                          "from": utc_iso(lost_at), "until": utc_iso(now),
                                          "seconds": round(now - lost_at, 3), "attempts": attempts}, now)
             writer.session_update({"reconnects": attempts})
-            if self.session_update:
-                sb.send_json({"type": "session.update", "session": dict(self.session_update)})
+            self._send_policy(sb)
             return sb
 
     def _hangup(self, writer: ArchiveWriter, reason: str, why: str) -> None:
@@ -280,10 +274,9 @@ class Listener:
             return self._finish(writer, self.end_reason or "hangup", detail=why)
         return self._hand_over(writer)
 
-    def _finish_gone(self, started: float) -> ListenerResult:
+    def _finish_gone(self) -> ListenerResult:
         """The call had ended before we could attach: complete quietly, with the session marked."""
-        writer = ArchiveWriter(self.archive, self.msg.call_id, day_of(self.msg.started_at),
-                               self._initial_fields(), listener=self.msg.continuation).start()
+        writer = self._writer()
         writer.ready.wait(30)
         ended = "ended" if writer.session.get("state") != "ended" else writer.session.get("end_reason", "ended")
         fields = {"state": "ended", "end_reason": ended}
@@ -292,12 +285,12 @@ class Listener:
                           end_detail="the call ended during the hand-over" if self.msg.continuation
                           else "the call had ended before the listener attached")
         log.info("call %s: already ended, nothing to record", self.msg.call_id)
-        self.attach_delay = None
         writer.close(fields)
         return self._result(writer, "ended", ended)
 
     def _result(self, writer: ArchiveWriter, outcome: str, reason: str | None) -> ListenerResult:
-        return ListenerResult(self.msg.call_id, outcome, reason, events=writer.summary.total,
-                              duplicates=writer.duplicates, gaps=writer.gaps,
-                              attach_delay=getattr(self, "attach_delay", None),
-                              head=writer.committed_head if writer.committed_seq >= 0 else None)
+        done = writer.call_log
+        return ListenerResult(self.msg.call_id, outcome, reason, events=done.summary.total,
+                              duplicates=done.duplicates, gaps=done.gaps,
+                              attach_delay=self.attach_delay,
+                              head=done.committed_head if done.committed_seq >= 0 else None)

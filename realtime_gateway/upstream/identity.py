@@ -8,8 +8,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from .errors import ApiError
-from .settings import COGNITIVE_SCOPE, Settings
+from ..errors import ApiError
+from ..settings import COGNITIVE_SCOPE, Settings
 
 log = logging.getLogger(__name__)
 

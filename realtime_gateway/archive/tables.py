@@ -10,12 +10,21 @@ from typing import Any, Mapping
 
 from azure.data.tables import TableServiceClient
 
+# The SDK's own retry policy, configured rather than wrapped: connection errors, timeouts, 408/429
+# and 5xx on reads are retried within about 4 s (0.25, 0.5, 1, 2 s). azure-core never retries a
+# POST (every archive write) on 500/503/504; the archive writer retries those itself.
+RETRY = {"retry_total": 4, "retry_backoff_factor": 0.25, "retry_backoff_max": 2,
+         "connection_timeout": 5, "read_timeout": 30}
+
 
 class StorageConfigError(ValueError):
     """Neither a connection string nor an identity-based table endpoint is configured."""
 
 
-def table_service_from_env(env: Mapping[str, str], **client_options: Any) -> TableServiceClient:
+def table_service_from_env(env: Mapping[str, str], own_identity: bool = False,
+                           **client_options: Any) -> TableServiceClient:
+    """`own_identity`: a person's sign-in (the audit command) instead of the app's managed identity."""
+    client_options = {**RETRY, **client_options}
     conn = (env.get("AzureWebJobsStorage") or "").strip()
     if conn:
         if conn.lower() == "usedevelopmentstorage=true":
@@ -29,7 +38,7 @@ def table_service_from_env(env: Mapping[str, str], **client_options: Any) -> Tab
     if not uri:
         raise StorageConfigError("set AzureWebJobsStorage (connection string, local) or "
                                  "AzureWebJobsStorage__tableServiceUri (managed identity, Azure)")
-    from azure.identity import ManagedIdentityCredential
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
     client_id = (env.get("AzureWebJobsStorage__clientId") or "").strip() or None
-    return TableServiceClient(endpoint=uri, credential=ManagedIdentityCredential(client_id=client_id),
-                              **client_options)
+    credential = DefaultAzureCredential() if own_identity else ManagedIdentityCredential(client_id=client_id)
+    return TableServiceClient(endpoint=uri, credential=credential, **client_options)

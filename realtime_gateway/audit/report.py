@@ -6,8 +6,9 @@ import json
 from datetime import datetime
 from typing import Any, Iterable
 
-from .archive import EventRecord
-from .audit_verify import VerifyReport
+from ..archive.codec import EventRecord
+from ..archive.summary import turn_text
+from .verify import VerifyReport
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
@@ -51,19 +52,8 @@ def _kind(rec: EventRecord, event: Any) -> tuple[str, str | None]:
         return "control", None
     if t == "error":
         return "error", None
-    if not isinstance(event, dict):
-        return "", None
-    if t == "conversation.item.input_audio_transcription.completed":
-        return "user", event.get("transcript")
-    if t in ("response.output_audio_transcript.done", "response.output_text.done"):
-        return "assistant", event.get("transcript") or event.get("text")
-    if t in ("conversation.item.added", "conversation.item.created"):
-        item = event.get("item") or {}
-        if item.get("role") == "user":
-            texts = [c.get("text") or c.get("transcript") for c in item.get("content") or []]
-            texts = [x for x in texts if x]
-            return "user", " ".join(texts) or None
-    return "", None
+    turn = turn_text(t, event)
+    return turn if turn is not None else ("", None)
 
 
 def _groups(records: Iterable[EventRecord]) -> Iterable[tuple[EventRecord, int]]:

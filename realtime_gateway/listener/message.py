@@ -9,6 +9,8 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from ..archive.codec import utc_iso
+
 VERSION = 1
 
 
@@ -31,11 +33,21 @@ class CallMessage:
     def to_json(self) -> str:
         return json.dumps({"v": VERSION, **asdict(self)}, separators=(",", ":"))
 
-    def continued(self) -> "CallMessage":
+    def session_fields(self, strict: bool) -> dict[str, Any]:
+        """The archive's first session-row fields for this call."""
+        principal = self.principal or {}
+        return {"state": "waiting", "created_at": utc_iso(self.started_at), "deadline": utc_iso(self.deadline),
+                "origin": self.origin or "", "principal": json.dumps(principal, sort_keys=True) if principal else "",
+                "principal_id": str(principal.get("id") or principal.get("userId") or ""),
+                "principal_name": str(principal.get("name") or principal.get("userDetails") or ""),
+                "request_id": self.request_id or "", "model": self.model or "", "voice": self.voice or "",
+                "continuations": self.continuation, "strict": strict}
+
+    def continued(self) -> CallMessage:
         return replace(self, continuation=self.continuation + 1)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "CallMessage":
+    def from_json(cls, text: str | bytes) -> CallMessage:
         try:
             data = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from email.parser import BytesParser
 from email.policy import HTTP
 
-from .errors import ApiError
+from ..errors import ApiError
 
 MAX_OFFER_BYTES = 64 * 1024  # a browser offer is 2-8 KB; anything near this is not an offer
 RAW_TYPES = ("application/sdp",)
@@ -52,11 +52,11 @@ def _form_field(content_type: str, body: bytes, name: str) -> bytes:
     if "boundary=" not in content_type.lower():
         raise ApiError(400, "invalid_form", "the multipart body has no boundary")
     message = BytesParser(policy=HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+        b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + body)
     if not message.is_multipart():
         raise ApiError(400, "invalid_form", "the multipart body cannot be parsed")
     for part in message.iter_parts():
         if part.get_param("name", header="content-disposition") == name:
             payload = part.get_payload(decode=True)
-            return payload or b""
+            return payload if isinstance(payload, bytes) else b""
     raise ApiError(400, "missing_sdp", f"the multipart form has no '{name}' field")

@@ -5,9 +5,29 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-USER_TRANSCRIPT = ("conversation.item.input_audio_transcription.completed", "transcript")
-ASSISTANT_TRANSCRIPTS = (("response.output_audio_transcript.done", "transcript"),
-                         ("response.output_text.done", "text"))
+ASSISTANT_TEXT = {"response.output_audio_transcript.done": "transcript", "response.output_text.done": "text"}
+
+
+def turn_text(event_type: str, event: Any) -> tuple[str, str] | None:
+    """("user" | "assistant", text) when the event completes a turn's words, else None.
+
+    Spoken user turns come as their transcription; typed ones as the user item's input_text.
+    """
+    if not isinstance(event, Mapping):
+        return None
+    if event_type == "conversation.item.input_audio_transcription.completed":
+        text = event.get("transcript")
+        return ("user", text) if isinstance(text, str) else None
+    if event_type in ASSISTANT_TEXT:
+        text = event.get(ASSISTANT_TEXT[event_type])
+        return ("assistant", text) if isinstance(text, str) else None
+    if event_type == "conversation.item.added":
+        item = event.get("item")
+        if isinstance(item, Mapping) and item.get("role") == "user":
+            texts = [str(c["text"]) for c in item.get("content") or []
+                     if isinstance(c, Mapping) and c.get("type") == "input_text" and c.get("text")]
+            return ("user", " ".join(texts)) if texts else None
+    return None
 
 
 @dataclass
@@ -22,18 +42,9 @@ class CallSummary:
         self.counts[event_type] = self.counts.get(event_type, 0) + 1
         if not isinstance(event, Mapping):
             return
-        if event_type == USER_TRANSCRIPT[0] and isinstance(event.get(USER_TRANSCRIPT[1]), str):
-            self.user.append(event[USER_TRANSCRIPT[1]])
-        if event_type == "conversation.item.added":   # typed user turns (spoken ones come transcribed)
-            item = event.get("item") or {}
-            if isinstance(item, Mapping) and item.get("role") == "user":
-                texts = [c.get("text") for c in item.get("content") or []
-                         if isinstance(c, Mapping) and c.get("type") == "input_text" and c.get("text")]
-                if texts:
-                    self.user.append(" ".join(texts))
-        for etype, key in ASSISTANT_TRANSCRIPTS:
-            if event_type == etype and isinstance(event.get(key), str):
-                self.assistant.append(event[key])
+        turn = turn_text(event_type, event)
+        if turn is not None:
+            (self.user if turn[0] == "user" else self.assistant).append(turn[1])
         if event_type in ("session.created", "session.updated") and isinstance(event.get("session"), Mapping):
             session = event["session"]
             self.model = session.get("model") or self.model
@@ -51,7 +62,7 @@ class CallSummary:
                 "assistant_transcript": "\n".join(self.assistant)}
 
     @classmethod
-    def from_fields(cls, row: Mapping[str, Any]) -> "CallSummary":
+    def from_fields(cls, row: Mapping[str, Any]) -> CallSummary:
         try:
             counts = json.loads(row.get("counts") or "{}")
         except ValueError:

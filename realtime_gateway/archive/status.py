@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .archive import Archive
+from .store import Archive
 
 PUBLIC_FIELDS = ("attached_at", "attach_delay_ms", "ended_at", "end_reason", "created_at")
 

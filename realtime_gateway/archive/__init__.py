@@ -1,0 +1,1 @@
+"""Stage 4, the call archive in Table Storage: rows, the batched writer, the hash chain, summaries."""

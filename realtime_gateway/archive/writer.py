@@ -1,0 +1,170 @@
+"""The background writer of one call's archive: the socket reader hands it events and never waits.
+
+It batches rows into entity-group transactions (flushed at least every `flush_interval`) and keeps
+the session row up to date (at most every `session_interval`, or at once when urgent); the call's
+chain, dedup and summary live in `CallLog`.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+from azure.core.exceptions import HttpResponseError
+
+from ..retry import Backoff
+from .call_log import CallLog
+from .store import Archive, ArchiveError
+
+log = logging.getLogger(__name__)
+
+FLUSH_ROWS = 100
+# azure-core does not retry a POST answered 500/503/504 (every archive write is a POST, and ours are
+# idempotent); the writer retries those for up to this long. The SDK retries everything else itself.
+SERVER_ERROR_RETRY_SECONDS = 10.0
+_STOP = object()
+
+
+class ArchiveWriter:
+    def __init__(self, archive: Archive, call_id: str, day: str, session_fields: dict[str, Any],
+                 listener: int = 0, flush_interval: float = 0.5, session_interval: float = 1.0,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.archive, self.call_id, self.day = archive, call_id, day
+        self.flush_interval, self.session_interval = flush_interval, session_interval
+        self._sleep = sleep
+        self._initial = session_fields
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: list[dict[str, Any]] = []
+        self._pending_since: float | None = None
+        self._session_dirty: dict[str, Any] = {}
+        self._session_written = 0.0
+        self.call_log = CallLog(call_id, listener)
+        self.session: dict[str, Any] = {}
+        self.error: BaseException | None = None
+        self.ready = threading.Event()        # session row opened and earlier events loaded
+        self._thread = threading.Thread(target=self._run, name=f"archive-{call_id}", daemon=True)
+
+    # ---- called from the reader thread ------------------------------------------------------------
+    def start(self) -> ArchiveWriter:
+        self._thread.start()
+        return self
+
+    def event(self, raw: str, received: float) -> None:
+        self._queue.put(("event", raw, received))
+
+    def mark(self, event_type: str, payload: dict[str, Any], received: float) -> None:
+        """A listener mark (gap, hand-over) archived in order with the events and chained like them."""
+        self._queue.put(("mark", event_type, payload, received))
+
+    def session_update(self, fields: dict[str, Any], urgent: bool = False) -> None:
+        self._queue.put(("session", fields, urgent))
+
+    def close(self, final_fields: dict[str, Any], timeout: float = 60.0) -> None:
+        """Flush everything, write the final session fields; raise ArchiveError if writing failed.
+
+        A backlog is drained as long as it shrinks: `timeout` bounds a writer that makes no progress.
+        """
+        self._queue.put(("session", final_fields, True))
+        self._queue.put(_STOP)
+        last = (-2, -1)
+        while True:
+            self._thread.join(timeout)
+            if not self._thread.is_alive():
+                break
+            now = (self.call_log.committed_seq, self._queue.qsize())
+            if now == last:
+                raise ArchiveError(f"archive writer for {self.call_id} made no progress in {timeout:.0f} s")
+            last = now
+        if self.error is not None:
+            raise ArchiveError(f"archive writes for {self.call_id} failed: {self.error}") from self.error
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def duplicates(self) -> int:
+        return self.call_log.duplicates
+
+    # ---- the writer thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._write(self._open)
+            self.ready.set()
+            while True:
+                try:
+                    item = self._queue.get(timeout=self._wait_time())
+                except queue.Empty:
+                    item = None
+                if item is _STOP:
+                    self._flush(force_session=True)
+                    return
+                if item is not None:
+                    self._handle(item)
+                now = time.monotonic()
+                due = self._pending_since is not None and (
+                    now - self._pending_since >= self.flush_interval or len(self._pending) >= FLUSH_ROWS)
+                if due or (self._session_dirty and not self._pending
+                           and now - self._session_written >= self.session_interval):
+                    self._flush()
+        except BaseException as exc:  # reported to the reader through .error and close()
+            log.error("archive writer for call %s stopped: %s", self.call_id, exc)
+            self.error = exc
+            self.ready.set()
+
+    def _wait_time(self) -> float | None:
+        if self._pending_since is not None:
+            return max(0.0, self._pending_since + self.flush_interval - time.monotonic())
+        if self._session_dirty:
+            return max(0.0, self._session_written + self.session_interval - time.monotonic())
+        return None
+
+    def _open(self) -> None:
+        self.archive.ensure_tables()
+        self.session = self.archive.open_session(self.call_id, self.day, self._initial)
+        self.day = self.session.get("PartitionKey", self.day)
+        self.call_log.resume(self.archive, self.session)
+
+    def _handle(self, item: tuple) -> None:
+        kind = item[0]
+        if kind == "session":
+            _, fields, urgent = item
+            self._session_dirty.update(fields)
+            if urgent:
+                self._flush(force_session=True)
+            return
+        rows = self.call_log.event(*item[1:]) if kind == "event" else self.call_log.mark(*item[1:])
+        if rows:
+            self._pending.extend(rows)
+            if self._pending_since is None:
+                self._pending_since = time.monotonic()
+
+    def _flush(self, force_session: bool = False) -> None:
+        if self._pending:
+            pending = self._pending
+            self._write(lambda: self.archive.write_entities(pending))
+            self._pending, self._pending_since = [], None
+            self._session_dirty.update(self.call_log.committed())
+        if self._session_dirty and (force_session or
+                                    time.monotonic() - self._session_written >= self.session_interval):
+            fields = dict(self._session_dirty)
+            self._write(lambda: self.archive.update_session(self.call_id, self.day, fields))
+            self._session_dirty.clear()
+            self._session_written = time.monotonic()
+
+    def _write(self, op: Callable[[], None]) -> None:
+        backoff = Backoff(0.2, 2.0, time.monotonic() + SERVER_ERROR_RETRY_SECONDS, sleep=self._sleep)
+        while True:
+            try:
+                op()
+                return
+            except ArchiveError:
+                raise   # a conflict is not transient
+            except HttpResponseError as exc:
+                if exc.status_code not in (500, 503, 504) or backoff.attempts >= 6 or not backoff.wait():
+                    raise ArchiveError(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+                log.warning("archive write for call %s answered %s, retrying", self.call_id, exc.status_code)
+            except Exception as exc:  # already retried by the SDK's policy
+                raise ArchiveError(f"{type(exc).__name__}: {str(exc)[:300]}") from exc

@@ -1,0 +1,110 @@
+"""The gateway's routes. Each returns a Response and raises ApiError for anything the caller did
+wrong or the service could not do; `http.handle()` turns those into the JSON error body."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from ..archive.status import call_status
+from ..errors import ApiError
+from ..listener.message import CallMessage
+from ..process import Process
+from ..upstream.answers import valid_call_id
+from .health import storage_reachable
+from .http import Request, Response, json_response
+from .offer import offer_from_body
+from .principal import principal_from_headers
+
+log = logging.getLogger("realtime_gateway.http")
+
+CONNECT_BUDGET_CAP = 200.0  # seconds; Azure cuts HTTP responses at 230 s
+
+
+def _deadline(p: Process) -> float:
+    # Room for the mint (with retries) and the SDP post, each bounded by http_timeout.
+    return time.monotonic() + min(CONNECT_BUDGET_CAP, 2 * p.settings.http_timeout + 5)
+
+
+def _principal(p: Process, req: Request) -> dict[str, Any] | None:
+    principal = principal_from_headers(req.headers)
+    if principal is None and p.settings.require_principal:
+        raise ApiError(401, "principal_required", "sign in first: this gateway requires an authenticated principal")
+    return principal
+
+
+def _call_id(call_id: str) -> str:
+    if not valid_call_id(call_id):
+        raise ApiError(400, "invalid_call_id", "the call id is malformed")
+    return call_id
+
+
+def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] | None = None) -> Response:
+    principal = _principal(p, req)
+    offer = offer_from_body(req.headers.get("content-type"), req.body)
+    deadline = _deadline(p)
+    secret = p.api.mint_client_secret(deadline, rid)
+    answer = p.api.post_offer(secret, offer, deadline, rid)
+    started = p.clock()
+    message = CallMessage(
+        call_id=answer.call_id, started_at=started, deadline=started + p.settings.max_call_seconds,
+        origin=req.origin, principal=principal, request_id=rid, model=p.settings.deployment,
+        voice=(p.settings.session_policy.get("audio") or {}).get("output", {}).get("voice"))
+    listener = "queued"
+    try:
+        if enqueue is None:
+            raise RuntimeError("no queue output binding")
+        enqueue(message.to_json())
+    except Exception as exc:  # the call works without its recording; say so, don't fail it
+        listener = "not-queued"
+        log.error("connect rid=%s call=%s: listener message not queued (%s: %s)",
+                  rid, answer.call_id, type(exc).__name__, exc)
+    log.info("connect rid=%s call=%s listener=%s", rid, answer.call_id, listener)
+    return Response(201, answer.sdp.encode("utf-8"),
+                    {"x-call-id": answer.call_id, "x-listener": listener, "Cache-Control": "no-store"},
+                    "application/sdp")
+
+
+def token(p: Process, req: Request, rid: str) -> Response:
+    if not p.settings.token_route_enabled:
+        raise ApiError(404, "token_route_disabled",
+                       "GET /api/token is switched off (TOKEN_ROUTE_ENABLED=false); use POST /api/connect")
+    _principal(p, req)
+    secret = p.api.mint_client_secret(_deadline(p), rid)
+    log.info("token rid=%s minted a client secret expiring at %d", rid, secret.expires_at)
+    # Only what a client needs for its own SDP exchange: never the session policy.
+    return json_response(200, {"token": secret.value, "expires_at": secret.expires_at,
+                               "endpoint": p.settings.endpoint, "deployment": p.settings.deployment},
+                         {"Cache-Control": "no-store"})
+
+
+def hangup(p: Process, req: Request, rid: str, call_id: str) -> Response:
+    _principal(p, req)
+    p.api.hangup(_call_id(call_id), time.monotonic() + p.settings.http_timeout)
+    log.info("hangup rid=%s call=%s", rid, call_id)
+    return json_response(200, {"call_id": call_id, "status": "ended"})
+
+
+def call_state(p: Process, req: Request, rid: str, call_id: str) -> Response:
+    _call_id(call_id)
+    try:
+        state = call_status(p.archive, call_id)
+    except Exception as exc:  # storage down: say so, without details
+        log.error("call state rid=%s call=%s: archive unreadable (%s)", rid, call_id, type(exc).__name__)
+        raise ApiError(503, "archive_unavailable", "the call archive cannot be read now") from None
+    return json_response(200, state, {"Cache-Control": "no-store"})
+
+
+def health(p: Process, req: Request, rid: str) -> Response:
+    checks: dict[str, str] = {"settings": "ok"}
+    if p.tokens is None:
+        checks["identity"] = "not used (api key)"
+    else:
+        try:
+            p.tokens.token()
+            checks["identity"] = "ok"
+        except ApiError as exc:
+            checks["identity"] = exc.message
+    checks["storage"] = storage_reachable(p.env)[1]
+    healthy = all(v == "ok" or v.startswith("not used") for v in checks.values())
+    return json_response(200 if healthy else 503, {"status": "ok" if healthy else "unhealthy", "checks": checks})

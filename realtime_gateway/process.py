@@ -1,0 +1,74 @@
+"""The worker process's shared objects, built once and used by every trigger: settings, the
+credential's token cache, the upstream client with its pooled HTTP session, and the archive.
+
+Built on first use, so a bad setting answers every route with a 500 naming it instead of failing
+import; the same SettingsError is raised on every later call.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Callable, Mapping
+
+from . import redact
+from .archive.store import Archive
+from .archive.tables import table_service_from_env
+from .settings import Settings, SettingsError, load_settings
+from .upstream.client import RealtimeApi
+from .upstream.identity import BearerTokenProvider
+
+log = logging.getLogger(__name__)
+
+
+class Process:
+    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None,
+                 archive: Archive | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.env = env if env is not None else os.environ
+        self.clock = clock
+        redact.add_known_secret(settings.api_key)
+        self.tokens = None if settings.api_key else BearerTokenProvider(settings)
+        self.api = RealtimeApi(settings, self.tokens)
+        self._archive = archive
+        self._archive_lock = threading.Lock()
+
+    @property
+    def archive(self) -> Archive:
+        """The call archive's tables, built on first use (the HTTP-only routes never need it)."""
+        with self._archive_lock:
+            if self._archive is None:
+                self._archive = Archive(table_service_from_env(self.env), self.settings.events_table,
+                                        self.settings.sessions_table)
+            return self._archive
+
+
+_lock = threading.Lock()
+_process: Process | None = None
+_settings_error: SettingsError | None = None
+
+
+def get_process() -> Process:
+    global _process, _settings_error
+    if _process is not None:
+        return _process
+    with _lock:
+        if _process is None:
+            if _settings_error is not None:
+                raise _settings_error
+            try:
+                settings = load_settings()
+            except SettingsError as exc:
+                _settings_error = exc
+                log.error("%s", exc)
+                raise
+            _process = Process(settings)
+        return _process
+
+
+def reset_process(process: Process | None = None) -> None:
+    """Tests: drop (or replace) the process's objects so the next call reloads settings."""
+    global _process, _settings_error
+    with _lock:
+        _process, _settings_error = process, None

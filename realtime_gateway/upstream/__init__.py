@@ -1,0 +1,1 @@
+"""Stage 2, the Azure OpenAI client: identity, client secrets, the SDP post, hang-up."""
