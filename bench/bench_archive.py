@@ -1,6 +1,6 @@
 """Archive throughput on Azurite: entity-group transactions vs one upsert per event, same run.
 
-    .venv/bin/python bench/bench_archive.py [--events 3000]
+    .venv/bin/python -m bench.bench_archive [--events 3000]
 
 Starts its own in-memory Azurite on free ports; prints events/s for both and the ratio.
 """
@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from local.azurite import start_azurite  # noqa: E402
+from local.azurite import start_azurite
 from realtime_gateway.archive import Archive  # noqa: E402
 from realtime_gateway.archive_writer import ArchiveWriter  # noqa: E402
 from realtime_gateway.table_service import table_service_from_env  # noqa: E402

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from local.azurite import start_azurite
+from local.emulator import Emulator
+from local.processes import free_port
+from local.testing.host import ROOT, HostProcess, gateway_settings
+from local.testing.offer import OfferPeer
 
-from local.azurite import start_azurite  # noqa: E402
-from local.processes import free_port  # noqa: E402
-from local.emulator import Emulator  # noqa: E402
-from tests.fixtures.host import HostProcess, make_keys  # noqa: E402
-from tests.unit.test_gateway_offer import OfferPeer  # noqa: E402
 
 def direct_connect(session: requests.Session, emu: Emulator, entra: str, offer: str) -> str:
     """What the gateway does upstream, done by a client that already holds a bearer token."""
@@ -61,12 +57,7 @@ def main() -> None:
     try:
         port = free_port()
         listener_off = {} if args.with_listener else {"AzureWebJobs.call_listener.Disabled": "true"}
-        host = HostProcess(ROOT, {**listener_off,
-            "AzureWebJobsStorage": azurite.connection_string,
-            "IDENTITY_ENDPOINT": emu.identity_endpoint, "IDENTITY_HEADER": emu.identity_header,
-            "AZURE_OPENAI_ENDPOINT": emu.url, "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
-            "ALLOWED_ORIGINS": f"http://127.0.0.1:{port}", "LISTENER_QUEUE": "bench-calls",
-            "FUNCTIONS_KEYS": __import__("json").dumps(make_keys())}, port=port)
+        host = HostProcess(ROOT, gateway_settings(emu, azurite, port, **listener_off), port=port)
         entra = requests.get(emu.identity_endpoint, timeout=10, headers={"X-IDENTITY-HEADER": emu.identity_header},
                              params={"api-version": "2019-08-01",
                                      "resource": "https://cognitiveservices.azure.com"}).json()["access_token"]

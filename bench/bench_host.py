@@ -8,9 +8,8 @@ Starts its own Azurite and host on free ports; prints medians and the ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,12 +17,9 @@ from pathlib import Path
 import requests
 from aiohttp import web
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from local.azurite import start_azurite  # noqa: E402
-from local.processes import free_port, wait_for_port  # noqa: E402
-from tests.fixtures.host import FIXTURE_APP, HostProcess, fixture_settings, make_keys  # noqa: E402
+from local.azurite import start_azurite
+from local.processes import free_port, wait_for_port
+from local.testing.host import FIXTURE_APP, HostProcess, fixture_settings
 
 
 def bare_server(port: int) -> None:
@@ -42,10 +38,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=400, help="timed requests per server")
     args = ap.parse_args()
     azurite = start_azurite()
-    tmp = Path(__import__("tempfile").mkdtemp(prefix="bench_host_"))
+    tmp = Path(tempfile.mkdtemp(prefix="bench_host_"))
     host = None
     try:
-        host = HostProcess(FIXTURE_APP, fixture_settings(azurite, tmp, FUNCTIONS_KEYS=json.dumps(make_keys())))
+        host = HostProcess(FIXTURE_APP, fixture_settings(azurite, tmp))  # FUNCTIONS_KEYS: generated
         port = free_port()
         bare_server(port)
         urls = {"host": host.url + "/api/hello/x?q=1", "bare": f"http://127.0.0.1:{port}/api/hello/x?q=1"}

@@ -1,6 +1,6 @@
 """The listener's memory over a long call: emulator and Azurite in their own processes, the listener here.
 
-    .venv/bin/python bench/bench_listener_memory.py [--events 20000]
+    .venv/bin/python -m bench.bench_listener_memory [--events 20000]
 
 The listener asks for text output with its session.update (no speech synthesis in the emulator, so
 events come fast), the emulator runs scripted turns until the call has produced --events events,
@@ -16,15 +16,12 @@ import threading
 import time
 import tracemalloc
 import uuid
-from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from local.azurite import start_azurite  # noqa: E402
-from local.processes import free_port, wait_for_port  # noqa: E402
+from local.azurite import start_azurite
+from local.processes import free_port, wait_for_port
+from local.testing.host import ROOT
 from realtime_gateway.archive import Archive  # noqa: E402
 from realtime_gateway.call_message import CallMessage  # noqa: E402
 from realtime_gateway.listener import Listener  # noqa: E402

@@ -56,7 +56,8 @@ def required_port(name: str, default: int) -> int:
 def user_settings() -> tuple[dict, dict]:
     """Values and Host of local.settings.json.example, then local.settings.json on top (if
     present), then the process environment on top of both."""
-    values, host = {}, {}
+    values: dict[str, str] = {}
+    host: dict = {}
     for name in ("local.settings.json.example", "local.settings.json"):
         path = ROOT / name
         if path.exists():
@@ -90,6 +91,7 @@ class Child:
         threading.Thread(target=self._echo, daemon=True).start()
 
     def _echo(self) -> None:
+        assert self.process.stdout is not None  # stdout=PIPE
         for line in self.process.stdout:
             line = line.rstrip("\n")
             if line.startswith("ready: ") and not self._ready.is_set():

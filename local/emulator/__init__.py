@@ -2,4 +2,4 @@
 from .emulator import Emulator
 from .replies import SPEECH_TRANSCRIPT, reply_for
 
-__all__ = ["Emulator", "reply_for", "SPEECH_TRANSCRIPT"]
+__all__ = ["SPEECH_TRANSCRIPT", "Emulator", "reply_for"]

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -11,7 +14,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from . import events as ev
 from .audio import ReplyAudioTrack
 from .calls import CLOSE_GOING_AWAY, CLOSE_NORMAL, Call
-from .credentials import CredentialStore
+from .credentials import CredentialStore, EphemeralKey
 from .faults import Fault, FaultRegistry
 from .ids import new_id
 
@@ -19,7 +22,6 @@ log = logging.getLogger("realtime-emulator")
 
 BASE = "/openai/v1/realtime"
 SIDEBAND_REDIRECTED = BASE + "/redirected"  # where the redirect fault sends the sideband
-STATE = web.AppKey("state", object)
 
 
 class EmulatorState:
@@ -48,6 +50,9 @@ class EmulatorState:
         return call
 
 
+STATE = web.AppKey("state", EmulatorState)
+
+
 # -- helpers ------------------------------------------------------------------------------
 def error_response(status: int, message: str, code: str | None = None, headers=None) -> web.Response:
     """The service's JSON error shape; messages never contain credentials."""
@@ -55,16 +60,16 @@ def error_response(status: int, message: str, code: str | None = None, headers=N
     return web.json_response(body, status=status, headers=headers)
 
 
-def fault_response(fault: Fault) -> web.Response:
+def fault_response(fault: Fault, status: int) -> web.Response:
     headers = {}
     if fault.retry_after is not None:
         headers["Retry-After"] = str(fault.retry_after)
     if fault.body is not None:
-        return web.Response(status=fault.status, text=fault.body, headers=headers,
+        return web.Response(status=status, text=fault.body, headers=headers,
                             content_type=fault.content_type or "application/json")
     code = {429: "too_many_requests", 500: "server_error", 502: "bad_gateway",
-            503: "service_unavailable", 504: "gateway_timeout"}.get(fault.status, str(fault.status))
-    return error_response(fault.status, f"Injected fault: HTTP {fault.status}.", code, headers)
+            503: "service_unavailable", 504: "gateway_timeout"}.get(status, str(status))
+    return error_response(status, f"Injected fault: HTTP {status}.", code, headers)
 
 
 async def apply_fault(state: EmulatorState, target: str) -> tuple[Fault | None, web.Response | None]:
@@ -75,7 +80,7 @@ async def apply_fault(state: EmulatorState, target: str) -> tuple[Fault | None, 
     if fault.delay:
         await asyncio.sleep(fault.delay)
     if fault.status:
-        return fault, fault_response(fault)
+        return fault, fault_response(fault, fault.status)
     return fault, None
 
 
@@ -95,6 +100,57 @@ def with_body_fault(fault: Fault | None, response: web.Response) -> web.Response
         if name.lower() not in ("content-type", "content-length"):
             out.headers[name] = value
     return out
+
+
+@dataclass
+class Admitted:
+    """What a service route has once its fault is applied and its caller authenticated."""
+    state: EmulatorState
+    fault: Fault | None                 # a fault that lets the request through (delay, body, ...)
+    key: EphemeralKey | None = None     # the ephemeral key, for routes that take one
+
+
+Checked = tuple[EphemeralKey | None, web.Response | None]  # (the key it took, or why not)
+Check = Callable[[EmulatorState, web.Request], Checked]
+Handler = Callable[[web.Request, Admitted], Awaitable[web.StreamResponse]]
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def identity_header_check(state: EmulatorState, request: web.Request) -> Checked:
+    if request.headers.get("X-IDENTITY-HEADER") != state.identity_header:
+        return None, web.json_response({"statusCode": 401, "message": "missing or wrong X-IDENTITY-HEADER"},
+                                       status=401)
+    return None, None
+
+
+def service_check(state: EmulatorState, request: web.Request) -> Checked:
+    """A live Entra token or the api key."""
+    why = state.creds.check_service(request.headers)
+    return None, (unauthorized(state, why) if why else None)
+
+
+def ephemeral_check(state: EmulatorState, request: web.Request) -> Checked:
+    """A live ephemeral key (client secret)."""
+    key, why = state.creds.check_ephemeral(request.headers)
+    return key, (unauthorized(state, why or "") if key is None else None)
+
+
+def service_route(fault_target: str, check: Check) -> Callable[[Handler], Route]:
+    """The opening every service route shares: consume the target's fault (its delay; its error
+    response when it sets a status), then authenticate; the handler gets both results."""
+    def wrap(handler: Handler) -> Route:
+        @functools.wraps(handler)
+        async def route(request: web.Request) -> web.StreamResponse:
+            state = request.app[STATE]
+            fault, failed = await apply_fault(state, fault_target)
+            if failed is not None:
+                return failed
+            key, denied = check(state, request)
+            if denied is not None:
+                return denied
+            return await handler(request, Admitted(state, fault, key))
+        return route
+    return wrap
 
 
 @web.middleware
@@ -119,14 +175,9 @@ async def cors(request: web.Request, handler):
 
 
 # -- identity -----------------------------------------------------------------------------
-async def identity(request: web.Request) -> web.Response:
-    state: EmulatorState = request.app[STATE]
-    fault, failed = await apply_fault(state, "identity")
-    if failed:
-        return failed
-    if request.headers.get("X-IDENTITY-HEADER") != state.identity_header:
-        return web.json_response({"statusCode": 401, "message": "missing or wrong X-IDENTITY-HEADER"},
-                                 status=401)
+@service_route("identity", identity_header_check)
+async def identity(request: web.Request, ok: Admitted) -> web.Response:
+    state = ok.state
     resource = request.query.get("resource")
     if not resource or request.query.get("api-version") != "2019-08-01":
         return web.json_response({"statusCode": 400, "message": "api-version=2019-08-01 and resource "
@@ -137,18 +188,13 @@ async def identity(request: web.Request) -> web.Response:
             "token_type": "Bearer"}
     if request.query.get("client_id"):
         body["client_id"] = request.query["client_id"]
-    return with_body_fault(fault, web.json_response(body))
+    return with_body_fault(ok.fault, web.json_response(body))
 
 
 # -- service routes -----------------------------------------------------------------------
-async def client_secrets(request: web.Request) -> web.Response:
-    state: EmulatorState = request.app[STATE]
-    fault, failed = await apply_fault(state, "client_secrets")
-    if failed:
-        return failed
-    why = state.creds.check_service(request.headers)
-    if why:
-        return unauthorized(state, why)
+@service_route("client_secrets", service_check)
+async def client_secrets(request: web.Request, ok: Admitted) -> web.Response:
+    state = ok.state
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
@@ -172,17 +218,13 @@ async def client_secrets(request: web.Request) -> web.Response:
     state.counters["client_secrets"] += 1
     payload = {"value": key.value, "expires_at": key.expires_at,
                "session": ev.session_object(merged, new_id("sess"), key.expires_at)}
-    return with_body_fault(fault, web.json_response(payload))
+    return with_body_fault(ok.fault, web.json_response(payload))
 
 
-async def create_call(request: web.Request) -> web.Response:
-    state: EmulatorState = request.app[STATE]
-    fault, failed = await apply_fault(state, "calls")
-    if failed:
-        return failed
-    key, why = state.creds.check_ephemeral(request.headers)
-    if key is None:
-        return unauthorized(state, why)
+@service_route("calls", ephemeral_check)
+async def create_call(request: web.Request, ok: Admitted) -> web.Response:
+    state, fault, key = ok.state, ok.fault, ok.key
+    assert key is not None  # ephemeral_check admits only a live key
     if request.content_type != "application/sdp":
         return error_response(400, "Content-Type must be application/sdp (the raw SDP offer).",
                               "invalid_content_type")
@@ -209,31 +251,21 @@ async def create_call(request: web.Request) -> web.Response:
     return with_body_fault(fault, response)
 
 
-async def hangup(request: web.Request) -> web.Response:
-    state: EmulatorState = request.app[STATE]
-    fault, failed = await apply_fault(state, "hangup")
-    if failed:
-        return failed
-    why = state.creds.check_service(request.headers)
-    if why:
-        return unauthorized(state, why)
+@service_route("hangup", service_check)
+async def hangup(request: web.Request, ok: Admitted) -> web.Response:
+    state = ok.state
     call = state.calls.get(request.match_info["call_id"])
     if call is None or call.state != "live":
         return error_response(404, "No live call with this id.", "call_not_found")
     state.counters["hangups"] += 1
     await call.end(CLOSE_GOING_AWAY, "hangup")
-    return with_body_fault(fault, web.Response(status=200))
+    return with_body_fault(ok.fault, web.Response(status=200))
 
 
-async def sideband(request: web.Request) -> web.StreamResponse:
-    state: EmulatorState = request.app[STATE]
+@service_route("sideband", service_check)
+async def sideband(request: web.Request, ok: Admitted) -> web.StreamResponse:
+    state, fault = ok.state, ok.fault
     redirected = request.path == SIDEBAND_REDIRECTED
-    fault, failed = await apply_fault(state, "sideband")
-    if failed:
-        return failed
-    why = state.creds.check_service(request.headers)
-    if why:
-        return unauthorized(state, why)
     call_id = request.query.get("call_id")
     if not call_id:
         return error_response(400, "call_id is required (the emulator has no model-only sessions).",
@@ -252,6 +284,8 @@ async def sideband(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     state.counters["sideband_connections"] += 1
     obs = call.attach(ws, request.transport, fault.drop_after if fault else None)
+    pump = obs.task
+    assert pump is not None  # attach() starts it
 
     async def read() -> None:
         async for msg in ws:
@@ -260,7 +294,7 @@ async def sideband(request: web.Request) -> web.StreamResponse:
 
     reader = asyncio.ensure_future(read())
     try:
-        await asyncio.wait([reader, obs.task], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([reader, pump], return_when=asyncio.FIRST_COMPLETED)
         if obs.close_code is not None:
             # Server-side close: stop reading first, so aiohttp's close() waits for the client's
             # close frame (RFC 6455) instead of dropping the TCP connection under it.

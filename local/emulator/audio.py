@@ -23,7 +23,7 @@ FRAME_SECONDS = FRAME_SAMPLES / RATE
 def _resample(samples: np.ndarray, src_rate: int) -> np.ndarray:
     if src_rate == RATE or samples.size == 0:
         return samples.astype(np.int16)
-    n = int(round(samples.size * RATE / src_rate))
+    n = round(samples.size * RATE / src_rate)
     x = np.linspace(0, samples.size - 1, n)
     return np.interp(x, np.arange(samples.size), samples.astype(np.float32)).astype(np.int16)
 

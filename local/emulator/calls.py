@@ -190,7 +190,7 @@ class Call:
             self.max_rms_in = max(self.max_rms_in, rms)
             if self.session.get("audio", {}).get("input", {}).get("turn_detection") is None:
                 continue  # turn detection off: the service waits for the client to commit
-            ms = int(round(frame.samples * 1000 / frame.sample_rate))
+            ms = round(frame.samples * 1000 / frame.sample_rate)
             change = self._vad.feed(rms, ms)
             if change == "start":
                 self._speech_item = new_id("item")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 @dataclass
 class EphemeralKey:
     value: str
-    expires_at: float
+    expires_at: int
     session: dict
 
 

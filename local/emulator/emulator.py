@@ -41,7 +41,7 @@ class Emulator:
     def deployment(self) -> str:
         return self.state.deployment
 
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         ready = threading.Event()
         failure: list[BaseException] = []
 
@@ -73,7 +73,7 @@ class Emulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]
 
     async def _close(self) -> None:
         calls = list(self.state.calls.values())
@@ -88,6 +88,8 @@ class Emulator:
 
     def run_sync(self, coro, timeout: float = 30):
         """Run a coroutine on the emulator's loop from another thread."""
+        if self._loop is None:
+            raise RuntimeError("the emulator is not running")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def set_fault(self, target: str, **spec) -> None:

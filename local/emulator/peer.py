@@ -118,7 +118,7 @@ class ClientPeer:
             self._new_message.clear()
             try:
                 await asyncio.wait_for(self._new_message.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def close(self) -> None:

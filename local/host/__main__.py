@@ -8,13 +8,13 @@ import os
 import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
 class UtcFormatter(logging.Formatter):
     def format(self, record):
-        ts = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+        ts = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
         return f"[{ts}Z] {record.getMessage()}" + (
             "\n" + self.formatException(record.exc_info) if record.exc_info else "")
 

@@ -6,9 +6,10 @@ import inspect
 import json
 import re
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 SETTING_REF = re.compile(r"%([^%]+)%")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from aiohttp import web
 
@@ -79,7 +79,7 @@ class LocalHost:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]
         for listener in self.listeners:
             task = asyncio.create_task(listener.run(), name=f"queue:{listener.spec.name}")
             task.add_done_callback(_report_crash)

@@ -10,7 +10,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .app_loader import FunctionSpec
-from .bindings import OutValue
+from .bindings import out_values
 from .invoker import Invoker
 from .keys import FunctionKeys
 from .routes import compile_route, specificity
@@ -70,37 +70,34 @@ class HttpTriggers:
                 return web.Response(status=401)
             return await self._invoke(spec, request, params)
         if self.static_dir and request.method in ("GET", "HEAD"):
-            return self._static(request.path)
+            return self._static(self.static_dir, request.path)
         if request.path == "/":
             return web.Response(text="Your Functions app is up and running (local host).\n")
         return web.Response(status=404)
 
     async def _invoke(self, spec: FunctionSpec, request: web.Request, params: dict) -> web.Response:
-        headers = {}
+        headers: dict[str, str] = {}
         for name, value in request.headers.items():
             lower = name.lower()
             headers[lower] = f"{headers[lower]}, {value}" if lower in headers else value
         req = func.HttpRequest(method=request.method, url=str(request.url), headers=headers,
                                params=dict(request.query), route_params=params,
                                body=await request.read())
-        outs = {b["name"]: OutValue() for b in spec.outputs}
+        outs = out_values(spec)
         args = {spec.trigger["name"]: req, **outs}
         try:
-            result = await self.invoker.invoke(spec, args, f"This function was programmatically "
-                                                            f"called via the host APIs.")
-            http_out = [b["name"] for b in spec.outputs if b["type"] == "http"]
-            if http_out:
-                result = outs[http_out[0]].get()
-            for b in spec.outputs:
-                if b["type"] == "queue":
-                    await self.writer.write(b, result if b["name"] == "$return" else outs[b["name"]].get())
+            returned = await self.invoker.invoke(spec, args, "This function was programmatically "
+                                                             "called via the host APIs.")
+            await self.writer.write_outputs(spec, returned, outs)
         except Exception:  # logged by the invoker; the real host answers 500 with no body
             return web.Response(status=500)
-        return to_aiohttp(result)
+        http_out = [b["name"] for b in spec.outputs if b["type"] == "http"]
+        return to_aiohttp(outs[http_out[0]].get() if http_out else returned)
 
-    def _static(self, url_path: str) -> web.StreamResponse:
-        target = (self.static_dir / url_path.lstrip("/")).resolve()
-        if not target.is_relative_to(self.static_dir):
+    @staticmethod
+    def _static(root: Path, url_path: str) -> web.StreamResponse:
+        target = (root / url_path.lstrip("/")).resolve()
+        if not target.is_relative_to(root):
             return web.Response(status=404)
         if target.is_dir():
             target = target / "index.html"
@@ -132,7 +129,7 @@ def to_aiohttp(result) -> web.Response:
         return web.Response(status=200, body=body, content_type="text/plain", charset="utf-8")
     if not isinstance(result, func.HttpResponse):
         raise TypeError(f"HTTP function returned {type(result).__name__}, not func.HttpResponse")
-    headers = CIMultiDict()
+    headers: CIMultiDict[str] = CIMultiDict()
     for name, value in result.headers.items():
         if name.lower() != "set-cookie":
             headers.add(name, value)

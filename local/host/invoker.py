@@ -59,7 +59,7 @@ class Invoker:
                 work = asyncio.get_running_loop().run_in_executor(self.pool, lambda: spec.func(**args))
             try:
                 return await asyncio.wait_for(work, self.timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # A sync thread cannot be killed: we stop waiting and count the try as failed.
                 status = "Failed"
                 log.error("Timeout value of %s exceeded by function 'Functions.%s' (Id: '%s'). "

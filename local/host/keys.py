@@ -9,8 +9,8 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 
 class FunctionKeys:

@@ -18,7 +18,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.functions.queue import QueueMessage
 
 from .app_loader import FunctionSpec
-from .bindings import OutValue
+from .bindings import out_values
 from .host_config import QueueOptions
 from .invoker import Invoker
 from .storage import QueueClients, QueueOutputWriter
@@ -34,7 +34,7 @@ class QueueListener:
         self.invoker, self.writer = invoker, writer
         self.queue_name = spec.trigger["queueName"]
         self.connection = spec.trigger.get("connection") or "AzureWebJobsStorage"
-        self.lease = max(1, int(round(lease_seconds)))  # the service takes whole seconds
+        self.lease = max(1, round(lease_seconds))  # the service takes whole seconds
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task] = set()
 
@@ -78,7 +78,7 @@ class QueueListener:
                 try:
                     await asyncio.wait_for(self._wake.wait(), delay * random.uniform(0.8, 1.0))
                     delay = MIN_POLL
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     delay = min(delay * 2, opts.max_polling_interval)
         finally:
             running = list(self._running)
@@ -138,18 +138,16 @@ class QueueListener:
                            time_next_visible=m.next_visible_on, pop_receipt=pop_receipt)
         trigger = self.spec.trigger["name"]
         annotation = self.spec.params[trigger].annotation if trigger in self.spec.params else None
-        value = msg
+        value: QueueMessage | str | bytes = msg
         if annotation is str:
             value = body.decode("utf-8")
         elif annotation is bytes:
             value = body
-        outs = {b["name"]: OutValue() for b in self.spec.outputs}
+        outs = out_values(self.spec)
         try:
-            result = await self.invoker.invoke(self.spec, {trigger: value, **outs},
-                                               f"New queue message detected on '{self.queue_name}'.")
-            for b in self.spec.outputs:
-                if b["type"] == "queue":
-                    await self.writer.write(b, result if b["name"] == "$return" else outs[b["name"]].get())
+            returned = await self.invoker.invoke(self.spec, {trigger: value, **outs},
+                                                 f"New queue message detected on '{self.queue_name}'.")
+            await self.writer.write_outputs(self.spec, returned, outs)
             return True
         except Exception:
             return False

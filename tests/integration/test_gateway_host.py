@@ -13,8 +13,8 @@ from azure.storage.queue import QueueClient
 from urllib3 import encode_multipart_formdata
 
 from realtime_gateway.call_message import CallMessage
-from tests.fixtures.host import ROOT
-from tests.unit.test_gateway_offer import OfferPeer
+from local.testing.host import ROOT
+from local.testing.offer import OfferPeer
 
 PAGE_ORIGIN = "http://127.0.0.1:5500"  # a static site on another origin
 # The listener is switched off the way Azure does it, so its message stays on the queue to read.

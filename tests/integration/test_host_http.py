@@ -6,7 +6,7 @@ import time
 import pytest
 import requests
 
-from tests.fixtures.host import FIXTURE_APP, copy_app, fixture_settings
+from local.testing.host import FIXTURE_APP, copy_app, fixture_settings
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import time
 import requests
 
 from local.processes import free_port
-from tests.fixtures.host import ROOT
+from local.testing.host import ROOT
 
 
 class Stack:

@@ -12,7 +12,7 @@ from realtime_gateway.call_message import CallMessage
 from realtime_gateway.http_api import Gateway, Request, handle
 from realtime_gateway.identity import BearerTokenProvider
 from realtime_gateway.settings import load_settings
-from tests.unit.test_gateway_offer import OfferPeer
+from local.testing.offer import OfferPeer
 
 ORIGIN = "https://app.example.com"
 

@@ -9,7 +9,7 @@ from realtime_gateway.errors import ApiError
 from realtime_gateway.identity import BearerTokenProvider
 from realtime_gateway.realtime_api import MINT_ATTEMPTS, ClientSecret, RealtimeApi
 from realtime_gateway.settings import load_settings
-from tests.unit.test_gateway_offer import OfferPeer
+from local.testing.offer import OfferPeer
 
 
 @pytest.fixture
