@@ -1,5 +1,5 @@
 # `make run`: the local stack (Azurite + realtime emulator + functions host) at http://127.0.0.1:7071/
-# `make test`: everything the tests need, then the whole suite.
+# `make test`: everything the tests need, then lint, format and type checks, then the whole suite.
 # Both are idempotent: each step runs only when its inputs changed or its tool is missing.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -11,13 +11,19 @@ SYSTEM_TOOLS := chromium espeak-ng sox
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test system clean-local
+.PHONY: run test lint system clean-local
 
 run: $(VENV_STAMP) $(NODE_STAMP)
 	$(PY) -m local.stack
 
-test: $(VENV_STAMP) $(NODE_STAMP) system
+test: lint $(NODE_STAMP) system
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The habits that keep the code as it is: lint, format and types (settings in pyproject.toml).
+lint: $(VENV_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 # Re-installed only when a requirements file is newer than the stamp.
 $(VENV_STAMP): requirements.txt requirements-dev.txt

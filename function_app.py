@@ -3,6 +3,7 @@
 The logic lives in `realtime_gateway/` (one folder per stage of a call's path); this file only says
 which route or queue calls what. Nothing below it imports azure.functions.
 """
+
 import azure.functions as func
 
 from realtime_gateway import redact
@@ -10,13 +11,14 @@ from realtime_gateway.gateway import routes
 from realtime_gateway.gateway.http import Request, Response, Route, handle
 from realtime_gateway.listener.handler import handle_call_message
 
-redact.install_record_factory()   # before any trigger runs: no secret reaches a log record
+redact.install_record_factory()  # before any trigger runs: no secret reaches a log record
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 
 def _http(route: Route, req: func.HttpRequest, **kwargs) -> func.HttpResponse:
-    neutral = Request(req.method, req.url, dict(req.headers), req.get_body() or b"", dict(req.params),
-                      dict(req.route_params))
+    neutral = Request(
+        req.method, req.url, dict(req.headers), req.get_body() or b"", dict(req.params), dict(req.route_params)
+    )
     resp: Response = handle(route, neutral, **kwargs)
     return func.HttpResponse(resp.body, status_code=resp.status, headers=resp.headers, mimetype=resp.mimetype)
 
@@ -25,6 +27,7 @@ def _http(route: Route, req: func.HttpRequest, **kwargs) -> func.HttpResponse:
 # Anonymous at the Functions level (a browser cannot keep a function key); guarded by the origin
 # allowlist and the optional principal inside the handlers. OPTIONS is registered so preflight
 # works the same on the local host and in Azure when siteConfig.cors is not used.
+
 
 @app.route(route="connect", methods=["POST", "OPTIONS"])
 @app.queue_output(arg_name="listener", queue_name="%LISTENER_QUEUE%", connection="AzureWebJobsStorage")
@@ -61,5 +64,9 @@ def gateway_health(req: func.HttpRequest) -> func.HttpResponse:
 @app.queue_output(arg_name="handover", queue_name="%LISTENER_QUEUE%", connection="AzureWebJobsStorage")
 @app.queue_output(arg_name="poison", queue_name="%LISTENER_QUEUE%-poison", connection="AzureWebJobsStorage")
 def call_listener(msg: func.QueueMessage, handover: func.Out[str], poison: func.Out[str]) -> None:
-    handle_call_message(msg.get_body(), send_handover=handover.set, send_poison=poison.set,
-                        dequeue_count=getattr(msg, "dequeue_count", None))
+    handle_call_message(
+        msg.get_body(),
+        send_handover=handover.set,
+        send_poison=poison.set,
+        dequeue_count=getattr(msg, "dequeue_count", None),
+    )

@@ -1,24 +1,21 @@
 """Archive throughput on Azurite: entity-group transactions vs one upsert per event, same run.
 
-    .venv/bin/python bench/bench_archive.py [--events 3000]
+    .venv/bin/python -m bench.bench_archive [--events 3000]
 
 Starts its own in-memory Azurite on free ports; prints events/s for both and the ratio.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from local.azurite import start_azurite  # noqa: E402
-from realtime_gateway.archive.store import Archive  # noqa: E402
-from realtime_gateway.archive.writer import ArchiveWriter  # noqa: E402
-from realtime_gateway.archive.tables import table_service_from_env  # noqa: E402
+from local.azurite import start_azurite
+from realtime_gateway.archive.store import Archive
+from realtime_gateway.archive.tables import table_service_from_env
+from realtime_gateway.archive.writer import ArchiveWriter
 
 
 def sample_events(n: int) -> list[str]:
@@ -26,11 +23,27 @@ def sample_events(n: int) -> list[str]:
     out = []
     for i in range(n):
         if i % 20 == 19:
-            out.append(json.dumps({"type": "response.done", "event_id": f"event_{i}",
-                                   "response": {"id": "resp_1", "output": [{"text": "x" * 1500}]}}))
+            out.append(
+                json.dumps(
+                    {
+                        "type": "response.done",
+                        "event_id": f"event_{i}",
+                        "response": {"id": "resp_1", "output": [{"text": "x" * 1500}]},
+                    }
+                )
+            )
         else:
-            out.append(json.dumps({"type": "response.output_audio_transcript.delta", "event_id": f"event_{i}",
-                                   "response_id": "resp_1", "item_id": "item_1", "delta": "word "}))
+            out.append(
+                json.dumps(
+                    {
+                        "type": "response.output_audio_transcript.delta",
+                        "event_id": f"event_{i}",
+                        "response_id": "resp_1",
+                        "item_id": "item_1",
+                        "delta": "word ",
+                    }
+                )
+            )
     return out
 
 
@@ -51,9 +64,17 @@ def single(archive: Archive, events: list[str]) -> float:
     t0 = time.perf_counter()
     for seq, raw in enumerate(events):
         ev = json.loads(raw)
-        archive.events.upsert_entity({"PartitionKey": call_id, "RowKey": f"{seq:010d}", "seq": seq,
-                                      "event_id": ev["event_id"], "event_type": ev["type"],
-                                      "received_at": "2026-01-01T00:00:00+00:00", "payload": raw})
+        archive.events.upsert_entity(
+            {
+                "PartitionKey": call_id,
+                "RowKey": f"{seq:010d}",
+                "seq": seq,
+                "event_id": ev["event_id"],
+                "event_type": ev["type"],
+                "received_at": "2026-01-01T00:00:00+00:00",
+                "payload": raw,
+            }
+        )
     return len(events) / (time.perf_counter() - t0)
 
 
@@ -67,7 +88,7 @@ def main() -> None:
         archive = Archive(svc, "benchev" + uuid.uuid4().hex[:6], "benchse" + uuid.uuid4().hex[:6])
         archive.ensure_tables()
         events = sample_events(args.events)
-        single(archive, events[:50])                     # warm both paths up
+        single(archive, events[:50])  # warm both paths up
         b = batched(archive, events)
         s = single(archive, events)
         print(f"events: {len(events)}")

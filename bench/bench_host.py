@@ -5,12 +5,12 @@
 
 Starts its own Azurite and host on free ports; prints medians and the ratio.
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,22 +18,31 @@ from pathlib import Path
 import requests
 from aiohttp import web
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from local.azurite import start_azurite  # noqa: E402
-from local.processes import free_port, wait_for_port  # noqa: E402
-from tests.fixtures.host import FIXTURE_APP, HostProcess, fixture_settings, make_keys  # noqa: E402
+from local.azurite import start_azurite
+from local.processes import free_port, wait_for_port
+from local.testing.host import FIXTURE_APP, HostProcess, fixture_settings
 
 
 def bare_server(port: int) -> None:
     async def hello(req: web.Request) -> web.Response:
-        return web.json_response({"name": req.match_info["name"], "q": req.query.get("q"),
-                                  "method": req.method, "url": str(req.url), "agent": req.headers.get("x-test")})
+        return web.json_response(
+            {
+                "name": req.match_info["name"],
+                "q": req.query.get("q"),
+                "method": req.method,
+                "url": str(req.url),
+                "agent": req.headers.get("x-test"),
+            }
+        )
+
     app = web.Application()
     app.router.add_get("/api/hello/{name}", hello)
-    threading.Thread(target=web.run_app, args=(app,), daemon=True,
-                     kwargs={"host": "127.0.0.1", "port": port, "print": None, "handle_signals": False}).start()
+    threading.Thread(
+        target=web.run_app,
+        args=(app,),
+        daemon=True,
+        kwargs={"host": "127.0.0.1", "port": port, "print": None, "handle_signals": False},
+    ).start()
     wait_for_port(port)
 
 
@@ -42,17 +51,17 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=400, help="timed requests per server")
     args = ap.parse_args()
     azurite = start_azurite()
-    tmp = Path(__import__("tempfile").mkdtemp(prefix="bench_host_"))
+    tmp = Path(tempfile.mkdtemp(prefix="bench_host_"))
     host = None
     try:
-        host = HostProcess(FIXTURE_APP, fixture_settings(azurite, tmp, FUNCTIONS_KEYS=json.dumps(make_keys())))
+        host = HostProcess(FIXTURE_APP, fixture_settings(azurite, tmp))  # FUNCTIONS_KEYS: generated
         port = free_port()
         bare_server(port)
         urls = {"host": host.url + "/api/hello/x?q=1", "bare": f"http://127.0.0.1:{port}/api/hello/x?q=1"}
         sessions = {name: requests.Session() for name in urls}
         times: dict[str, list[float]] = {name: [] for name in urls}
         for i in range(30 + args.n):
-            for name in (("host", "bare") if i % 2 == 0 else ("bare", "host")):  # drift hits both
+            for name in ("host", "bare") if i % 2 == 0 else ("bare", "host"):  # drift hits both
                 t = time.perf_counter()
                 assert sessions[name].get(urls[name], timeout=10).status_code == 200
                 if i >= 30:

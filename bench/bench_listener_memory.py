@@ -1,11 +1,12 @@
 """The listener's memory over a long call: emulator and Azurite in their own processes, the listener here.
 
-    .venv/bin/python bench/bench_listener_memory.py [--events 20000]
+    .venv/bin/python -m bench.bench_listener_memory [--events 20000]
 
 The listener asks for text output with its session.update (no speech synthesis in the emulator, so
 events come fast), the emulator runs scripted turns until the call has produced --events events,
 and this process samples its RSS (and, with --tracemalloc, traced allocations) as the archive grows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,21 +17,18 @@ import threading
 import time
 import tracemalloc
 import uuid
-from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from local.azurite import start_azurite  # noqa: E402
-from local.processes import free_port, wait_for_port  # noqa: E402
-from realtime_gateway.archive.store import Archive  # noqa: E402
-from realtime_gateway.listener.message import CallMessage  # noqa: E402
-from realtime_gateway.listener.call_listener import Listener  # noqa: E402
-from realtime_gateway.listener.handler import ServiceUpstream  # noqa: E402
-from realtime_gateway.settings import Settings  # noqa: E402
+from local.azurite import start_azurite
+from local.processes import free_port, wait_for_port
+from local.testing.host import ROOT
+from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env  # noqa: E402
+from realtime_gateway.listener.call_listener import Listener
+from realtime_gateway.listener.message import CallMessage
+from realtime_gateway.process import Process
+from realtime_gateway.settings import Settings  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -49,37 +47,56 @@ def lst_writer_backlog(lst) -> int:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--events", type=int, default=20000)
-    p.add_argument("--tracemalloc", action="store_true",
-                   help="also trace Python allocations (several times slower: the writer falls behind)")
+    p.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="also trace Python allocations (several times slower: the writer falls behind)",
+    )
     args = p.parse_args()
     az = start_azurite()
     port = free_port()
-    emu = subprocess.Popen([sys.executable, "-m", "local.emulator"], cwd=ROOT, start_new_session=True,
-                           env={**os.environ, "EMULATOR_PORT": str(port)}, stdout=subprocess.DEVNULL)
+    emu = subprocess.Popen(
+        [sys.executable, "-m", "local.emulator"],
+        cwd=ROOT,
+        start_new_session=True,
+        env={**os.environ, "EMULATOR_PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port)
         url = f"http://127.0.0.1:{port}"
         os.environ.update(IDENTITY_ENDPOINT=url + "/msi/token", IDENTITY_HEADER="local-identity-header")
         settings = Settings(endpoint=url, deployment="gpt-realtime", managed_identity_client_id="bench")
-        archive = Archive(table_service_from_env({"AzureWebJobsStorage": az.connection_string}),
-                          "memev" + uuid.uuid4().hex[:6], "memse" + uuid.uuid4().hex[:6])
+        archive = Archive(
+            table_service_from_env({"AzureWebJobsStorage": az.connection_string}),
+            "memev" + uuid.uuid4().hex[:6],
+            "memse" + uuid.uuid4().hex[:6],
+        )
         archive.ensure_tables()
         call_id = requests.post(url + "/_emulator/calls", timeout=10).json()["call_id"]
         now = time.time()
         msg = CallMessage(call_id=call_id, started_at=now, deadline=now + 3600)
-        upstream = ServiceUpstream(settings)
-        upstream.headers()          # imports and the first token: a process cost, not a per-call one
+        upstream = Process(settings, env={}, archive=archive).api
+        upstream.headers()  # imports and the first token: a process cost, not a per-call one
         if args.tracemalloc:
             tracemalloc.start()
-        lst = Listener(msg, archive, upstream, settings.websocket_endpoint, time_box=3600,
-                       session_update={"type": "realtime", "output_modalities": ["text"]})
+        lst = Listener(
+            msg,
+            archive,
+            upstream,
+            settings.websocket_endpoint,
+            time_box=3600,
+            session_update={"type": "realtime", "output_modalities": ["text"]},
+        )
         box = {}
+
         def run():
             try:
                 box["r"] = lst.run()
             except BaseException as exc:
                 box["error"] = exc
                 raise
+
         t = threading.Thread(target=run, daemon=True)
         t.start()
         while not (archive.find_session(call_id) or {}).get("attached_at"):
@@ -89,35 +106,45 @@ def main() -> None:
         emitted = 0
         t0 = time.monotonic()
         while emitted < args.events:
-            emitted = requests.post(f"{url}/_emulator/calls/{call_id}/script", json={"responses": 50},
-                                    timeout=600).json()["events"]
+            emitted = requests.post(
+                f"{url}/_emulator/calls/{call_id}/script", json={"responses": 50}, timeout=600
+            ).json()["events"]
             # a real call is far slower than the emulator's scripted turns: let the writer keep up
             while lst_writer_backlog(lst) > 500 and t.is_alive():
                 time.sleep(0.2)
             if not t.is_alive():
                 break
             cur, peak = tracemalloc.get_traced_memory()
-            print(f"{emitted:6d} events emitted, {lst_writer_backlog(lst):5d} waiting for the writer: "
-                  f"RSS {rss_mib():6.1f} MiB" + (f", traced {cur / 2**20:6.2f} MiB (peak {peak / 2**20:.2f})"
-                                                  if args.tracemalloc else ""), flush=True)
+            print(
+                f"{emitted:6d} events emitted, {lst_writer_backlog(lst):5d} waiting for the writer: "
+                f"RSS {rss_mib():6.1f} MiB"
+                + (f", traced {cur / 2**20:6.2f} MiB (peak {peak / 2**20:.2f})" if args.tracemalloc else ""),
+                flush=True,
+            )
         requests.post(f"{url}/_emulator/calls/{call_id}/end", timeout=10)
         t.join(600)
         elapsed = time.monotonic() - t0
-        cur, peak = tracemalloc.get_traced_memory()     # before reading back: only the listener's use
+        cur, peak = tracemalloc.get_traced_memory()  # before reading back: only the listener's use
         end_rss = rss_mib()
         result = box["r"]
         kept = (cur - base_cur) / max(1, result.events)
         archived = sum(1 for _ in archive.read_events(call_id))
-        print(f"archived {archived} rows ({result.events} service events) in {elapsed:.0f} s "
-              f"({result.events / elapsed:.0f} events/s)")
+        print(
+            f"archived {archived} rows ({result.events} service events) in {elapsed:.0f} s "
+            f"({result.events / elapsed:.0f} events/s)"
+        )
         seen = lst.writer.seen
         seen_bytes = sys.getsizeof(seen) + sum(sys.getsizeof(x) for x in seen)
-        print(f"listener memory over the call: RSS {base_rss:.1f} MiB after attach -> {end_rss:.1f} MiB at the end "
-              f"(+{end_rss - base_rss:.1f} MiB for {result.events} events); the event-id set holds "
-              f"{seen_bytes / 2**20:.2f} MiB (~{seen_bytes / max(1, len(seen)):.0f} B per event)")
+        print(
+            f"listener memory over the call: RSS {base_rss:.1f} MiB after attach -> {end_rss:.1f} MiB at the end "
+            f"(+{end_rss - base_rss:.1f} MiB for {result.events} events); the event-id set holds "
+            f"{seen_bytes / 2**20:.2f} MiB (~{seen_bytes / max(1, len(seen)):.0f} B per event)"
+        )
         if args.tracemalloc:
-            print(f"traced Python allocations: after attach {base_cur / 2**20:.2f} MiB, peak {peak / 2**20:.2f} MiB, "
-                  f"after the call {cur / 2**20:.2f} MiB ({kept:.0f} B per event)")
+            print(
+                f"traced Python allocations: after attach {base_cur / 2**20:.2f} MiB, peak {peak / 2**20:.2f} MiB, "
+                f"after the call {cur / 2**20:.2f} MiB ({kept:.0f} B per event)"
+            )
     finally:
         emu.terminate()
         emu.wait(10)

@@ -3,6 +3,7 @@
 `npx azurite` leaves its node child running under SIGTERM, so we start node on the script
 directly in its own process group and signal the group.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -27,33 +28,54 @@ class Azurite:
     @property
     def connection_string(self) -> str:
         base = "http://127.0.0.1"
-        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-                f"BlobEndpoint={base}:{self.blob_port}/{ACCOUNT};"
-                f"QueueEndpoint={base}:{self.queue_port}/{ACCOUNT};"
-                f"TableEndpoint={base}:{self.table_port}/{ACCOUNT};")
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+            f"BlobEndpoint={base}:{self.blob_port}/{ACCOUNT};"
+            f"QueueEndpoint={base}:{self.queue_port}/{ACCOUNT};"
+            f"TableEndpoint={base}:{self.table_port}/{ACCOUNT};"
+        )
 
     def stop(self) -> None:
         if self.process:
             stop_group(self.process)
 
 
-def start_azurite(blob_port: int = 0, queue_port: int = 0, table_port: int = 0,
-                  data_dir: Path | None = None, log_file: Path | None = None) -> Azurite:
+def start_azurite(
+    blob_port: int = 0,
+    queue_port: int = 0,
+    table_port: int = 0,
+    data_dir: Path | None = None,
+    log_file: Path | None = None,
+) -> Azurite:
     """Start Azurite; ports 0 mean free ones; no data_dir means in memory."""
     script = ROOT / "node_modules" / ".bin" / "azurite"
     if not script.exists():
         raise FileNotFoundError(f"{script} is missing: run `npm ci` (make test / make run do)")
     az = Azurite(blob_port or free_port(), queue_port or free_port(), table_port or free_port())
-    args = ["node", str(script), "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1",
-            "--tableHost", "127.0.0.1", "--blobPort", str(az.blob_port), "--queuePort",
-            str(az.queue_port), "--tablePort", str(az.table_port), "--skipApiVersionCheck",
-            "--disableProductStyleUrl"]
+    args = [
+        "node",
+        str(script),
+        "--blobHost",
+        "127.0.0.1",
+        "--queueHost",
+        "127.0.0.1",
+        "--tableHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(az.blob_port),
+        "--queuePort",
+        str(az.queue_port),
+        "--tablePort",
+        str(az.table_port),
+        "--skipApiVersionCheck",
+        "--disableProductStyleUrl",
+    ]
     if data_dir is None:
         args.append("--inMemoryPersistence")
     else:
         data_dir.mkdir(parents=True, exist_ok=True)
         args += ["--location", str(data_dir)]
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 (Azurite's stdout for its life)
     az.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         for port in (az.blob_port, az.queue_port, az.table_port):

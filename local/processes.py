@@ -1,5 +1,6 @@
 """Small helpers for the local stand-ins' processes: free ports, waiting for a listener, stopping
 a child's whole process group (node and Python children would otherwise outlive a plain kill)."""
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ IDENTITY_* are not set, so the app uses the developer's signed-in credential.
 Ports: AZURITE_BLOB_PORT/AZURITE_QUEUE_PORT/AZURITE_TABLE_PORT (10000-10002, free ones if busy),
 EMULATOR_PORT (7081), FUNCTIONS_PORT (7071). Azurite's data: STACK_DATA_DIR (.local)/azurite.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,8 @@ def required_port(name: str, default: int) -> int:
 def user_settings() -> tuple[dict, dict]:
     """Values and Host of local.settings.json.example, then local.settings.json on top (if
     present), then the process environment on top of both."""
-    values, host = {}, {}
+    values: dict[str, str] = {}
+    host: dict = {}
     for name in ("local.settings.json.example", "local.settings.json"):
         path = ROOT / name
         if path.exists():
@@ -85,11 +87,13 @@ class Child:
         self.name = name
         self.ready_url: str | None = None
         self._ready = threading.Event()
-        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         threading.Thread(target=self._echo, daemon=True).start()
 
     def _echo(self) -> None:
+        assert self.process.stdout is not None  # stdout=PIPE
         for line in self.process.stdout:
             line = line.rstrip("\n")
             if line.startswith("ready: ") and not self._ready.is_set():
@@ -140,10 +144,13 @@ def main() -> int:
     try:
         local_dir = Path(os.environ.get("STACK_DATA_DIR") or ROOT / ".local")
         local_dir.mkdir(parents=True, exist_ok=True)
-        azurite = start_azurite(default_or_free("AZURITE_BLOB_PORT", 10000),
-                                default_or_free("AZURITE_QUEUE_PORT", 10001),
-                                default_or_free("AZURITE_TABLE_PORT", 10002),
-                                data_dir=local_dir / "azurite", log_file=local_dir / "azurite.log")
+        azurite = start_azurite(
+            default_or_free("AZURITE_BLOB_PORT", 10000),
+            default_or_free("AZURITE_QUEUE_PORT", 10001),
+            default_or_free("AZURITE_TABLE_PORT", 10002),
+            data_dir=local_dir / "azurite",
+            log_file=local_dir / "azurite.log",
+        )
         settings = {**values, "AzureWebJobsStorage": azurite.connection_string}
         settings.setdefault("AZURE_OPENAI_DEPLOYMENT", "gpt-realtime")
         print(f"ready: storage {azurite.connection_string}", flush=True)
@@ -156,16 +163,27 @@ def main() -> int:
             print(f"ready: azure-openai {endpoint}", flush=True)
         else:
             identity_header = secrets.token_hex(16)
-            emulator = Child("emulator", [sys.executable, "-m", "local.emulator"], {
-                **os.environ, "PYTHONUNBUFFERED": "1",
-                "EMULATOR_PORT": str(required_port("EMULATOR_PORT", 7081)),
-                "EMULATOR_DEPLOYMENT": settings["AZURE_OPENAI_DEPLOYMENT"],
-                "EMULATOR_IDENTITY_HEADER": identity_header})
+            emulator = Child(
+                "emulator",
+                [sys.executable, "-m", "local.emulator"],
+                {
+                    **os.environ,
+                    "PYTHONUNBUFFERED": "1",
+                    "EMULATOR_PORT": str(required_port("EMULATOR_PORT", 7081)),
+                    "EMULATOR_DEPLOYMENT": settings["AZURE_OPENAI_DEPLOYMENT"],
+                    "EMULATOR_IDENTITY_HEADER": identity_header,
+                },
+            )
             children.append(emulator)
             url = emulator.wait_ready(60, stopping)
             wait_http(url + "/_emulator/stats")
-            settings.update({"AZURE_OPENAI_ENDPOINT": url, "IDENTITY_ENDPOINT": url + "/msi/token",
-                             "IDENTITY_HEADER": identity_header})
+            settings.update(
+                {
+                    "AZURE_OPENAI_ENDPOINT": url,
+                    "IDENTITY_ENDPOINT": url + "/msi/token",
+                    "IDENTITY_HEADER": identity_header,
+                }
+            )
             print(f"ready: realtime-emulator {url}", flush=True)
 
         port = required_port("FUNCTIONS_PORT", 7071)
@@ -180,8 +198,17 @@ def main() -> int:
         for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
             if key not in settings:
                 env.pop(key, None)
-        args = [sys.executable, "-m", "local.host", "--script-root", str(ROOT), "--port", str(port),
-                "--static", str(ROOT / "static_web")]
+        args = [
+            sys.executable,
+            "-m",
+            "local.host",
+            "--script-root",
+            str(ROOT),
+            "--port",
+            str(port),
+            "--static",
+            str(ROOT / "static_web"),
+        ]
         if host_section.get("CORS"):
             args += ["--cors", str(host_section["CORS"])]
             if host_section.get("CORSCredentials"):

@@ -2,6 +2,7 @@
 
 Messages are written for the caller and never carry a token, key or upstream body.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,7 @@ from typing import Mapping
 class ApiError(Exception):
     """An error the gateway answers with `status` and a stable machine-readable `code`."""
 
-    def __init__(self, status: int, code: str, message: str,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -24,5 +24,6 @@ class ApiError(Exception):
 
 
 def error_body(code: str, message: str, request_id: str | None) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message, "request_id": request_id}},
-                      separators=(",", ":")).encode("utf-8")
+    return json.dumps(
+        {"error": {"code": code, "message": message, "request_id": request_id}}, separators=(",", ":")
+    ).encode("utf-8")

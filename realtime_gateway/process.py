@@ -4,6 +4,7 @@ credential's token cache, the upstream client with its pooled HTTP session, and 
 Built on first use, so a bad setting answers every route with a 500 naming it instead of failing
 import; the same SettingsError is raised on every later call.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,13 @@ log = logging.getLogger(__name__)
 
 
 class Process:
-    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None,
-                 archive: Archive | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        env: Mapping[str, str] | None = None,
+        archive: Archive | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.env = env if env is not None else os.environ
         self.clock = clock
@@ -39,8 +45,9 @@ class Process:
         """The call archive's tables, built on first use (the HTTP-only routes never need it)."""
         with self._archive_lock:
             if self._archive is None:
-                self._archive = Archive(table_service_from_env(self.env), self.settings.events_table,
-                                        self.settings.sessions_table)
+                self._archive = Archive(
+                    table_service_from_env(self.env), self.settings.events_table, self.settings.sessions_table
+                )
             return self._archive
 
 

@@ -3,6 +3,7 @@
 Our own code never formats a secret into a message; this is the second line, applied to every log
 record the process creates, so a library message cannot leak one either.
 """
+
 from __future__ import annotations
 
 import logging
@@ -67,4 +68,3 @@ def install_record_factory() -> None:
 
     logging.setLogRecordFactory(factory)
     _installed = True
-

@@ -3,6 +3,7 @@
 Every retry loop (the client-secret mint, the listener's attach and reconnect, the archive's
 writes that the Tables SDK will not retry) asks a `Backoff` whether another try still fits.
 """
+
 from __future__ import annotations
 
 import random
@@ -11,11 +12,19 @@ from typing import Callable
 
 
 class Backoff:
-    def __init__(self, first: float, maximum: float, deadline: float | None = None, *, jitter: bool = False,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        first: float,
+        maximum: float,
+        deadline: float | None = None,
+        *,
+        jitter: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.first, self.maximum, self.deadline = first, maximum, deadline
         self.jitter, self.clock, self._sleep = jitter, clock, sleep
-        self.attempts = 0   # waits taken so far
+        self.attempts = 0  # waits taken so far
         self._next = first
 
     def next_delay(self) -> float:

@@ -3,6 +3,7 @@
 Every knob of the app is here so the rest of the package takes a `Settings` and never reads
 `os.environ` itself. Names match the app settings in Azure and `local.settings.json`.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,9 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    endpoint: str                      # https://<resource>.openai.azure.com (no trailing slash)
+    endpoint: str  # https://<resource>.openai.azure.com (no trailing slash)
     deployment: str
-    api_key: str | None = None         # only for resources that use keys; identity otherwise
+    api_key: str | None = None  # only for resources that use keys; identity otherwise
     managed_identity_client_id: str | None = None
     session_policy: Mapping[str, Any] = field(default_factory=dict)  # the `session` object
     client_secret_ttl: int = 600
@@ -34,18 +35,18 @@ class Settings:
     listener_queue: str = "call-listener"
     events_table: str = "callevents"
     sessions_table: str = "callsessions"
-    listener_time_box: int = 480       # seconds; shorter than host.json functionTimeout
+    listener_time_box: int = 480  # seconds; shorter than host.json functionTimeout
     max_call_seconds: int = 3600
     token_route_enabled: bool = True
     require_principal: bool = False
     strict_recording: bool = False
     attach_limit_seconds: int = 15
     sideband_session_update: Mapping[str, Any] | None = None  # sent by the listener on every attach
-    http_timeout: float = 20.0         # per upstream request; the whole /connect stays under 230 s
+    http_timeout: float = 20.0  # per upstream request; the whole /connect stays under 230 s
 
     @property
     def websocket_endpoint(self) -> str:
-        return "ws" + self.endpoint[len("http"):]
+        return "ws" + self.endpoint[len("http") :]
 
     def origin_allowed(self, origin: str | None) -> bool:
         if not origin:
@@ -108,8 +109,10 @@ def _session_policy(env: Mapping[str, str], deployment: str, errors: list[str]) 
     voice = env.get("REALTIME_VOICE")
     if voice or "voice" not in audio.get("output", {}):
         audio.setdefault("output", {})["voice"] = voice or "marin"
-    for name, path_ in (("REALTIME_TURN_DETECTION", ("input", "turn_detection")),
-                        ("REALTIME_INPUT_TRANSCRIPTION", ("input", "transcription"))):
+    for name, path_ in (
+        ("REALTIME_TURN_DETECTION", ("input", "turn_detection")),
+        ("REALTIME_INPUT_TRANSCRIPTION", ("input", "transcription")),
+    ):
         if env.get(name):
             value = _json(name, env[name], errors)
             if value is not None:
@@ -151,8 +154,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not endpoint and resource:
         endpoint = f"https://{resource}.openai.azure.com"
     if not endpoint:
-        errors.append("AZURE_OPENAI_ENDPOINT (or AZURE_OPENAI_RESOURCE) is required, "
-                      "e.g. https://my-resource.openai.azure.com")
+        errors.append(
+            "AZURE_OPENAI_ENDPOINT (or AZURE_OPENAI_RESOURCE) is required, e.g. https://my-resource.openai.azure.com"
+        )
     elif not re.match(r"^https?://[^/\s?#]+$", endpoint):
         errors.append(f"AZURE_OPENAI_ENDPOINT must be a scheme and host only, got {endpoint!r}")
 
@@ -166,14 +170,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             errors.append(f"ALLOWED_ORIGINS entries must look like https://host[:port], got {origin!r}")
 
     values: dict[str, Any] = {}
-    for name, attr, lo, hi in (("CLIENT_SECRET_TTL_SECONDS", "client_secret_ttl", 10, 7200),
-                               ("LISTENER_TIME_BOX_SECONDS", "listener_time_box", 10, 86400),
-                               ("MAX_CALL_SECONDS", "max_call_seconds", 10, 3600),
-                               ("ATTACH_LIMIT_SECONDS", "attach_limit_seconds", 1, 600)):
+    for name, attr, lo, hi in (
+        ("CLIENT_SECRET_TTL_SECONDS", "client_secret_ttl", 10, 7200),
+        ("LISTENER_TIME_BOX_SECONDS", "listener_time_box", 10, 86400),
+        ("MAX_CALL_SECONDS", "max_call_seconds", 10, 3600),
+        ("ATTACH_LIMIT_SECONDS", "attach_limit_seconds", 1, 600),
+    ):
         if env.get(name, "").strip():
             values[attr] = _int(name, env[name].strip(), lo, hi, errors)
-    for name, attr in (("WEBRTC_FILTER", "webrtc_filter"), ("TOKEN_ROUTE_ENABLED", "token_route_enabled"),
-                       ("REQUIRE_PRINCIPAL", "require_principal"), ("STRICT_RECORDING", "strict_recording")):
+    for name, attr in (
+        ("WEBRTC_FILTER", "webrtc_filter"),
+        ("TOKEN_ROUTE_ENABLED", "token_route_enabled"),
+        ("REQUIRE_PRINCIPAL", "require_principal"),
+        ("STRICT_RECORDING", "strict_recording"),
+    ):
         if env.get(name, "").strip():
             values[attr] = _bool(name, env[name], errors)
     if env.get("HTTP_TIMEOUT_SECONDS", "").strip():

@@ -7,6 +7,7 @@ the gateway. The untouched files are kept in .azure/web-config-backup first. `re
 Runs with the service folder (static_web/) as the working directory unless --dir is given.
 Standard library only: it runs with whatever python azd finds.
 """
+
 from __future__ import annotations
 
 import argparse

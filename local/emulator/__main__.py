@@ -1,4 +1,5 @@
 """`python -m local.emulator`: the realtime emulator on EMULATOR_HOST:EMULATOR_PORT until interrupted."""
+
 import logging
 import os
 import signal

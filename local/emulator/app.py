@@ -1,9 +1,13 @@
 """The aiohttp application: service routes (wire contract), identity endpoint, admin routes."""
+
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -11,7 +15,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from . import events as ev
 from .audio import ReplyAudioTrack
 from .calls import CLOSE_GOING_AWAY, CLOSE_NORMAL, Call
-from .credentials import CredentialStore
+from .credentials import CredentialStore, EphemeralKey
 from .faults import Fault, FaultRegistry
 from .ids import new_id
 
@@ -19,33 +23,51 @@ log = logging.getLogger("realtime-emulator")
 
 BASE = "/openai/v1/realtime"
 SIDEBAND_REDIRECTED = BASE + "/redirected"  # where the redirect fault sends the sideband
-STATE = web.AppKey("state", object)
 
 
 class EmulatorState:
-    def __init__(self, deployment: str, identity_header: str, token_lifetime: float,
-                 max_call_seconds: float, api_key: str | None, faults: FaultRegistry) -> None:
+    def __init__(
+        self,
+        deployment: str,
+        identity_header: str,
+        token_lifetime: float,
+        max_call_seconds: float,
+        api_key: str | None,
+        faults: FaultRegistry,
+    ) -> None:
         self.deployment = deployment
         self.identity_header = identity_header
         self.max_call_seconds = max_call_seconds
         self.creds = CredentialStore(token_lifetime, api_key)
         self.faults = faults
         self.calls: dict[str, Call] = {}
-        self.counters = {"identity_tokens": 0, "client_secrets": 0, "calls": 0, "hangups": 0,
-                         "sideband_connections": 0, "rejected": 0}
+        self.counters = {
+            "identity_tokens": 0,
+            "client_secrets": 0,
+            "calls": 0,
+            "hangups": 0,
+            "sideband_connections": 0,
+            "rejected": 0,
+        }
 
     def stats(self) -> dict:
         active = sum(1 for c in self.calls.values() if c.state == "live")
-        return {**self.counters, "active_calls": active, "faults_applied": self.faults.applied,
-                "faults": self.faults.active()}
+        return {
+            **self.counters,
+            "active_calls": active,
+            "faults_applied": self.faults.applied,
+            "faults": self.faults.active(),
+        }
 
     def new_call(self, session: dict, webrtc_filter: bool) -> Call:
         call_id = new_id("rtc")
-        call = Call(call_id, session, int(time.time() + self.max_call_seconds), webrtc_filter,
-                    self.max_call_seconds)
+        call = Call(call_id, session, int(time.time() + self.max_call_seconds), webrtc_filter, self.max_call_seconds)
         self.calls[call_id] = call
         self.counters["calls"] += 1
         return call
+
+
+STATE = web.AppKey("state", EmulatorState)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -55,16 +77,22 @@ def error_response(status: int, message: str, code: str | None = None, headers=N
     return web.json_response(body, status=status, headers=headers)
 
 
-def fault_response(fault: Fault) -> web.Response:
+def fault_response(fault: Fault, status: int) -> web.Response:
     headers = {}
     if fault.retry_after is not None:
         headers["Retry-After"] = str(fault.retry_after)
     if fault.body is not None:
-        return web.Response(status=fault.status, text=fault.body, headers=headers,
-                            content_type=fault.content_type or "application/json")
-    code = {429: "too_many_requests", 500: "server_error", 502: "bad_gateway",
-            503: "service_unavailable", 504: "gateway_timeout"}.get(fault.status, str(fault.status))
-    return error_response(fault.status, f"Injected fault: HTTP {fault.status}.", code, headers)
+        return web.Response(
+            status=status, text=fault.body, headers=headers, content_type=fault.content_type or "application/json"
+        )
+    code = {
+        429: "too_many_requests",
+        500: "server_error",
+        502: "bad_gateway",
+        503: "service_unavailable",
+        504: "gateway_timeout",
+    }.get(status, str(status))
+    return error_response(status, f"Injected fault: HTTP {status}.", code, headers)
 
 
 async def apply_fault(state: EmulatorState, target: str) -> tuple[Fault | None, web.Response | None]:
@@ -75,7 +103,7 @@ async def apply_fault(state: EmulatorState, target: str) -> tuple[Fault | None, 
     if fault.delay:
         await asyncio.sleep(fault.delay)
     if fault.status:
-        return fault, fault_response(fault)
+        return fault, fault_response(fault, fault.status)
     return fault, None
 
 
@@ -89,12 +117,65 @@ def with_body_fault(fault: Fault | None, response: web.Response) -> web.Response
     if fault is None or (fault.body is None and fault.content_type is None):
         return response
     body = fault.body if fault.body is not None else response.text
-    out = web.Response(status=response.status, text=body,
-                       content_type=fault.content_type or response.content_type)
+    out = web.Response(status=response.status, text=body, content_type=fault.content_type or response.content_type)
     for name, value in response.headers.items():
         if name.lower() not in ("content-type", "content-length"):
             out.headers[name] = value
     return out
+
+
+@dataclass
+class Admitted:
+    """What a service route has once its fault is applied and its caller authenticated."""
+
+    state: EmulatorState
+    fault: Fault | None  # a fault that lets the request through (delay, body, ...)
+    key: EphemeralKey | None = None  # the ephemeral key, for routes that take one
+
+
+Checked = tuple[EphemeralKey | None, web.Response | None]  # (the key it took, or why not)
+Check = Callable[[EmulatorState, web.Request], Checked]
+Handler = Callable[[web.Request, Admitted], Awaitable[web.StreamResponse]]
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def identity_header_check(state: EmulatorState, request: web.Request) -> Checked:
+    if request.headers.get("X-IDENTITY-HEADER") != state.identity_header:
+        return None, web.json_response({"statusCode": 401, "message": "missing or wrong X-IDENTITY-HEADER"}, status=401)
+    return None, None
+
+
+def service_check(state: EmulatorState, request: web.Request) -> Checked:
+    """A live Entra token or the api key."""
+    why = state.creds.check_service(request.headers)
+    return None, (unauthorized(state, why) if why else None)
+
+
+def ephemeral_check(state: EmulatorState, request: web.Request) -> Checked:
+    """A live ephemeral key (client secret)."""
+    key, why = state.creds.check_ephemeral(request.headers)
+    return key, (unauthorized(state, why or "") if key is None else None)
+
+
+def service_route(fault_target: str, check: Check) -> Callable[[Handler], Route]:
+    """The opening every service route shares: consume the target's fault (its delay; its error
+    response when it sets a status), then authenticate; the handler gets both results."""
+
+    def wrap(handler: Handler) -> Route:
+        @functools.wraps(handler)
+        async def route(request: web.Request) -> web.StreamResponse:
+            state = request.app[STATE]
+            fault, failed = await apply_fault(state, fault_target)
+            if failed is not None:
+                return failed
+            key, denied = check(state, request)
+            if denied is not None:
+                return denied
+            return await handler(request, Admitted(state, fault, key))
+
+        return route
+
+    return wrap
 
 
 @web.middleware
@@ -104,12 +185,18 @@ async def cors(request: web.Request, handler):
         return await handler(request)
     origin = request.headers.get("Origin")
     if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
-        return web.Response(status=204, headers={
-            "Access-Control-Allow-Origin": origin or "*",
-            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-            "Access-Control-Allow-Headers": request.headers.get(
-                "Access-Control-Request-Headers", "authorization, content-type, api-key"),
-            "Access-Control-Max-Age": "600", "Vary": "Origin"})
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin or "*",
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": request.headers.get(
+                    "Access-Control-Request-Headers", "authorization, content-type, api-key"
+                ),
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            },
+        )
     response = await handler(request)
     if origin and not isinstance(response, web.WebSocketResponse) and not response.prepared:
         response.headers["Access-Control-Allow-Origin"] = origin
@@ -119,36 +206,26 @@ async def cors(request: web.Request, handler):
 
 
 # -- identity -----------------------------------------------------------------------------
-async def identity(request: web.Request) -> web.Response:
-    state: EmulatorState = request.app[STATE]
-    fault, failed = await apply_fault(state, "identity")
-    if failed:
-        return failed
-    if request.headers.get("X-IDENTITY-HEADER") != state.identity_header:
-        return web.json_response({"statusCode": 401, "message": "missing or wrong X-IDENTITY-HEADER"},
-                                 status=401)
+@service_route("identity", identity_header_check)
+async def identity(request: web.Request, ok: Admitted) -> web.Response:
+    state = ok.state
     resource = request.query.get("resource")
     if not resource or request.query.get("api-version") != "2019-08-01":
-        return web.json_response({"statusCode": 400, "message": "api-version=2019-08-01 and resource "
-                                  "are required"}, status=400)
+        return web.json_response(
+            {"statusCode": 400, "message": "api-version=2019-08-01 and resource are required"}, status=400
+        )
     token, expires_on = state.creds.issue_token()
     state.counters["identity_tokens"] += 1
-    body = {"access_token": token, "expires_on": str(expires_on), "resource": resource,
-            "token_type": "Bearer"}
+    body = {"access_token": token, "expires_on": str(expires_on), "resource": resource, "token_type": "Bearer"}
     if request.query.get("client_id"):
         body["client_id"] = request.query["client_id"]
-    return with_body_fault(fault, web.json_response(body))
+    return with_body_fault(ok.fault, web.json_response(body))
 
 
 # -- service routes -----------------------------------------------------------------------
-async def client_secrets(request: web.Request) -> web.Response:
-    state: EmulatorState = request.app[STATE]
-    fault, failed = await apply_fault(state, "client_secrets")
-    if failed:
-        return failed
-    why = state.creds.check_service(request.headers)
-    if why:
-        return unauthorized(state, why)
+@service_route("client_secrets", service_check)
+async def client_secrets(request: web.Request, ok: Admitted) -> web.Response:
+    state = ok.state
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
@@ -157,35 +234,38 @@ async def client_secrets(request: web.Request) -> web.Response:
         return error_response(400, "The body must be a JSON object.", "invalid_request")
     expires_after = body.get("expires_after") or {"anchor": "created_at", "seconds": 600}
     seconds = expires_after.get("seconds", 600) if isinstance(expires_after, dict) else None
-    if (not isinstance(expires_after, dict) or expires_after.get("anchor", "created_at") != "created_at"
-            or not isinstance(seconds, int) or isinstance(seconds, bool) or not 10 <= seconds <= 7200):
-        return error_response(400, "expires_after must be {anchor: created_at, seconds: 10..7200}.",
-                              "invalid_value")
+    if (
+        not isinstance(expires_after, dict)
+        or expires_after.get("anchor", "created_at") != "created_at"
+        or not isinstance(seconds, int)
+        or isinstance(seconds, bool)
+        or not 10 <= seconds <= 7200
+    ):
+        return error_response(400, "expires_after must be {anchor: created_at, seconds: 10..7200}.", "invalid_value")
     session = body.get("session") or {}
     if not isinstance(session, dict) or session.get("type") != "realtime":
         return error_response(400, "session.type must be 'realtime'.", "invalid_value")
     if session.get("model") != state.deployment:
-        return error_response(400, f"session.model must name a deployment of this resource "
-                              f"({state.deployment!r}).", "DeploymentNotFound")
+        return error_response(
+            400, f"session.model must name a deployment of this resource ({state.deployment!r}).", "DeploymentNotFound"
+        )
     merged = ev.merge(ev.default_session(state.deployment), session)
     key = state.creds.issue_key(seconds, merged)
     state.counters["client_secrets"] += 1
-    payload = {"value": key.value, "expires_at": key.expires_at,
-               "session": ev.session_object(merged, new_id("sess"), key.expires_at)}
-    return with_body_fault(fault, web.json_response(payload))
+    payload = {
+        "value": key.value,
+        "expires_at": key.expires_at,
+        "session": ev.session_object(merged, new_id("sess"), key.expires_at),
+    }
+    return with_body_fault(ok.fault, web.json_response(payload))
 
 
-async def create_call(request: web.Request) -> web.Response:
-    state: EmulatorState = request.app[STATE]
-    fault, failed = await apply_fault(state, "calls")
-    if failed:
-        return failed
-    key, why = state.creds.check_ephemeral(request.headers)
-    if key is None:
-        return unauthorized(state, why)
+@service_route("calls", ephemeral_check)
+async def create_call(request: web.Request, ok: Admitted) -> web.Response:
+    state, fault, key = ok.state, ok.fault, ok.key
+    assert key is not None  # ephemeral_check admits only a live key
     if request.content_type != "application/sdp":
-        return error_response(400, "Content-Type must be application/sdp (the raw SDP offer).",
-                              "invalid_content_type")
+        return error_response(400, "Content-Type must be application/sdp (the raw SDP offer).", "invalid_content_type")
     offer = await request.text()
     if not offer.startswith("v=0"):
         return error_response(400, "The body is not an SDP offer.", "invalid_sdp")
@@ -204,40 +284,28 @@ async def create_call(request: web.Request) -> web.Response:
     call = state.new_call(ev.merge(key.session, {}), webrtc_filter)
     call.attach_peer(pc, track)
     headers = {} if fault and fault.no_location else {"Location": f"{BASE}/calls/{call.call_id}"}
-    response = web.Response(status=201, text=pc.localDescription.sdp, content_type="application/sdp",
-                            headers=headers)
+    response = web.Response(status=201, text=pc.localDescription.sdp, content_type="application/sdp", headers=headers)
     return with_body_fault(fault, response)
 
 
-async def hangup(request: web.Request) -> web.Response:
-    state: EmulatorState = request.app[STATE]
-    fault, failed = await apply_fault(state, "hangup")
-    if failed:
-        return failed
-    why = state.creds.check_service(request.headers)
-    if why:
-        return unauthorized(state, why)
+@service_route("hangup", service_check)
+async def hangup(request: web.Request, ok: Admitted) -> web.Response:
+    state = ok.state
     call = state.calls.get(request.match_info["call_id"])
     if call is None or call.state != "live":
         return error_response(404, "No live call with this id.", "call_not_found")
     state.counters["hangups"] += 1
     await call.end(CLOSE_GOING_AWAY, "hangup")
-    return with_body_fault(fault, web.Response(status=200))
+    return with_body_fault(ok.fault, web.Response(status=200))
 
 
-async def sideband(request: web.Request) -> web.StreamResponse:
-    state: EmulatorState = request.app[STATE]
+@service_route("sideband", service_check)
+async def sideband(request: web.Request, ok: Admitted) -> web.StreamResponse:
+    state, fault = ok.state, ok.fault
     redirected = request.path == SIDEBAND_REDIRECTED
-    fault, failed = await apply_fault(state, "sideband")
-    if failed:
-        return failed
-    why = state.creds.check_service(request.headers)
-    if why:
-        return unauthorized(state, why)
     call_id = request.query.get("call_id")
     if not call_id:
-        return error_response(400, "call_id is required (the emulator has no model-only sessions).",
-                              "missing_call_id")
+        return error_response(400, "call_id is required (the emulator has no model-only sessions).", "missing_call_id")
     call = state.calls.get(call_id)
     if call is None or call.state != "live":
         return error_response(404, "No live call with this id.", "call_not_found")
@@ -252,6 +320,8 @@ async def sideband(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     state.counters["sideband_connections"] += 1
     obs = call.attach(ws, request.transport, fault.drop_after if fault else None)
+    pump = obs.task
+    assert pump is not None  # attach() starts it
 
     async def read() -> None:
         async for msg in ws:
@@ -260,7 +330,7 @@ async def sideband(request: web.Request) -> web.StreamResponse:
 
     reader = asyncio.ensure_future(read())
     try:
-        await asyncio.wait([reader, obs.task], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([reader, pump], return_when=asyncio.FIRST_COMPLETED)
         if obs.close_code is not None:
             # Server-side close: stop reading first, so aiohttp's close() waits for the client's
             # close frame (RFC 6455) instead of dropping the TCP connection under it.

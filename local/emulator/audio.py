@@ -1,4 +1,5 @@
 """Audio both ways: a spoken reply (espeak-ng, or a tone) sent as RTP frames, and an energy VAD."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,7 +24,7 @@ FRAME_SECONDS = FRAME_SAMPLES / RATE
 def _resample(samples: np.ndarray, src_rate: int) -> np.ndarray:
     if src_rate == RATE or samples.size == 0:
         return samples.astype(np.int16)
-    n = int(round(samples.size * RATE / src_rate))
+    n = round(samples.size * RATE / src_rate)
     x = np.linspace(0, samples.size - 1, n)
     return np.interp(x, np.arange(samples.size), samples.astype(np.float32)).astype(np.int16)
 
@@ -81,6 +82,7 @@ class ReplyAudioTrack(MediaStreamTrack):
     async def recv(self) -> AudioFrame:
         if self.readyState != "live":
             from aiortc.mediastreams import MediaStreamError
+
             raise MediaStreamError
         # Pace frames on the wall clock, as a live source does.
         if self._start is None:
@@ -121,8 +123,9 @@ class EnergyVad:
     spoken word (hundreds of ms of voiced audio) starts a segment.
     """
 
-    def __init__(self, threshold: float = 600.0, window_frames: int = 15, min_voiced: int = 8,
-                 silence_ms: int = 500) -> None:
+    def __init__(
+        self, threshold: float = 600.0, window_frames: int = 15, min_voiced: int = 8, silence_ms: int = 500
+    ) -> None:
         self.threshold = threshold
         self.window_frames = window_frames
         self.min_voiced = min_voiced
@@ -136,7 +139,7 @@ class EnergyVad:
         """Returns "start", "stop" or None for one frame."""
         self.ms += frame_ms
         voiced = rms >= self.threshold
-        self._window = (self._window + [voiced])[-self.window_frames:]
+        self._window = (self._window + [voiced])[-self.window_frames :]
         if not self.speaking:
             if sum(self._window) >= self.min_voiced:
                 self.speaking = True

@@ -1,4 +1,5 @@
 """One realtime call: its session, peer connection, data channel, sideband observers and turns."""
+
 from __future__ import annotations
 
 import asyncio
@@ -52,8 +53,9 @@ class Observer:
 
 
 class Call:
-    def __init__(self, call_id: str, session: dict, expires_at: int, webrtc_filter: bool,
-                 max_call_seconds: float) -> None:
+    def __init__(
+        self, call_id: str, session: dict, expires_at: int, webrtc_filter: bool, max_call_seconds: float
+    ) -> None:
         self.call_id = call_id
         self.session = session
         self.session_id = new_id("sess")
@@ -86,7 +88,8 @@ class Call:
         self.closing: asyncio.Future | None = None  # the peer connection's close, once ended
         loop = asyncio.get_running_loop()
         self._deadline = loop.call_later(
-            max_call_seconds, lambda: self.spawn(self.end(CLOSE_GOING_AWAY, "max_duration")))
+            max_call_seconds, lambda: self.spawn(self.end(CLOSE_GOING_AWAY, "max_duration"))
+        )
 
     # -- plumbing -------------------------------------------------------------------------
     def spawn(self, coro) -> asyncio.Task:
@@ -98,14 +101,22 @@ class Call:
         return task
 
     def info(self) -> dict:
-        return {"call_id": self.call_id, "state": self.state, "events": self.events,
-                "observers": len(self.observers), "end_reason": self.end_reason,
-                "channel_label": self.channel_label, "channel_messages": self.channel_messages,
-                "client_events": self.client_events, "responses": self.responses,
-                "audio_frames_in": self.audio_frames_in, "speech_segments": self.speech_segments,
-                "max_rms_in": round(self.max_rms_in, 1),
-                "audio_frames_out": self.track.frames_sent if self.track else 0,
-                "speech_frames_out": self.track.speech_frames_sent if self.track else 0}
+        return {
+            "call_id": self.call_id,
+            "state": self.state,
+            "events": self.events,
+            "observers": len(self.observers),
+            "end_reason": self.end_reason,
+            "channel_label": self.channel_label,
+            "channel_messages": self.channel_messages,
+            "client_events": self.client_events,
+            "responses": self.responses,
+            "audio_frames_in": self.audio_frames_in,
+            "speech_segments": self.speech_segments,
+            "max_rms_in": round(self.max_rms_in, 1),
+            "audio_frames_out": self.track.frames_sent if self.track else 0,
+            "speech_frames_out": self.track.speech_frames_sent if self.track else 0,
+        }
 
     def session_view(self) -> dict:
         return ev.session_object(self.session, self.session_id, self.expires_at)
@@ -190,13 +201,18 @@ class Call:
             self.max_rms_in = max(self.max_rms_in, rms)
             if self.session.get("audio", {}).get("input", {}).get("turn_detection") is None:
                 continue  # turn detection off: the service waits for the client to commit
-            ms = int(round(frame.samples * 1000 / frame.sample_rate))
+            ms = round(frame.samples * 1000 / frame.sample_rate)
             change = self._vad.feed(rms, ms)
             if change == "start":
                 self._speech_item = new_id("item")
                 self._speech_started_ms = max(0, self._vad.ms - 300)
-                self.emit(ev.event("input_audio_buffer.speech_started",
-                                   audio_start_ms=self._speech_started_ms, item_id=self._speech_item))
+                self.emit(
+                    ev.event(
+                        "input_audio_buffer.speech_started",
+                        audio_start_ms=self._speech_started_ms,
+                        item_id=self._speech_item,
+                    )
+                )
             elif change == "stop" and self._speech_item:
                 item_id, self._speech_item = self._speech_item, None
                 self.speech_segments += 1
@@ -204,12 +220,17 @@ class Call:
 
     async def _speech_turn(self, item_id: str, start_ms: int, end_ms: int) -> None:
         self.emit(ev.event("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item_id))
-        self.emit(ev.event("input_audio_buffer.committed", item_id=item_id,
-                           previous_item_id=self._last_item_id))
+        self.emit(ev.event("input_audio_buffer.committed", item_id=item_id, previous_item_id=self._last_item_id))
         self._add_item(ev.user_audio_item(item_id, None))
-        self.emit(ev.event("conversation.item.input_audio_transcription.completed", item_id=item_id,
-                           content_index=0, transcript=SPEECH_TRANSCRIPT,
-                           usage={"type": "duration", "seconds": round((end_ms - start_ms) / 1000, 3)}))
+        self.emit(
+            ev.event(
+                "conversation.item.input_audio_transcription.completed",
+                item_id=item_id,
+                content_index=0,
+                transcript=SPEECH_TRANSCRIPT,
+                usage={"type": "duration", "seconds": round((end_ms - start_ms) / 1000, 3)},
+            )
+        )
         self._last_user_text = SPEECH_TRANSCRIPT
         td = self.session.get("audio", {}).get("input", {}).get("turn_detection") or {}
         if td.get("create_response", True):
@@ -230,8 +251,14 @@ class Call:
         if kind == "session.update":
             update = msg.get("session") or {}
             if not isinstance(update, dict) or update.get("type", "realtime") != "realtime":
-                self.emit(ev.error_event("session.type must be 'realtime'.", "invalid_value",
-                                         client_event_id=client_event_id, param="session.type"))
+                self.emit(
+                    ev.error_event(
+                        "session.type must be 'realtime'.",
+                        "invalid_value",
+                        client_event_id=client_event_id,
+                        param="session.type",
+                    )
+                )
                 return
             update.pop("model", None)  # the model of a call cannot change
             self.session = ev.merge(self.session, update)
@@ -239,11 +266,16 @@ class Call:
         elif kind == "conversation.item.create":
             item = msg.get("item") or {}
             if item.get("type") != "message" or item.get("role") not in ("user", "system", "assistant"):
-                self.emit(ev.error_event("The emulator accepts message items only.", "unsupported",
-                                         client_event_id=client_event_id, param="item.type"))
+                self.emit(
+                    ev.error_event(
+                        "The emulator accepts message items only.",
+                        "unsupported",
+                        client_event_id=client_event_id,
+                        param="item.type",
+                    )
+                )
                 return
-            item = dict(item, id=item.get("id") or new_id("item"), object="realtime.item",
-                        status="completed")
+            item = dict(item, id=item.get("id") or new_id("item"), object="realtime.item", status="completed")
             self._add_item(item)
             if item["role"] == "user":
                 texts = [c.get("text") or c.get("transcript") or "" for c in item.get("content", [])]
@@ -251,13 +283,23 @@ class Call:
         elif kind == "response.create":
             params = msg.get("response") or {}
             self.spawn(self.respond(modalities=params.get("output_modalities")))
-        elif kind in ("input_audio_buffer.clear", "input_audio_buffer.commit", "output_audio_buffer.clear",
-                      "response.cancel"):
+        elif kind in (
+            "input_audio_buffer.clear",
+            "input_audio_buffer.commit",
+            "output_audio_buffer.clear",
+            "response.cancel",
+        ):
             if kind == "output_audio_buffer.clear" and self.track:
                 self.track.clear()
         else:
-            self.emit(ev.error_event(f"The emulator does not implement client event {kind!r}.",
-                                     "unsupported_event", client_event_id=client_event_id, param="type"))
+            self.emit(
+                ev.error_event(
+                    f"The emulator does not implement client event {kind!r}.",
+                    "unsupported_event",
+                    client_event_id=client_event_id,
+                    param="type",
+                )
+            )
 
     def _add_item(self, item: dict) -> None:
         previous, self._last_item_id = self._last_item_id, item["id"]
@@ -279,8 +321,10 @@ class Call:
     async def respond(self, reply: str | None = None, modalities: list[str] | None = None) -> None:
         async with self._turn_lock:
             if self.state == "live":
-                await self._respond(reply if reply is not None else reply_for(self._last_user_text),
-                                    modalities or self.session.get("output_modalities") or ["audio"])
+                await self._respond(
+                    reply if reply is not None else reply_for(self._last_user_text),
+                    modalities or self.session.get("output_modalities") or ["audio"],
+                )
 
     async def _respond(self, text: str, modalities: list[str]) -> None:
         audio = "audio" in modalities
@@ -288,15 +332,24 @@ class Call:
         rid, item_id = new_id("resp"), new_id("item")
         common = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
         self.responses += 1
-        self.emit(ev.event("response.created", response=ev.response_object(
-            rid, self.conversation_id, "in_progress", modalities, voice, [], None)))
+        self.emit(
+            ev.event(
+                "response.created",
+                response=ev.response_object(rid, self.conversation_id, "in_progress", modalities, voice, [], None),
+            )
+        )
         item = ev.assistant_item(item_id, "in_progress", audio, None)
         self.emit(ev.event("response.output_item.added", response_id=rid, output_index=0, item=item))
         previous, self._last_item_id = self._last_item_id, item_id
         self.emit(ev.event("conversation.item.added", previous_item_id=previous, item=item))
         part_type = "audio" if audio else "text"
-        self.emit(ev.event("response.content_part.added", **common,
-                           part={"type": part_type, "transcript": ""} if audio else {"type": "text", "text": ""}))
+        self.emit(
+            ev.event(
+                "response.content_part.added",
+                **common,
+                part={"type": part_type, "transcript": ""} if audio else {"type": "text", "text": ""},
+            )
+        )
         if audio:
             if self.track is not None:  # a call without media (admin) has nobody to speak to
                 pcm = await asyncio.get_running_loop().run_in_executor(None, speech_pcm, text)
@@ -310,14 +363,25 @@ class Call:
             self.emit(ev.event("response.output_audio_transcript.done", **common, transcript=text))
         else:
             self.emit(ev.event("response.output_text.done", **common, text=text))
-        self.emit(ev.event("response.content_part.done", **common,
-                           part={"type": "audio", "transcript": text} if audio else {"type": "text", "text": text}))
+        self.emit(
+            ev.event(
+                "response.content_part.done",
+                **common,
+                part={"type": "audio", "transcript": text} if audio else {"type": "text", "text": text},
+            )
+        )
         done_item = ev.assistant_item(item_id, "completed", audio, text)
         self.emit(ev.event("response.output_item.done", response_id=rid, output_index=0, item=done_item))
         self.emit(ev.event("conversation.item.done", previous_item_id=previous, item=done_item))
         usage = ev.usage_for(self._last_user_text or "", text)
-        self.emit(ev.event("response.done", response=ev.response_object(
-            rid, self.conversation_id, "completed", modalities, voice, [done_item], usage)))
+        self.emit(
+            ev.event(
+                "response.done",
+                response=ev.response_object(
+                    rid, self.conversation_id, "completed", modalities, voice, [done_item], usage
+                ),
+            )
+        )
         self.emit(ev.event("rate_limits.updated", rate_limits=ev.rate_limits(usage["total_tokens"])))
         if audio:
             if self.track is not None:
@@ -351,7 +415,7 @@ def _deltas(text: str, max_deltas: int = 24) -> list[str]:
     """Split a reply into word-aligned deltas whose concatenation is the text."""
     words = text.split(" ")
     per = max(1, -(-len(words) // max_deltas))
-    chunks = [" ".join(words[i:i + per]) for i in range(0, len(words), per)]
+    chunks = [" ".join(words[i : i + per]) for i in range(0, len(words), per)]
     return [c if i == 0 else " " + c for i, c in enumerate(chunks)]
 
 

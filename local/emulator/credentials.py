@@ -1,4 +1,5 @@
 """Entra access tokens (issued by the identity endpoint) and ephemeral client secrets, with expiry."""
+
 from __future__ import annotations
 
 import secrets
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 @dataclass
 class EphemeralKey:
     value: str
-    expires_at: float
+    expires_at: int
     session: dict
 
 

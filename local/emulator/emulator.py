@@ -1,4 +1,5 @@
 """`Emulator`: the app on its own thread and asyncio loop, for tests and the launcher."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,10 +13,17 @@ from .faults import FaultRegistry
 
 
 class Emulator:
-    def __init__(self, port: int = 0, deployment: str = "gpt-realtime",
-                 identity_header: str = "local-identity-header", token_lifetime: float = 3600,
-                 max_call_seconds: float = 3600, api_key: str | None = None,
-                 host: str = "127.0.0.1", faults: list[dict] | None = None) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        deployment: str = "gpt-realtime",
+        identity_header: str = "local-identity-header",
+        token_lifetime: float = 3600,
+        max_call_seconds: float = 3600,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        faults: list[dict] | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.identity_header = identity_header
@@ -23,8 +31,7 @@ class Emulator:
         for spec in faults or ():  # constructor option: faults active from the first request
             spec = dict(spec)
             self.faults.set(spec.pop("target"), **spec)
-        self.state = EmulatorState(deployment, identity_header, token_lifetime, max_call_seconds,
-                                   api_key, self.faults)
+        self.state = EmulatorState(deployment, identity_header, token_lifetime, max_call_seconds, api_key, self.faults)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -41,7 +48,7 @@ class Emulator:
     def deployment(self) -> str:
         return self.state.deployment
 
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         ready = threading.Event()
         failure: list[BaseException] = []
 
@@ -68,12 +75,11 @@ class Emulator:
         return self
 
     async def _listen(self) -> None:
-        self._runner = web.AppRunner(build_app(self.state), handle_signals=False,
-                                    shutdown_timeout=5)
+        self._runner = web.AppRunner(build_app(self.state), handle_signals=False, shutdown_timeout=5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]
 
     async def _close(self) -> None:
         calls = list(self.state.calls.values())
@@ -88,6 +94,8 @@ class Emulator:
 
     def run_sync(self, coro, timeout: float = 30):
         """Run a coroutine on the emulator's loop from another thread."""
+        if self._loop is None:
+            raise RuntimeError("the emulator is not running")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def set_fault(self, target: str, **spec) -> None:
@@ -99,12 +107,14 @@ class Emulator:
     def stats(self) -> dict:
         async def snapshot():
             return self.state.stats()
+
         return self.run_sync(snapshot())
 
     def call_info(self, call_id: str) -> dict | None:
         async def snapshot():
             call = self.state.calls.get(call_id)
             return call.info() if call else None
+
         return self.run_sync(snapshot())
 
     def stop(self) -> None:

@@ -1,4 +1,5 @@
 """GA server events and session objects, shaped like the service's (and `openai.types.realtime`)."""
+
 from __future__ import annotations
 
 import copy
@@ -8,19 +9,21 @@ from typing import Any
 from .ids import new_id
 
 # webrtcfilter=on: the only server events the browser's data channel receives (DESIGN.md).
-BROWSER_EVENTS = frozenset({
-    "input_audio_buffer.speech_started",
-    "input_audio_buffer.speech_stopped",
-    "output_audio_buffer.started",
-    "output_audio_buffer.stopped",
-    "conversation.item.input_audio_transcription.completed",
-    "conversation.item.added",
-    "conversation.item.created",
-    "response.output_text.delta",
-    "response.output_text.done",
-    "response.output_audio_transcript.delta",
-    "response.output_audio_transcript.done",
-})
+BROWSER_EVENTS = frozenset(
+    {
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "output_audio_buffer.started",
+        "output_audio_buffer.stopped",
+        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.added",
+        "conversation.item.created",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.output_audio_transcript.delta",
+        "response.output_audio_transcript.done",
+    }
+)
 
 PCM = {"type": "audio/pcm", "rate": 24000}
 DEFAULT_VOICE = "alloy"
@@ -39,9 +42,15 @@ def default_session(deployment: str) -> dict[str, Any]:
                 "format": dict(PCM),
                 "transcription": {"model": TRANSCRIPTION_MODEL},
                 "noise_reduction": None,
-                "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
-                                   "silence_duration_ms": 500, "create_response": True,
-                                   "interrupt_response": True, "idle_timeout_ms": None},
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": 0.5,
+                    "prefix_padding_ms": 300,
+                    "silence_duration_ms": 500,
+                    "create_response": True,
+                    "interrupt_response": True,
+                    "idle_timeout_ms": None,
+                },
             },
             "output": {"format": dict(PCM), "voice": DEFAULT_VOICE, "speed": 1.0},
         },
@@ -76,30 +85,60 @@ def event(type_: str, **fields: Any) -> dict:
 
 
 def user_text_item(item_id: str, text: str) -> dict:
-    return {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
-            "role": "user", "content": [{"type": "input_text", "text": text}]}
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "status": "completed",
+        "role": "user",
+        "content": [{"type": "input_text", "text": text}],
+    }
 
 
 def user_audio_item(item_id: str, transcript: str | None) -> dict:
-    return {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
-            "role": "user", "content": [{"type": "input_audio", "transcript": transcript}]}
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "status": "completed",
+        "role": "user",
+        "content": [{"type": "input_audio", "transcript": transcript}],
+    }
 
 
 def assistant_item(item_id: str, status: str, audio: bool, text: str | None) -> dict:
     content = []
     if text is not None:
-        content = [{"type": "output_audio", "transcript": text} if audio
-                   else {"type": "output_text", "text": text}]
-    return {"id": item_id, "object": "realtime.item", "type": "message", "status": status,
-            "role": "assistant", "content": content}
-
-
-def response_object(response_id: str, conversation_id: str, status: str, modalities: list[str],
-                    voice: Any, output: list[dict], usage: dict | None) -> dict:
+        content = [{"type": "output_audio", "transcript": text} if audio else {"type": "output_text", "text": text}]
     return {
-        "id": response_id, "object": "realtime.response", "conversation_id": conversation_id,
-        "status": status, "status_details": None, "output": output,
-        "output_modalities": modalities, "max_output_tokens": "inf", "metadata": None,
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": content,
+    }
+
+
+def response_object(
+    response_id: str,
+    conversation_id: str,
+    status: str,
+    modalities: list[str],
+    voice: Any,
+    output: list[dict],
+    usage: dict | None,
+) -> dict:
+    return {
+        "id": response_id,
+        "object": "realtime.response",
+        "conversation_id": conversation_id,
+        "status": status,
+        "status_details": None,
+        "output": output,
+        "output_modalities": modalities,
+        "max_output_tokens": "inf",
+        "metadata": None,
         "audio": {"output": {"format": dict(PCM), "voice": voice}},
         "usage": usage,
     }
@@ -109,21 +148,37 @@ def usage_for(input_text: str, output_text: str) -> dict:
     # A rough, deterministic token count (~4 characters a token), not a tokenizer.
     inp = max(1, len(input_text) // 4)
     out = max(1, len(output_text) // 4)
-    return {"total_tokens": inp + out, "input_tokens": inp, "output_tokens": out,
-            "input_token_details": {"text_tokens": inp, "audio_tokens": 0, "cached_tokens": 0},
-            "output_token_details": {"text_tokens": out, "audio_tokens": 0}}
+    return {
+        "total_tokens": inp + out,
+        "input_tokens": inp,
+        "output_tokens": out,
+        "input_token_details": {"text_tokens": inp, "audio_tokens": 0, "cached_tokens": 0},
+        "output_token_details": {"text_tokens": out, "audio_tokens": 0},
+    }
 
 
 def rate_limits(tokens_used: int) -> list[dict]:
-    return [{"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 0.06},
-            {"name": "tokens", "limit": 100000, "remaining": max(0, 100000 - tokens_used),
-             "reset_seconds": round(tokens_used * 0.0006, 3)}]
+    return [
+        {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 0.06},
+        {
+            "name": "tokens",
+            "limit": 100000,
+            "remaining": max(0, 100000 - tokens_used),
+            "reset_seconds": round(tokens_used * 0.0006, 3),
+        },
+    ]
 
 
-def error_event(message: str, code: str | None = None, type_: str = "invalid_request_error",
-                client_event_id: str | None = None, param: str | None = None) -> dict:
-    return event("error", error={"type": type_, "code": code, "message": message, "param": param,
-                                 "event_id": client_event_id})
+def error_event(
+    message: str,
+    code: str | None = None,
+    type_: str = "invalid_request_error",
+    client_event_id: str | None = None,
+    param: str | None = None,
+) -> dict:
+    return event(
+        "error", error={"type": type_, "code": code, "message": message, "param": param, "event_id": client_event_id}
+    )
 
 
 def now() -> int:

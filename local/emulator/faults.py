@@ -1,12 +1,12 @@
 """Switchable faults: per-target specs that the next requests consume."""
+
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
 
 TARGETS = ("client_secrets", "calls", "hangup", "identity", "sideband")
-_FIELDS = ("status", "retry_after", "delay", "body", "content_type", "no_location", "drop_after",
-           "redirect", "times")
+_FIELDS = ("status", "retry_after", "delay", "body", "content_type", "no_location", "drop_after", "redirect", "times")
 
 
 @dataclass

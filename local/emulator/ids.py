@@ -1,4 +1,5 @@
 """Identifiers in the shapes the service uses (prefix + hex)."""
+
 import secrets
 
 

@@ -1,4 +1,5 @@
 """An aiortc client peer for the emulator (tests and smoke checks): the browser's side of a call."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,22 +15,32 @@ from .audio import ReplyAudioTrack, frame_rms
 
 async def entra_token(base_url: str, identity_header: str, session: aiohttp.ClientSession) -> str:
     """A bearer token from the emulator's managed-identity endpoint, as the gateway gets one."""
-    async with session.get(f"{base_url}/msi/token", headers={"X-IDENTITY-HEADER": identity_header},
-                           params={"api-version": "2019-08-01",
-                                   "resource": "https://cognitiveservices.azure.com"}) as r:
+    async with session.get(
+        f"{base_url}/msi/token",
+        headers={"X-IDENTITY-HEADER": identity_header},
+        params={"api-version": "2019-08-01", "resource": "https://cognitiveservices.azure.com"},
+    ) as r:
         r.raise_for_status()
         return (await r.json())["access_token"]
 
 
-async def mint_ephemeral_key(base_url: str, identity_header: str, deployment: str,
-                             session: aiohttp.ClientSession, seconds: int = 600) -> str:
+async def mint_ephemeral_key(
+    base_url: str, identity_header: str, deployment: str, session: aiohttp.ClientSession, seconds: int = 600
+) -> str:
     """What the gateway does server-side: an Entra token from the identity endpoint, then a secret."""
     token = await entra_token(base_url, identity_header, session)
-    body = {"expires_after": {"anchor": "created_at", "seconds": seconds},
-            "session": {"type": "realtime", "model": deployment, "instructions": "Be brief.",
-                        "audio": {"output": {"voice": "marin"}}}}
-    async with session.post(f"{base_url}/openai/v1/realtime/client_secrets", json=body,
-                            headers={"Authorization": f"Bearer {token}"}) as r:
+    body = {
+        "expires_after": {"anchor": "created_at", "seconds": seconds},
+        "session": {
+            "type": "realtime",
+            "model": deployment,
+            "instructions": "Be brief.",
+            "audio": {"output": {"voice": "marin"}},
+        },
+    }
+    async with session.post(
+        f"{base_url}/openai/v1/realtime/client_secrets", json=body, headers={"Authorization": f"Bearer {token}"}
+    ) as r:
         r.raise_for_status()
         return (await r.json())["value"]
 
@@ -76,16 +87,25 @@ class ClientPeer:
             if frame_rms(frame) > 300:
                 self.remote_loud_frames += 1
 
-    async def connect(self, base_url: str, ephemeral_key: str, webrtc_filter: bool = True,
-                      session: aiohttp.ClientSession | None = None, timeout: float = 10) -> str:
+    async def connect(
+        self,
+        base_url: str,
+        ephemeral_key: str,
+        webrtc_filter: bool = True,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 10,
+    ) -> str:
         self._started = time.perf_counter()
         await self.pc.setLocalDescription(await self.pc.createOffer())
         url = f"{base_url}/openai/v1/realtime/calls" + ("?webrtcfilter=on" if webrtc_filter else "")
         own = session is None
         session = session or aiohttp.ClientSession()
         try:
-            async with session.post(url, data=self.pc.localDescription.sdp, headers={
-                    "Authorization": f"Bearer {ephemeral_key}", "Content-Type": "application/sdp"}) as r:
+            async with session.post(
+                url,
+                data=self.pc.localDescription.sdp,
+                headers={"Authorization": f"Bearer {ephemeral_key}", "Content-Type": "application/sdp"},
+            ) as r:
                 if r.status != 201:
                     raise RuntimeError(f"calls answered {r.status}: {await r.text()}")
                 answer = await r.text()
@@ -118,7 +138,7 @@ class ClientPeer:
             self._new_message.clear()
             try:
                 await asyncio.wait_for(self._new_message.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@
 There is no speech-to-text offline: any utterance the VAD detects is transcribed as
 SPEECH_TRANSCRIPT, whatever was actually said, and answered with reply_for(SPEECH_TRANSCRIPT).
 """
+
 from __future__ import annotations
 
 SPEECH_TRANSCRIPT = "Hello, can you hear me?"

@@ -1,4 +1,5 @@
 """`python -m local.host --script-root DIR [--port N] [--static DIR] [--cors ORIGINS]`."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,15 +9,16 @@ import os
 import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
 class UtcFormatter(logging.Formatter):
     def format(self, record):
-        ts = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+        ts = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
         return f"[{ts}Z] {record.getMessage()}" + (
-            "\n" + self.formatException(record.exc_info) if record.exc_info else "")
+            "\n" + self.formatException(record.exc_info) if record.exc_info else ""
+        )
 
 
 def main(argv=None) -> int:
@@ -25,8 +27,11 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=int, default=int(os.environ.get("FUNCTIONS_PORT", "7071")))
     p.add_argument("--host", default=os.environ.get("FUNCTIONS_HOST", "127.0.0.1"))
     p.add_argument("--static", type=Path, help="folder served at / (index.html)")
-    p.add_argument("--cors", default=os.environ.get("HOST_CORS", ""),
-                   help="comma-separated origins the host answers CORS for (Host.CORS of func start)")
+    p.add_argument(
+        "--cors",
+        default=os.environ.get("HOST_CORS", ""),
+        help="comma-separated origins the host answers CORS for (Host.CORS of func start)",
+    )
     p.add_argument("--cors-credentials", action="store_true")
     args = p.parse_args(argv)
 
@@ -39,11 +44,13 @@ def main(argv=None) -> int:
 
 async def _run(args) -> int:
     from .host import LocalHost  # after logging is set up: importing the app may log
+
     started = time.monotonic()
     cors = tuple(o.strip().rstrip("/") for o in args.cors.split(",") if o.strip())
     try:
-        host = LocalHost(args.script_root, static_dir=args.static, cors_origins=cors,
-                         cors_credentials=args.cors_credentials)
+        host = LocalHost(
+            args.script_root, static_dir=args.static, cors_origins=cors, cors_credentials=args.cors_credentials
+        )
     except Exception as exc:  # the app's import error, a missing setting, an unsupported binding
         logging.getLogger("host").exception("Host start-up failed: %s", exc)
         return 1

@@ -1,4 +1,5 @@
 """Import `function_app.app` from a script root and describe its functions from their bindings."""
+
 from __future__ import annotations
 
 import importlib
@@ -6,9 +7,10 @@ import inspect
 import json
 import re
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 SETTING_REF = re.compile(r"%([^%]+)%")
 
@@ -17,8 +19,8 @@ SETTING_REF = re.compile(r"%([^%]+)%")
 class FunctionSpec:
     name: str
     func: Callable
-    trigger: dict[str, Any]            # the trigger binding, as function.json says it
-    outputs: list[dict[str, Any]]      # output bindings other than the HTTP `$return`
+    trigger: dict[str, Any]  # the trigger binding, as function.json says it
+    outputs: list[dict[str, Any]]  # output bindings other than the HTTP `$return`
     is_async: bool
     params: Mapping[str, inspect.Parameter] = field(default_factory=dict)
 
@@ -33,10 +35,12 @@ class MissingSetting(ValueError):
 
 def resolve_setting_refs(value: str, settings: Mapping[str, str]) -> str:
     """`%NAME%` in binding properties is replaced by that app setting, as the real host does."""
+
     def sub(m):
         if m.group(1) not in settings:
             raise MissingSetting(f"binding refers to app setting %{m.group(1)}% which is not set")
         return settings[m.group(1)]
+
     return SETTING_REF.sub(sub, value)
 
 
@@ -63,10 +67,19 @@ def load_functions(script_root: Path, settings: Mapping[str, str]) -> list[Funct
         if len(triggers) != 1:
             raise RuntimeError(f"function {fn.get_function_name()} has {len(triggers)} triggers")
         user = fn.get_user_function()
-        outputs = [b for b in bindings if b["direction"].upper() == "OUT"
-                   and not (b["type"] == "http" and b["name"] == "$return")]
-        specs.append(FunctionSpec(
-            name=fn.get_function_name(), func=user, trigger=triggers[0], outputs=outputs,
-            is_async=inspect.iscoroutinefunction(user),
-            params=inspect.signature(user).parameters))
+        outputs = [
+            b
+            for b in bindings
+            if b["direction"].upper() == "OUT" and not (b["type"] == "http" and b["name"] == "$return")
+        ]
+        specs.append(
+            FunctionSpec(
+                name=fn.get_function_name(),
+                func=user,
+                trigger=triggers[0],
+                outputs=outputs,
+                is_async=inspect.iscoroutinefunction(user),
+                params=inspect.signature(user).parameters,
+            )
+        )
     return specs

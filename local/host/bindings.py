@@ -1,4 +1,5 @@
 """Output bindings: `func.Out` values collected during an invocation, written after success."""
+
 from __future__ import annotations
 
 import base64
@@ -7,9 +8,11 @@ from typing import Any
 
 import azure.functions as func
 
+from .app_loader import FunctionSpec
+
 
 class OutValue(func.Out):
-    def __init__(self):
+    def __init__(self) -> None:
         self.value: Any = None
 
     def set(self, val: Any) -> None:
@@ -17,6 +20,11 @@ class OutValue(func.Out):
 
     def get(self) -> Any:
         return self.value
+
+
+def out_values(spec: FunctionSpec) -> dict[str, OutValue]:
+    """A `func.Out` for each output binding the function takes as a parameter (not `$return`)."""
+    return {b["name"]: OutValue() for b in spec.outputs if b["name"] != "$return"}
 
 
 def queue_messages(value: Any) -> list[bytes]:

@@ -1,12 +1,13 @@
 """The local host: app settings, host.json, the loaded functions, the HTTP server and the queue
 listeners, started and stopped together."""
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from aiohttp import web
 
@@ -30,8 +31,9 @@ class UnsupportedFunction(RuntimeError):
 def check_supported(spec: FunctionSpec) -> None:
     """Fail at start-up, naming the function, rather than run it half-wired."""
     if spec.trigger_type not in SUPPORTED_TRIGGERS:
-        raise UnsupportedFunction(f"function {spec.name}: trigger {spec.trigger_type} is not "
-                                  f"supported by the local host (use `func start`)")
+        raise UnsupportedFunction(
+            f"function {spec.name}: trigger {spec.trigger_type} is not supported by the local host (use `func start`)"
+        )
     for b in spec.outputs:
         if b["type"] not in SUPPORTED_OUTPUTS:
             raise UnsupportedFunction(f"function {spec.name}: output binding {b['type']} is not supported")
@@ -42,9 +44,14 @@ def check_supported(spec: FunctionSpec) -> None:
 
 
 class LocalHost:
-    def __init__(self, script_root: Path, settings: Mapping[str, str] | None = None,
-                 static_dir: Path | None = None, cors_origins: tuple[str, ...] = (),
-                 cors_credentials: bool = False):
+    def __init__(
+        self,
+        script_root: Path,
+        settings: Mapping[str, str] | None = None,
+        static_dir: Path | None = None,
+        cors_origins: tuple[str, ...] = (),
+        cors_credentials: bool = False,
+    ):
         self.script_root = script_root.resolve()
         self.settings = dict(os.environ if settings is None else settings)
         self.config = load_host_config(self.script_root)
@@ -58,12 +65,22 @@ class LocalHost:
         self.clients = QueueClients(self.settings)
         self.writer = QueueOutputWriter(self.clients, self.config.queues.message_encoding, self._notify)
         lease = float(self.settings.get("LOCAL_QUEUE_LEASE_SECONDS", "600"))  # the real host's 10 min
-        self.listeners = [QueueListener(s, self.config.queues, self.clients, self.invoker, self.writer, lease)
-                          for s in self.specs if s.trigger_type == "queueTrigger"]
+        self.listeners = [
+            QueueListener(s, self.config.queues, self.clients, self.invoker, self.writer, lease)
+            for s in self.specs
+            if s.trigger_type == "queueTrigger"
+        ]
         self.keys, keys_source = load_keys(self.settings, self.script_root)
-        self.http = HttpTriggers([s for s in self.specs if s.trigger_type == "httpTrigger"],
-                                 self.config.route_prefix, self.keys, self.invoker, self.writer,
-                                 static_dir, cors_origins, cors_credentials)
+        self.http = HttpTriggers(
+            [s for s in self.specs if s.trigger_type == "httpTrigger"],
+            self.config.route_prefix,
+            self.keys,
+            self.invoker,
+            self.writer,
+            static_dir,
+            cors_origins,
+            cors_credentials,
+        )
         self._keys_source = keys_source
         self._tasks: list[asyncio.Task] = []
         self._runner: web.AppRunner | None = None
@@ -79,7 +96,7 @@ class LocalHost:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]
         for listener in self.listeners:
             task = asyncio.create_task(listener.run(), name=f"queue:{listener.spec.name}")
             task.add_done_callback(_report_crash)
@@ -88,8 +105,7 @@ class LocalHost:
         for line in self.http.describe():
             log.info("  %s", line)
         for listener in self.listeners:
-            log.info("  %s: queueTrigger on '%s' (%s)", listener.spec.name, listener.queue_name,
-                     listener.connection)
+            log.info("  %s: queueTrigger on '%s' (%s)", listener.spec.name, listener.queue_name, listener.connection)
         return f"http://{host}:{self.port}"
 
     async def stop(self) -> None:

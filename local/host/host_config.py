@@ -1,4 +1,5 @@
 """host.json, read into the few numbers the local host needs, with the real host's defaults."""
+
 from __future__ import annotations
 
 import json
@@ -63,6 +64,6 @@ def load_host_config(script_root: Path) -> HostConfig:
         max_dequeue_count=int(q.get("maxDequeueCount", 5)),
         message_encoding=encoding,
     )
-    return HostConfig(route_prefix=prefix,
-                      function_timeout=parse_timespan(data.get("functionTimeout"), 300.0),
-                      queues=queues)
+    return HostConfig(
+        route_prefix=prefix, function_timeout=parse_timespan(data.get("functionTimeout"), 300.0), queues=queues
+    )

@@ -1,5 +1,6 @@
 """HTTP triggers under the routePrefix (methods, auth levels, route params), optional Host.CORS,
 and a static folder at `/`."""
+
 from __future__ import annotations
 
 import logging
@@ -10,7 +11,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .app_loader import FunctionSpec
-from .bindings import OutValue
+from .bindings import out_values
 from .invoker import Invoker
 from .keys import FunctionKeys
 from .routes import compile_route, specificity
@@ -21,9 +22,17 @@ MAX_BODY = 100 * 1024 * 1024  # the real host's request size limit
 
 
 class HttpTriggers:
-    def __init__(self, specs: list[FunctionSpec], route_prefix: str, keys: FunctionKeys,
-                 invoker: Invoker, writer: QueueOutputWriter, static_dir: Path | None = None,
-                 cors_origins: tuple[str, ...] = (), cors_credentials: bool = False):
+    def __init__(
+        self,
+        specs: list[FunctionSpec],
+        route_prefix: str,
+        keys: FunctionKeys,
+        invoker: Invoker,
+        writer: QueueOutputWriter,
+        static_dir: Path | None = None,
+        cors_origins: tuple[str, ...] = (),
+        cors_credentials: bool = False,
+    ):
         self.keys, self.invoker, self.writer = keys, invoker, writer
         self.static_dir = static_dir.resolve() if static_dir else None
         self.cors_origins, self.cors_credentials = cors_origins, cors_credentials
@@ -38,8 +47,10 @@ class HttpTriggers:
         self.routes.sort(key=lambda r: specificity(r[0]))
 
     def describe(self) -> list[str]:
-        return [f"{spec.name}: [{','.join(sorted(methods or {'ALL'}))}] /{route.template} ({level})"
-                for route, spec, methods, level in self.routes]
+        return [
+            f"{spec.name}: [{','.join(sorted(methods or {'ALL'}))}] /{route.template} ({level})"
+            for route, spec, methods, level in self.routes
+        ]
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -48,8 +59,12 @@ class HttpTriggers:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        if self.cors_origins and request.method == "OPTIONS" and origin \
-                and "Access-Control-Request-Method" in request.headers:
+        if (
+            self.cors_origins
+            and request.method == "OPTIONS"
+            and origin
+            and "Access-Control-Request-Method" in request.headers
+        ):
             return self._preflight(request, origin)
         response = await self._dispatch(request)
         if self.cors_origins and origin and self._origin_ok(origin):
@@ -70,37 +85,40 @@ class HttpTriggers:
                 return web.Response(status=401)
             return await self._invoke(spec, request, params)
         if self.static_dir and request.method in ("GET", "HEAD"):
-            return self._static(request.path)
+            return self._static(self.static_dir, request.path)
         if request.path == "/":
             return web.Response(text="Your Functions app is up and running (local host).\n")
         return web.Response(status=404)
 
     async def _invoke(self, spec: FunctionSpec, request: web.Request, params: dict) -> web.Response:
-        headers = {}
+        headers: dict[str, str] = {}
         for name, value in request.headers.items():
             lower = name.lower()
             headers[lower] = f"{headers[lower]}, {value}" if lower in headers else value
-        req = func.HttpRequest(method=request.method, url=str(request.url), headers=headers,
-                               params=dict(request.query), route_params=params,
-                               body=await request.read())
-        outs = {b["name"]: OutValue() for b in spec.outputs}
+        req = func.HttpRequest(
+            method=request.method,
+            url=str(request.url),
+            headers=headers,
+            params=dict(request.query),
+            route_params=params,
+            body=await request.read(),
+        )
+        outs = out_values(spec)
         args = {spec.trigger["name"]: req, **outs}
         try:
-            result = await self.invoker.invoke(spec, args, f"This function was programmatically "
-                                                            f"called via the host APIs.")
-            http_out = [b["name"] for b in spec.outputs if b["type"] == "http"]
-            if http_out:
-                result = outs[http_out[0]].get()
-            for b in spec.outputs:
-                if b["type"] == "queue":
-                    await self.writer.write(b, result if b["name"] == "$return" else outs[b["name"]].get())
+            returned = await self.invoker.invoke(
+                spec, args, "This function was programmatically called via the host APIs."
+            )
+            await self.writer.write_outputs(spec, returned, outs)
         except Exception:  # logged by the invoker; the real host answers 500 with no body
             return web.Response(status=500)
-        return to_aiohttp(result)
+        http_out = [b["name"] for b in spec.outputs if b["type"] == "http"]
+        return to_aiohttp(outs[http_out[0]].get() if http_out else returned)
 
-    def _static(self, url_path: str) -> web.StreamResponse:
-        target = (self.static_dir / url_path.lstrip("/")).resolve()
-        if not target.is_relative_to(self.static_dir):
+    @staticmethod
+    def _static(root: Path, url_path: str) -> web.StreamResponse:
+        target = (root / url_path.lstrip("/")).resolve()
+        if not target.is_relative_to(root):
             return web.Response(status=404)
         if target.is_dir():
             target = target / "index.html"
@@ -114,9 +132,12 @@ class HttpTriggers:
     def _preflight(self, request: web.Request, origin: str) -> web.Response:
         if not self._origin_ok(origin):
             return web.Response(status=400)
-        headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
-                   "Access-Control-Allow-Methods": request.headers["Access-Control-Request-Method"],
-                   "Access-Control-Max-Age": "600"}
+        headers = {
+            "Access-Control-Allow-Origin": origin,
+            "Vary": "Origin",
+            "Access-Control-Allow-Methods": request.headers["Access-Control-Request-Method"],
+            "Access-Control-Max-Age": "600",
+        }
         if "Access-Control-Request-Headers" in request.headers:
             headers["Access-Control-Allow-Headers"] = request.headers["Access-Control-Request-Headers"]
         if self.cors_credentials:
@@ -132,7 +153,7 @@ def to_aiohttp(result) -> web.Response:
         return web.Response(status=200, body=body, content_type="text/plain", charset="utf-8")
     if not isinstance(result, func.HttpResponse):
         raise TypeError(f"HTTP function returned {type(result).__name__}, not func.HttpResponse")
-    headers = CIMultiDict()
+    headers: CIMultiDict[str] = CIMultiDict()
     for name, value in result.headers.items():
         if name.lower() != "set-cookie":
             headers.add(name, value)
@@ -142,6 +163,5 @@ def to_aiohttp(result) -> web.Response:
     if "content-type" not in headers:
         # The worker's rule (azure.functions.http.HttpResponseConverter): charset only for text/*.
         mimetype = result.mimetype
-        headers["Content-Type"] = f"{mimetype}; charset={result.charset}" if mimetype.startswith("text/") \
-            else mimetype
+        headers["Content-Type"] = f"{mimetype}; charset={result.charset}" if mimetype.startswith("text/") else mimetype
     return web.Response(status=result.status_code, headers=headers, body=result.get_body())

@@ -1,5 +1,6 @@
 """Run one invocation: async on the loop, sync in a thread pool, under functionTimeout, logged
 in the real host's `Executing` / `Executed` form."""
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,7 @@ def thread_pool_size(settings) -> int | None:
 
 class Invoker:
     def __init__(self, settings, function_timeout: float | None, script_root: str):
-        self.pool = ThreadPoolExecutor(max_workers=thread_pool_size(settings),
-                                       thread_name_prefix="function")
+        self.pool = ThreadPoolExecutor(max_workers=thread_pool_size(settings), thread_name_prefix="function")
         self.timeout = function_timeout
         self.script_root = script_root
 
@@ -59,11 +59,15 @@ class Invoker:
                 work = asyncio.get_running_loop().run_in_executor(self.pool, lambda: spec.func(**args))
             try:
                 return await asyncio.wait_for(work, self.timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # A sync thread cannot be killed: we stop waiting and count the try as failed.
                 status = "Failed"
-                log.error("Timeout value of %s exceeded by function 'Functions.%s' (Id: '%s'). "
-                          "Initiating cancellation.", _fmt(self.timeout), spec.name, invocation_id)
+                log.error(
+                    "Timeout value of %s exceeded by function 'Functions.%s' (Id: '%s'). Initiating cancellation.",
+                    _fmt(self.timeout),
+                    spec.name,
+                    invocation_id,
+                )
                 raise FunctionTimeout(f"function {spec.name} exceeded functionTimeout") from None
         except FunctionTimeout:
             raise
@@ -73,8 +77,7 @@ class Invoker:
             raise
         finally:
             ms = (time.monotonic() - start) * 1000
-            log.info("Executed 'Functions.%s' (%s, Id=%s, Duration=%dms)", spec.name, status,
-                     invocation_id, ms)
+            log.info("Executed 'Functions.%s' (%s, Id=%s, Duration=%dms)", spec.name, status, invocation_id, ms)
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

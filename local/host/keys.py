@@ -4,13 +4,14 @@ Shape: {"master": "...", "host": {"name": "key"}, "functions": {"fn": {"name": "
 `function` level accepts a key of that function, a host key or the master key; `admin` only
 the master key. With neither source, a random set is written to the file on first start.
 """
+
 from __future__ import annotations
 
 import hmac
 import json
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 
 class FunctionKeys:
@@ -39,8 +40,7 @@ def load_keys(settings: Mapping[str, str], script_root: Path) -> tuple[FunctionK
     path = script_root / ".local" / "function-keys.json"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"master": secrets.token_urlsafe(32), "host": {"default": secrets.token_urlsafe(32)},
-                "functions": {}}
+        data = {"master": secrets.token_urlsafe(32), "host": {"default": secrets.token_urlsafe(32)}, "functions": {}}
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         path.chmod(0o600)
     return FunctionKeys(json.loads(path.read_text(encoding="utf-8"))), str(path)

@@ -6,6 +6,7 @@ renewed at half its length); delete on success; on failure make it visible again
 visibilityTimeout, or on the maxDequeueCount-th try copy it to `<queue>-poison` and delete it.
 A message that is not valid base64 (with the base64 encoding) goes straight to poison.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +19,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.functions.queue import QueueMessage
 
 from .app_loader import FunctionSpec
-from .bindings import OutValue
+from .bindings import out_values
 from .host_config import QueueOptions
 from .invoker import Invoker
 from .storage import QueueClients, QueueOutputWriter
@@ -28,13 +29,20 @@ MIN_POLL = 0.1  # the SDK's minimum backoff
 
 
 class QueueListener:
-    def __init__(self, spec: FunctionSpec, options: QueueOptions, clients: QueueClients,
-                 invoker: Invoker, writer: QueueOutputWriter, lease_seconds: float):
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        options: QueueOptions,
+        clients: QueueClients,
+        invoker: Invoker,
+        writer: QueueOutputWriter,
+        lease_seconds: float,
+    ):
         self.spec, self.options, self.clients = spec, options, clients
         self.invoker, self.writer = invoker, writer
         self.queue_name = spec.trigger["queueName"]
         self.connection = spec.trigger.get("connection") or "AzureWebJobsStorage"
-        self.lease = max(1, int(round(lease_seconds)))  # the service takes whole seconds
+        self.lease = max(1, round(lease_seconds))  # the service takes whole seconds
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task] = set()
 
@@ -61,9 +69,14 @@ class QueueListener:
                     await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 try:
-                    messages = [m async for m in self.queue.receive_messages(
-                        messages_per_page=opts.batch_size, max_messages=opts.batch_size,
-                        visibility_timeout=self.lease)]
+                    messages = [
+                        m
+                        async for m in self.queue.receive_messages(
+                            messages_per_page=opts.batch_size,
+                            max_messages=opts.batch_size,
+                            visibility_timeout=self.lease,
+                        )
+                    ]
                 except Exception as exc:  # storage down: keep polling, as the host does
                     log.warning("queue %s: receive failed: %s", self.queue_name, exc)
                     messages = []
@@ -78,7 +91,7 @@ class QueueListener:
                 try:
                     await asyncio.wait_for(self._wake.wait(), delay * random.uniform(0.8, 1.0))
                     delay = MIN_POLL
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     delay = min(delay * 2, opts.max_polling_interval)
         finally:
             running = list(self._running)
@@ -124,32 +137,35 @@ class QueueListener:
             if ok:
                 await self.queue.delete_message(m.id, receipt["pop"])
             elif m.dequeue_count >= opts.max_dequeue_count:
-                await self._to_poison(m, f"it has reached MaxDequeueCount of {opts.max_dequeue_count}",
-                                      receipt["pop"])
+                await self._to_poison(m, f"it has reached MaxDequeueCount of {opts.max_dequeue_count}", receipt["pop"])
             else:
-                await self.queue.update_message(m.id, receipt["pop"],
-                                                visibility_timeout=int(opts.visibility_timeout))
+                await self.queue.update_message(m.id, receipt["pop"], visibility_timeout=int(opts.visibility_timeout))
         except ResourceNotFoundError:
             log.warning("queue %s: message %s was gone (its lease ran out?)", self.queue_name, m.id)
 
     async def _invoke(self, m, body: bytes, pop_receipt: str) -> bool:
-        msg = QueueMessage(id=m.id, body=body, dequeue_count=m.dequeue_count,
-                           insertion_time=m.inserted_on, expiration_time=m.expires_on,
-                           time_next_visible=m.next_visible_on, pop_receipt=pop_receipt)
+        msg = QueueMessage(
+            id=m.id,
+            body=body,
+            dequeue_count=m.dequeue_count,
+            insertion_time=m.inserted_on,
+            expiration_time=m.expires_on,
+            time_next_visible=m.next_visible_on,
+            pop_receipt=pop_receipt,
+        )
         trigger = self.spec.trigger["name"]
         annotation = self.spec.params[trigger].annotation if trigger in self.spec.params else None
-        value = msg
+        value: QueueMessage | str | bytes = msg
         if annotation is str:
             value = body.decode("utf-8")
         elif annotation is bytes:
             value = body
-        outs = {b["name"]: OutValue() for b in self.spec.outputs}
+        outs = out_values(self.spec)
         try:
-            result = await self.invoker.invoke(self.spec, {trigger: value, **outs},
-                                               f"New queue message detected on '{self.queue_name}'.")
-            for b in self.spec.outputs:
-                if b["type"] == "queue":
-                    await self.writer.write(b, result if b["name"] == "$return" else outs[b["name"]].get())
+            returned = await self.invoker.invoke(
+                self.spec, {trigger: value, **outs}, f"New queue message detected on '{self.queue_name}'."
+            )
+            await self.writer.write_outputs(self.spec, returned, outs)
             return True
         except Exception:
             return False
@@ -165,7 +181,8 @@ class QueueListener:
                 log.warning("queue %s: could not renew message %s: %s", self.queue_name, m.id, exc)
 
     async def _to_poison(self, m, why: str, pop_receipt: str | None = None) -> None:
-        log.warning("Message %s on queue '%s' is moved to '%s-poison': %s.", m.id, self.queue_name,
-                    self.queue_name, why)
+        log.warning(
+            "Message %s on queue '%s' is moved to '%s-poison': %s.", m.id, self.queue_name, self.queue_name, why
+        )
         await self.poison.send_message(m.content)  # the original text, as the host copies it
         await self.queue.delete_message(m.id, pop_receipt or m.pop_receipt)

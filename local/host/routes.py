@@ -1,13 +1,19 @@
 """HTTP route templates (`items/{id:int}`, `{name?}`, `{*rest}`) compiled to matchers."""
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
 CONSTRAINTS = {
-    "int": r"-?\d+", "long": r"-?\d+", "bool": r"(?i:true|false)", "alpha": r"[A-Za-z]+",
+    "int": r"-?\d+",
+    "long": r"-?\d+",
+    "bool": r"(?i:true|false)",
+    "alpha": r"[A-Za-z]+",
     "guid": r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}",
-    "double": r"-?\d+(?:\.\d+)?", "float": r"-?\d+(?:\.\d+)?", "decimal": r"-?\d+(?:\.\d+)?",
+    "double": r"-?\d+(?:\.\d+)?",
+    "float": r"-?\d+(?:\.\d+)?",
+    "decimal": r"-?\d+(?:\.\d+)?",
     "datetime": r"[0-9T:\-\.Z+]+",
 }
 NAME = re.compile(r"^(\*?)([A-Za-z_][A-Za-z0-9_]*)$")
@@ -70,7 +76,7 @@ def compile_route(template: str) -> Route:
             if base in CONSTRAINTS:
                 body = CONSTRAINTS[base]
             elif base == "regex":
-                body = c[c.index("(") + 1:-1].removeprefix("^").removesuffix("$")
+                body = c[c.index("(") + 1 : -1].removeprefix("^").removesuffix("$")
             # min/max/length constraints are accepted and not enforced locally
         if catch_all or optional:
             pattern += f"(?:/(?P<{name}>{body}))?"

@@ -1,18 +1,23 @@
 """Queue clients from the connection a binding names, and the queue output binding's writer."""
+
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue.aio import QueueClient
 
-from .bindings import encode_message, queue_messages
+from .app_loader import FunctionSpec
+from .bindings import OutValue, encode_message, queue_messages
 
 # `UseDevelopmentStorage=true` means Azurite on its default ports, as in the real host.
-DEV_STORAGE = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-               "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-               "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;")
+DEV_STORAGE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+)
 
 
 class MissingConnection(RuntimeError):
@@ -27,8 +32,10 @@ def connection_string(connection: str | None, settings: Mapping[str, str]) -> st
         if value:
             return DEV_STORAGE if value.lower() == "usedevelopmentstorage=true" else value
     if any(k.startswith(name + "__") for k in settings):
-        raise MissingConnection(f"connection {name!r} is identity-based ({name}__...); the local host "
-                               f"needs a connection string (Azurite) in the {name} setting")
+        raise MissingConnection(
+            f"connection {name!r} is identity-based ({name}__...); the local host "
+            f"needs a connection string (Azurite) in the {name} setting"
+        )
     raise MissingConnection(f"app setting {name!r} (storage connection string) is not set")
 
 
@@ -67,7 +74,14 @@ class QueueOutputWriter:
         self.encoding = encoding
         self.on_write = on_write  # lets a listener in this host poll at once, like the real host
 
-    async def write(self, binding: dict, value) -> int:
+    async def write_outputs(self, spec: FunctionSpec, returned: Any, outs: dict[str, OutValue]) -> None:
+        """Every queue output of a successful invocation: `$return` takes what the function
+        returned, a parameter binding the value its `func.Out` was set to."""
+        for b in spec.outputs:
+            if b["type"] == "queue":
+                await self.write(b, returned if b["name"] == "$return" else outs[b["name"]].get())
+
+    async def write(self, binding: dict, value: Any) -> int:
         messages = queue_messages(value)
         if not messages:
             return 0

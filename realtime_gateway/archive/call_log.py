@@ -1,5 +1,6 @@
 """One call's archived log as the writer keeps it: sequence numbers, the hash chain, the event ids
 already archived, and the session summary; resumed from what earlier listeners wrote."""
+
 from __future__ import annotations
 
 import hashlib
@@ -33,7 +34,7 @@ class CallLog:
     def __init__(self, call_id: str, listener: int = 0) -> None:
         self.call_id, self.listener = call_id, listener
         self.summary = CallSummary()
-        self.seen: set[int] = set()   # id_key of every archived event id of the call
+        self.seen: set[int] = set()  # id_key of every archived event id of the call
         self.next_seq = 0
         self.head = genesis(call_id)
         self.committed_seq, self.committed_head = -1, self.head
@@ -53,7 +54,7 @@ class CallLog:
         self.next_seq, self.head, self.last_received_at = seq + 1, head, received_at
         self.committed_seq, self.committed_head = seq, head
         session_seq = int(session["head_seq"]) if session.get("head_seq") is not None else -1
-        if seq > session_seq:   # a listener stopped between its last batch and its session write
+        if seq > session_seq:  # a listener stopped between its last batch and its session write
             for rec in archive.read_events(self.call_id, after_seq=session_seq):
                 self.summary.apply(rec.event_type, rec.event())
                 self.gaps += rec.event_type == "listener.gap"
@@ -74,22 +75,27 @@ class CallLog:
         raw = json.dumps({"type": event_type, **payload}, sort_keys=True)
         return self._append(f"{event_type}-{self.listener}-{self.next_seq}", event_type, raw, received, "listener")
 
-    def _append(self, event_id: str, event_type: str, raw: str, received: float,
-                source: str) -> list[dict[str, Any]]:
+    def _append(self, event_id: str, event_type: str, raw: str, received: float, source: str) -> list[dict[str, Any]]:
         received_at = utc_iso(received)
         seq = self.next_seq
         digest = link(self.head, seq, event_id, event_type, received_at, raw)
         self.seen.add(id_key(event_id))
         self.next_seq, self.head, self.last_received_at = seq + 1, digest, received_at
-        return event_entities(self.call_id, EventRecord(seq, event_id, event_type, received_at, raw, digest, source),
-                              self.listener)
+        return event_entities(
+            self.call_id, EventRecord(seq, event_id, event_type, received_at, raw, digest, source), self.listener
+        )
 
     def committed(self) -> dict[str, Any]:
         """Everything written so far is durable: the session fields that say so."""
         self.committed_seq, self.committed_head = self.next_seq - 1, self.head
         fields = self.summary.to_fields()
-        fields.update(head_seq=self.committed_seq, head_hash=self.committed_head,
-                      head_row=row_key(self.committed_seq), last_event_at=self.last_received_at, gaps=self.gaps)
+        fields.update(
+            head_seq=self.committed_seq,
+            head_hash=self.committed_head,
+            head_row=row_key(self.committed_seq),
+            last_event_at=self.last_received_at,
+            gaps=self.gaps,
+        )
         if self.summary.model:
             fields["model_reported"] = self.summary.model
         if self.summary.voice:

@@ -1,4 +1,5 @@
 """The tamper-evidence chain over a call's archived events: each link hashes the previous one."""
+
 from __future__ import annotations
 
 import hashlib

@@ -5,6 +5,7 @@ main row per event carrying `event_id`, `event_type`, `received_at`, the chain `
 JSON as received in `payload`, `payload_1`, ...; an event too big for one entity continues on part
 rows `<seq>.<k>` that sort right after it.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Iterable, Mapping
 
-PROPERTY_CHARS = 32_000      # a string property holds 32,768 UTF-16 units; keep a margin
-CHUNKS_PER_ROW = 12          # 12 x 64 KB stays well under the 1 MiB entity limit
-BATCH_ENTITIES = 100         # entity-group transaction limit
-BATCH_BYTES = 3_500_000      # under the 4 MiB transaction limit, with room for the envelope
+PROPERTY_CHARS = 32_000  # a string property holds 32,768 UTF-16 units; keep a margin
+CHUNKS_PER_ROW = 12  # 12 x 64 KB stays well under the 1 MiB entity limit
+BATCH_ENTITIES = 100  # entity-group transaction limit
+BATCH_BYTES = 3_500_000  # under the 4 MiB transaction limit, with room for the envelope
 SEQ_DIGITS = 10
-
 
 
 def utc_iso(ts: float) -> str:
@@ -37,7 +37,7 @@ def split_utf16(text: str, limit: int = PROPERTY_CHARS) -> list[str]:
     if not text:
         return [""]
     if text.isascii() or max(text) <= "\uffff":
-        return [text[i:i + limit] for i in range(0, len(text), limit)]
+        return [text[i : i + limit] for i in range(0, len(text), limit)]
     pieces, start, units = [], 0, 0
     for i, ch in enumerate(text):
         width = 2 if ch > "\uffff" else 1
@@ -73,14 +73,15 @@ def entity_bytes(entity: Mapping[str, Any]) -> int:
 @dataclass(frozen=True)
 class EventRecord:
     """One archived event, as the reader receives it and as an auditor reads it back."""
+
     seq: int
     event_id: str
     event_type: str
-    received_at: str          # ISO 8601 UTC with microseconds, hashed as stored
-    payload: str              # the raw JSON text exactly as received (or the listener's mark)
+    received_at: str  # ISO 8601 UTC with microseconds, hashed as stored
+    payload: str  # the raw JSON text exactly as received (or the listener's mark)
     hash: str
-    source: str = "service"   # "service" or "listener" (gap and hand-over marks)
-    missing_parts: int = 0    # part rows the main row announces but the table no longer holds
+    source: str = "service"  # "service" or "listener" (gap and hand-over marks)
+    missing_parts: int = 0  # part rows the main row announces but the table no longer holds
 
     def event(self) -> Any:
         try:
@@ -94,9 +95,17 @@ def event_entities(call_id: str, rec: EventRecord, listener: int = 0) -> list[di
     chunks = split_utf16(rec.payload)
     key = row_key(rec.seq)
     main: dict[str, Any] = {
-        "PartitionKey": call_id, "RowKey": key, "seq": rec.seq, "event_id": rec.event_id,
-        "event_type": rec.event_type, "received_at": rec.received_at, "hash": rec.hash,
-        "source": rec.source, "listener": listener, "chunks": len(chunks), "chars": len(rec.payload),
+        "PartitionKey": call_id,
+        "RowKey": key,
+        "seq": rec.seq,
+        "event_id": rec.event_id,
+        "event_type": rec.event_type,
+        "received_at": rec.received_at,
+        "hash": rec.hash,
+        "source": rec.source,
+        "listener": listener,
+        "chunks": len(chunks),
+        "chars": len(rec.payload),
     }
     head, rest = chunks[:CHUNKS_PER_ROW], chunks[CHUNKS_PER_ROW:]
     for i, piece in enumerate(head):
@@ -104,7 +113,7 @@ def event_entities(call_id: str, rec: EventRecord, listener: int = 0) -> list[di
     parts = []
     for k in range(0, len(rest), CHUNKS_PER_ROW):
         part = {"PartitionKey": call_id, "RowKey": f"{key}.{k // CHUNKS_PER_ROW + 1:03d}"}
-        for i, piece in enumerate(rest[k:k + CHUNKS_PER_ROW]):
+        for i, piece in enumerate(rest[k : k + CHUNKS_PER_ROW]):
             part[chunk_name("payload", i)] = piece
         parts.append(part)
     main["rows"] = 1 + len(parts)
@@ -114,10 +123,16 @@ def event_entities(call_id: str, rec: EventRecord, listener: int = 0) -> list[di
 def record_from_rows(main: Mapping[str, Any], parts: list[Mapping[str, Any]]) -> EventRecord:
     """An event read back whole: the main row's payload pieces, then each part row's."""
     payload = "".join(join_property(row, "payload") for row in [main, *parts])
-    return EventRecord(seq=int(main["seq"]), event_id=main.get("event_id", ""),
-                       event_type=main.get("event_type", ""), received_at=main.get("received_at", ""),
-                       payload=payload, hash=main.get("hash", ""), source=main.get("source", "service"),
-                       missing_parts=int(main.get("rows") or 1) - 1 - len(parts))
+    return EventRecord(
+        seq=int(main["seq"]),
+        event_id=main.get("event_id", ""),
+        event_type=main.get("event_type", ""),
+        received_at=main.get("received_at", ""),
+        payload=payload,
+        hash=main.get("hash", ""),
+        source=main.get("source", "service"),
+        missing_parts=int(main.get("rows") or 1) - 1 - len(parts),
+    )
 
 
 def transaction_batches(entities: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
@@ -126,8 +141,9 @@ def transaction_batches(entities: list[dict[str, Any]]) -> Iterable[list[dict[st
     size = 0
     for e in entities:
         n = entity_bytes(e)
-        if batch and (len(batch) >= BATCH_ENTITIES or size + n > BATCH_BYTES
-                      or e["PartitionKey"] != batch[0]["PartitionKey"]):
+        if batch and (
+            len(batch) >= BATCH_ENTITIES or size + n > BATCH_BYTES or e["PartitionKey"] != batch[0]["PartitionKey"]
+        ):
             yield batch
             batch, size = [], 0
         batch.append(e)

@@ -1,4 +1,5 @@
 """`GET /api/calls/{call_id}`: whether the recorder is there yet (waiting / attached / ended)."""
+
 from __future__ import annotations
 
 from typing import Any

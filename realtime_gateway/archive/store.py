@@ -4,6 +4,7 @@ Sessions table: a row per call in PartitionKey `YYYYMMDD` (listable by day) and 
 `idx-<call id>` / `day` that finds the day from the call id. Every read and write of the archive
 goes through `Archive`, so the row layout is known in one place.
 """
+
 from __future__ import annotations
 
 import json
@@ -85,8 +86,10 @@ class Archive:
                 return
             existing = self.events.get_entity(entity["PartitionKey"], entity["RowKey"])
             if existing.get("event_id") != entity["event_id"] or existing.get("hash") != entity["hash"]:
-                raise ArchiveConflict(f"call {entity['PartitionKey']} row {entity['RowKey']} already holds "
-                                      f"event {existing.get('event_id')!r}, not {entity['event_id']!r}") from None
+                raise ArchiveConflict(
+                    f"call {entity['PartitionKey']} row {entity['RowKey']} already holds "
+                    f"event {existing.get('event_id')!r}, not {entity['event_id']!r}"
+                ) from None
 
     def read_events(self, call_id: str, after_seq: int = -1) -> Iterator[EventRecord]:
         """Every event of a call in order, each whole (part rows joined)."""
@@ -108,10 +111,14 @@ class Archive:
 
     def event_index(self, call_id: str) -> list[tuple[int, str, str, str]]:
         """(seq, event_id, hash, received_at) of every event of a call, in order, without payloads."""
-        rows = self.events.query_entities(f"PartitionKey eq '{_escape(call_id)}'",
-                                          select=["RowKey", "seq", "event_id", "hash", "received_at"])
-        return [(int(r["seq"]), r["event_id"], r["hash"], r["received_at"])
-                for r in rows if "." not in r["RowKey"] and r.get("seq") is not None]
+        rows = self.events.query_entities(
+            f"PartitionKey eq '{_escape(call_id)}'", select=["RowKey", "seq", "event_id", "hash", "received_at"]
+        )
+        return [
+            (int(r["seq"]), r["event_id"], r["hash"], r["received_at"])
+            for r in rows
+            if "." not in r["RowKey"] and r.get("seq") is not None
+        ]
 
     # ---- sessions ------------------------------------------------------------------------------
     def open_session(self, call_id: str, day: str, fields: Mapping[str, Any]) -> dict[str, Any]:

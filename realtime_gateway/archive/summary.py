@@ -1,4 +1,5 @@
 """The per-call summary kept in the session row: counts per event type and the transcripts."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,11 @@ def turn_text(event_type: str, event: Any) -> tuple[str, str] | None:
     if event_type == "conversation.item.added":
         item = event.get("item")
         if isinstance(item, Mapping) and item.get("role") == "user":
-            texts = [str(c["text"]) for c in item.get("content") or []
-                     if isinstance(c, Mapping) and c.get("type") == "input_text" and c.get("text")]
+            texts = [
+                str(c["text"])
+                for c in item.get("content") or []
+                if isinstance(c, Mapping) and c.get("type") == "input_text" and c.get("text")
+            ]
             return ("user", " ".join(texts)) if texts else None
     return None
 
@@ -56,10 +60,12 @@ class CallSummary:
         return sum(self.counts.values())
 
     def to_fields(self) -> dict[str, Any]:
-        return {"counts": json.dumps(self.counts, sort_keys=True, separators=(",", ":")),
-                "events": self.total,
-                "user_transcript": "\n".join(self.user),
-                "assistant_transcript": "\n".join(self.assistant)}
+        return {
+            "counts": json.dumps(self.counts, sort_keys=True, separators=(",", ":")),
+            "events": self.total,
+            "user_transcript": "\n".join(self.user),
+            "assistant_transcript": "\n".join(self.assistant),
+        }
 
     @classmethod
     def from_fields(cls, row: Mapping[str, Any]) -> CallSummary:
@@ -69,6 +75,10 @@ class CallSummary:
             counts = {}
         user = row.get("user_transcript") or ""
         assistant = row.get("assistant_transcript") or ""
-        return cls(counts={str(k): int(v) for k, v in counts.items()},
-                   user=user.split("\n") if user else [], assistant=assistant.split("\n") if assistant else [],
-                   model=row.get("model"), voice=row.get("voice"))
+        return cls(
+            counts={str(k): int(v) for k, v in counts.items()},
+            user=user.split("\n") if user else [],
+            assistant=assistant.split("\n") if assistant else [],
+            model=row.get("model"),
+            voice=row.get("voice"),
+        )

@@ -4,6 +4,7 @@ Locally (Azurite) `AzureWebJobsStorage` is a connection string; in Azure it is a
 `AzureWebJobsStorage__tableServiceUri` (or `__accountName`) plus the managed identity are used,
 so no account key ever sits in settings. A plain connection string wins, as in the Functions host.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -13,32 +14,43 @@ from azure.data.tables import TableServiceClient
 # The SDK's own retry policy, configured rather than wrapped: connection errors, timeouts, 408/429
 # and 5xx on reads are retried within about 4 s (0.25, 0.5, 1, 2 s). azure-core never retries a
 # POST (every archive write) on 500/503/504; the archive writer retries those itself.
-RETRY = {"retry_total": 4, "retry_backoff_factor": 0.25, "retry_backoff_max": 2,
-         "connection_timeout": 5, "read_timeout": 30}
+RETRY = {
+    "retry_total": 4,
+    "retry_backoff_factor": 0.25,
+    "retry_backoff_max": 2,
+    "connection_timeout": 5,
+    "read_timeout": 30,
+}
 
 
 class StorageConfigError(ValueError):
     """Neither a connection string nor an identity-based table endpoint is configured."""
 
 
-def table_service_from_env(env: Mapping[str, str], own_identity: bool = False,
-                           **client_options: Any) -> TableServiceClient:
+def table_service_from_env(
+    env: Mapping[str, str], own_identity: bool = False, **client_options: Any
+) -> TableServiceClient:
     """`own_identity`: a person's sign-in (the audit command) instead of the app's managed identity."""
     client_options = {**RETRY, **client_options}
     conn = (env.get("AzureWebJobsStorage") or "").strip()
     if conn:
         if conn.lower() == "usedevelopmentstorage=true":
-            raise StorageConfigError("AzureWebJobsStorage=UseDevelopmentStorage=true names fixed ports; "
-                                     "give Azurite's full connection string")
+            raise StorageConfigError(
+                "AzureWebJobsStorage=UseDevelopmentStorage=true names fixed ports; "
+                "give Azurite's full connection string"
+            )
         return TableServiceClient.from_connection_string(conn, **client_options)
     uri = (env.get("AzureWebJobsStorage__tableServiceUri") or "").strip().rstrip("/")
     account = (env.get("AzureWebJobsStorage__accountName") or "").strip()
     if not uri and account:
         uri = f"https://{account}.table.core.windows.net"
     if not uri:
-        raise StorageConfigError("set AzureWebJobsStorage (connection string, local) or "
-                                 "AzureWebJobsStorage__tableServiceUri (managed identity, Azure)")
+        raise StorageConfigError(
+            "set AzureWebJobsStorage (connection string, local) or "
+            "AzureWebJobsStorage__tableServiceUri (managed identity, Azure)"
+        )
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
     client_id = (env.get("AzureWebJobsStorage__clientId") or "").strip() or None
     credential = DefaultAzureCredential() if own_identity else ManagedIdentityCredential(client_id=client_id)
     return TableServiceClient(endpoint=uri, credential=credential, **client_options)

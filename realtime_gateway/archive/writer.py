@@ -4,6 +4,7 @@ It batches rows into entity-group transactions (flushed at least every `flush_in
 the session row up to date (at most every `session_interval`, or at once when urgent); the call's
 chain, dedup and summary live in `CallLog`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,9 +29,17 @@ _STOP = object()
 
 
 class ArchiveWriter:
-    def __init__(self, archive: Archive, call_id: str, day: str, session_fields: dict[str, Any],
-                 listener: int = 0, flush_interval: float = 0.5, session_interval: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        archive: Archive,
+        call_id: str,
+        day: str,
+        session_fields: dict[str, Any],
+        listener: int = 0,
+        flush_interval: float = 0.5,
+        session_interval: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.archive, self.call_id, self.day = archive, call_id, day
         self.flush_interval, self.session_interval = flush_interval, session_interval
         self._sleep = sleep
@@ -43,7 +52,7 @@ class ArchiveWriter:
         self.call_log = CallLog(call_id, listener)
         self.session: dict[str, Any] = {}
         self.error: BaseException | None = None
-        self.ready = threading.Event()        # session row opened and earlier events loaded
+        self.ready = threading.Event()  # session row opened and earlier events loaded
         self._thread = threading.Thread(target=self._run, name=f"archive-{call_id}", daemon=True)
 
     # ---- called from the reader thread ------------------------------------------------------------
@@ -105,9 +114,11 @@ class ArchiveWriter:
                     self._handle(item)
                 now = time.monotonic()
                 due = self._pending_since is not None and (
-                    now - self._pending_since >= self.flush_interval or len(self._pending) >= FLUSH_ROWS)
-                if due or (self._session_dirty and not self._pending
-                           and now - self._session_written >= self.session_interval):
+                    now - self._pending_since >= self.flush_interval or len(self._pending) >= FLUSH_ROWS
+                )
+                if due or (
+                    self._session_dirty and not self._pending and now - self._session_written >= self.session_interval
+                ):
                     self._flush()
         except BaseException as exc:  # reported to the reader through .error and close()
             log.error("archive writer for call %s stopped: %s", self.call_id, exc)
@@ -147,8 +158,7 @@ class ArchiveWriter:
             self._write(lambda: self.archive.write_entities(pending))
             self._pending, self._pending_since = [], None
             self._session_dirty.update(self.call_log.committed())
-        if self._session_dirty and (force_session or
-                                    time.monotonic() - self._session_written >= self.session_interval):
+        if self._session_dirty and (force_session or time.monotonic() - self._session_written >= self.session_interval):
             fields = dict(self._session_dirty)
             self._write(lambda: self.archive.update_session(self.call_id, self.day, fields))
             self._session_dirty.clear()
@@ -161,7 +171,7 @@ class ArchiveWriter:
                 op()
                 return
             except ArchiveError:
-                raise   # a conflict is not transient
+                raise  # a conflict is not transient
             except HttpResponseError as exc:
                 if exc.status_code not in (500, 503, 504) or backoff.attempts >= 6 or not backoff.wait():
                     raise ArchiveError(f"{type(exc).__name__}: {str(exc)[:300]}") from exc

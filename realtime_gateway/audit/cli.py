@@ -8,6 +8,7 @@
 Storage comes from AzureWebJobsStorage (connection string) or AzureWebJobsStorage__tableServiceUri
 (signed-in identity via DefaultAzureCredential), or --connection-string.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,9 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         print(f"{'created (UTC)':27} {'call id':34} {'state':8} {'ended by':9} {'events':>6} origin / principal")
         for r in rows:
-            print(f"{str(r.get('created_at', ''))[:26]:27} {r['call_id']:34} {str(r.get('state')):8} "
-                  f"{str(r.get('end_reason') or ''):9} {int(r.get('events') or 0):>6} "
-                  f"{r.get('origin') or '-'} / {r.get('principal_name') or r.get('principal_id') or '-'}")
+            print(
+                f"{str(r.get('created_at', ''))[:26]:27} {r['call_id']:34} {str(r.get('state')):8} "
+                f"{str(r.get('end_reason') or ''):9} {int(r.get('events') or 0):>6} "
+                f"{r.get('origin') or '-'} / {r.get('principal_name') or r.get('principal_id') or '-'}"
+            )
         print(f"{len(rows)} call(s) on {args.day}")
         return 0
     if args.cmd == "show":
@@ -75,8 +78,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(dumps_row(session))
         if args.events:
             for rec in archive.read_events(args.call_id):
-                print(json.dumps({"seq": rec.seq, "received_at": rec.received_at, "type": rec.event_type,
-                                  "event_id": rec.event_id, "source": rec.source, "event": rec.event()}))
+                print(
+                    json.dumps(
+                        {
+                            "seq": rec.seq,
+                            "received_at": rec.received_at,
+                            "type": rec.event_type,
+                            "event_id": rec.event_id,
+                            "source": rec.source,
+                            "event": rec.event(),
+                        }
+                    )
+                )
         return 0
     if args.cmd == "verify":
         report = verify_call(archive, args.call_id)
@@ -94,4 +107,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {out} ({len(page)} bytes; chain {'verified' if report.ok else 'FAILED'})")
         return 0 if report.ok else 1
     return 2
-

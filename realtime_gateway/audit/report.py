@@ -1,4 +1,5 @@
 """Render a call as one self-contained HTML page: the summary, the verification, and the timeline."""
+
 from __future__ import annotations
 
 import html
@@ -80,13 +81,33 @@ def render_timeline(session: dict[str, Any] | None, records: list[EventRecord], 
         except ValueError:
             start = None
     e = html.escape
-    verdict = (f'<span class="ok">chain verified: {report.events} rows, head {e((report.head or "")[:16])}</span>'
-               if report.ok else '<span class="bad">verification failed</span><ul>' +
-               "".join(f"<li>{e(p)}</li>" for p in report.problems) + "</ul>")
-    keys = ("state", "created_at", "attached_at", "attach_delay_ms", "ended_at", "end_reason", "end_detail",
-            "origin", "principal_name", "principal_id", "model", "voice", "events", "gaps", "continuations")
-    kv = "".join(f"<tr><td>{e(k)}</td><td>{e(str(session.get(k)))}</td></tr>" for k in keys
-                 if session.get(k) not in (None, ""))
+    verdict = (
+        f'<span class="ok">chain verified: {report.events} rows, head {e((report.head or "")[:16])}</span>'
+        if report.ok
+        else '<span class="bad">verification failed</span><ul>'
+        + "".join(f"<li>{e(p)}</li>" for p in report.problems)
+        + "</ul>"
+    )
+    keys = (
+        "state",
+        "created_at",
+        "attached_at",
+        "attach_delay_ms",
+        "ended_at",
+        "end_reason",
+        "end_detail",
+        "origin",
+        "principal_name",
+        "principal_id",
+        "model",
+        "voice",
+        "events",
+        "gaps",
+        "continuations",
+    )
+    kv = "".join(
+        f"<tr><td>{e(k)}</td><td>{e(str(session.get(k)))}</td></tr>" for k in keys if session.get(k) not in (None, "")
+    )
     counts = session.get("counts") or {}
     if isinstance(counts, dict) and counts:
         kv += "<tr><td>counts</td><td>" + ", ".join(f"{e(k)} {v}" for k, v in sorted(counts.items())) + "</td></tr>"
@@ -97,17 +118,23 @@ def render_timeline(session: dict[str, Any] | None, records: list[EventRecord], 
         label = f"{n} × {rec.event_type}" if n > 1 else rec.event_type
         bubble = f'<span class="bubble">{e(text)}</span>' if text else ""
         if rec.event_type == "listener.gap" and isinstance(event, dict):
-            bubble = (f'<span class="bubble">not recorded: {e(str(event.get("reason")))} '
-                      f'{e(str(event.get("from") or ""))} → {e(str(event.get("until") or "next listener"))}</span>')
+            bubble = (
+                f'<span class="bubble">not recorded: {e(str(event.get("reason")))} '
+                f"{e(str(event.get('from') or ''))} → {e(str(event.get('until') or 'next listener'))}</span>"
+            )
         payload = rec.payload if len(rec.payload) <= 20_000 else rec.payload[:20_000] + f"… ({len(rec.payload)} chars)"
-        items.append(f'<li class="{cls}"><span class="t">{e(_t(rec.received_at, start))}</span> '
-                     f'<span class="type">{e(label)}</span> <small>#{rec.seq}</small>{bubble}'
-                     f'<details><summary>payload</summary><pre>{e(payload)}</pre></details></li>')
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Call {e(call_id)}</title>'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head>'
-            f'<body><header><h1>Call {e(call_id)}</h1>{e(str(session.get("created_at") or ""))}</header><main>'
-            f'<p>{verdict}</p><table class="kv">{kv}</table><h2>Timeline</h2><ol class="tl">{"".join(items)}</ol>'
-            f'</main></body></html>')
+        items.append(
+            f'<li class="{cls}"><span class="t">{e(_t(rec.received_at, start))}</span> '
+            f'<span class="type">{e(label)}</span> <small>#{rec.seq}</small>{bubble}'
+            f"<details><summary>payload</summary><pre>{e(payload)}</pre></details></li>"
+        )
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Call {e(call_id)}</title>'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head>'
+        f"<body><header><h1>Call {e(call_id)}</h1>{e(str(session.get('created_at') or ''))}</header><main>"
+        f'<p>{verdict}</p><table class="kv">{kv}</table><h2>Timeline</h2><ol class="tl">{"".join(items)}</ol>'
+        f"</main></body></html>"
+    )
 
 
 def dumps_row(row: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
 """Verify a call's archive: every row present, in order, unaltered, and matching the session head."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,11 +29,15 @@ def verify_call(archive: Archive, call_id: str) -> VerifyReport:
             report.problems.append(f"rows {row_key(expected)}..{row_key(rec.seq - 1)} missing (gap in sequence)")
         digest = link(prev, rec.seq, rec.event_id, rec.event_type, rec.received_at, rec.payload)
         if digest != rec.hash:
-            report.problems.append(f"row {row_key(rec.seq)} ({rec.event_type}) does not match its hash: "
-                                   "altered, or a row before it was removed")
+            report.problems.append(
+                f"row {row_key(rec.seq)} ({rec.event_type}) does not match its hash: "
+                "altered, or a row before it was removed"
+            )
         if rec.missing_parts:
-            report.problems.append(f"row {row_key(rec.seq)}: {abs(rec.missing_parts)} part rows "
-                                   + ("missing" if rec.missing_parts > 0 else "more than it announces"))
+            report.problems.append(
+                f"row {row_key(rec.seq)}: {abs(rec.missing_parts)} part rows "
+                + ("missing" if rec.missing_parts > 0 else "more than it announces")
+            )
         prev, expected = rec.hash, rec.seq + 1
         report.events += 1
         service_events += rec.source == "service"
@@ -42,12 +47,15 @@ def verify_call(archive: Archive, call_id: str) -> VerifyReport:
         report.problems.append("no session row for this call")
         return report
     if session.get("head_hash") not in (None, "") and session.get("head_hash") != report.head:
-        report.problems.append(f"the session's chain head ({str(session.get('head_hash'))[:12]}, row "
-                               f"{session.get('head_row')}) is not the last row's hash: rows removed at the end "
-                               "or rewritten")
+        report.problems.append(
+            f"the session's chain head ({str(session.get('head_hash'))[:12]}, row "
+            f"{session.get('head_row')}) is not the last row's hash: rows removed at the end "
+            "or rewritten"
+        )
     if session.get("head_seq") is not None and int(session["head_seq"]) != expected - 1:
-        report.problems.append(f"the session says the last row is {session.get('head_seq')}, the table ends at "
-                               f"{expected - 1}")
+        report.problems.append(
+            f"the session says the last row is {session.get('head_seq')}, the table ends at {expected - 1}"
+        )
     if session.get("events") is not None and int(session["events"]) != service_events:
         report.problems.append(f"the session counts {session['events']} events, the table holds {service_events}")
     return report

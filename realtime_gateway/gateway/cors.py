@@ -1,5 +1,6 @@
 """CORS for static-site callers: an exact-match origin allowlist (`*` only when configured),
 preflight answers, and the response headers a browser needs to read the call id."""
+
 from __future__ import annotations
 
 from ..errors import ApiError
@@ -13,8 +14,7 @@ MAX_AGE = "600"
 
 def check_origin(settings: Settings, origin: str | None) -> None:
     if not settings.origin_allowed(origin):
-        raise ApiError(403, "origin_not_allowed",
-                       f"origin {origin} is not in the allowlist (ALLOWED_ORIGINS)")
+        raise ApiError(403, "origin_not_allowed", f"origin {origin} is not in the allowlist (ALLOWED_ORIGINS)")
 
 
 def response_headers(settings: Settings | None, origin: str | None) -> dict[str, str]:
@@ -28,7 +28,11 @@ def response_headers(settings: Settings | None, origin: str | None) -> dict[str,
 
 def preflight_headers(settings: Settings, origin: str | None) -> dict[str, str]:
     headers = response_headers(settings, origin)
-    headers.update({"Access-Control-Allow-Methods": ALLOWED_METHODS,
-                    "Access-Control-Allow-Headers": ALLOWED_HEADERS,
-                    "Access-Control-Max-Age": MAX_AGE})
+    headers.update(
+        {
+            "Access-Control-Allow-Methods": ALLOWED_METHODS,
+            "Access-Control-Allow-Headers": ALLOWED_HEADERS,
+            "Access-Control-Max-Age": MAX_AGE,
+        }
+    )
     return headers

@@ -1,4 +1,5 @@
 """Is the app's storage account reachable? (for /api/health; a cheap list of one table)."""
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -12,8 +13,7 @@ def storage_reachable(env: Mapping[str, str]) -> tuple[bool, str]:
     from azure.core.exceptions import AzureError
 
     try:
-        with table_service_from_env(env, connection_timeout=TIMEOUT, read_timeout=TIMEOUT,
-                                    retry_total=0) as client:
+        with table_service_from_env(env, connection_timeout=TIMEOUT, read_timeout=TIMEOUT, retry_total=0) as client:
             next(iter(client.list_tables(results_per_page=1).by_page()), None)
         return True, "ok"
     except StorageConfigError:

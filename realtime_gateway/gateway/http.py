@@ -4,6 +4,7 @@ are tested) without the Functions runtime; `function_app.py` converts to and fro
 `handle(route, req)` runs one route: request id, CORS (allowlist and preflight), errors as JSON,
 one log line. A route is a plain function `route(process, req, rid, **kwargs) -> Response`.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,12 +54,13 @@ class Response:
     mimetype: str | None = None
 
 
-Route = Callable[..., "Response"]   # route(process, req, rid, **kwargs) -> Response
+Route = Callable[..., "Response"]  # route(process, req, rid, **kwargs) -> Response
 
 
 def json_response(status: int, data: Any, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(status, json.dumps(data, separators=(",", ":")).encode("utf-8"),
-                    dict(headers or {}), "application/json")
+    return Response(
+        status, json.dumps(data, separators=(",", ":")).encode("utf-8"), dict(headers or {}), "application/json"
+    )
 
 
 def request_id_for(req: Request) -> str:
@@ -93,12 +95,11 @@ def handle(route: Route, req: Request, **kwargs: Any) -> Response:
         response.headers.update(cors.response_headers(settings, req.origin))
     response.headers["x-request-id"] = rid
     level = logging.WARNING if response.status >= 400 else logging.INFO
-    log.log(level, "%s %s -> %d rid=%s %.0f ms", req.method, name, response.status, rid,
-            (time.monotonic() - started) * 1000)
+    log.log(
+        level, "%s %s -> %d rid=%s %.0f ms", req.method, name, response.status, rid, (time.monotonic() - started) * 1000
+    )
     return response
 
 
-def _error(status: int, code: str, message: str, rid: str,
-           headers: Mapping[str, str] | None = None) -> Response:
-    return Response(status, error_body(code, redact.redact(message), rid), dict(headers or {}),
-                    "application/json")
+def _error(status: int, code: str, message: str, rid: str, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(status, error_body(code, redact.redact(message), rid), dict(headers or {}), "application/json")

@@ -1,5 +1,6 @@
 """Reading the browser's SDP offer from a request body: raw `application/sdp` or the seed page's
 multipart form field `sdp`, with the checks that decide 400 / 413 / 415."""
+
 from __future__ import annotations
 
 from email.parser import BytesParser
@@ -19,17 +20,21 @@ def media_type(content_type: str | None) -> str:
 def offer_from_body(content_type: str | None, body: bytes) -> str:
     """Return the offer SDP text or raise ApiError(400/413/415)."""
     if len(body) > MAX_OFFER_BYTES:
-        raise ApiError(413, "payload_too_large",
-                       f"the request body is {len(body)} bytes; the limit is {MAX_OFFER_BYTES} bytes")
+        raise ApiError(
+            413, "payload_too_large", f"the request body is {len(body)} bytes; the limit is {MAX_OFFER_BYTES} bytes"
+        )
     kind = media_type(content_type)
     if kind in RAW_TYPES:
         raw = body
     elif kind == FORM_TYPE:
         raw = _form_field(content_type or "", body, "sdp")
     else:
-        raise ApiError(415, "unsupported_media_type",
-                       "send the offer as application/sdp or as the multipart/form-data field 'sdp'"
-                       + (f", not {kind}" if kind else ""))
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the offer as application/sdp or as the multipart/form-data field 'sdp'"
+            + (f", not {kind}" if kind else ""),
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -52,7 +57,8 @@ def _form_field(content_type: str, body: bytes, name: str) -> bytes:
     if "boundary=" not in content_type.lower():
         raise ApiError(400, "invalid_form", "the multipart body has no boundary")
     message = BytesParser(policy=HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + body)
+        b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + body
+    )
     if not message.is_multipart():
         raise ApiError(400, "invalid_form", "the multipart body cannot be parsed")
     for part in message.iter_parts():

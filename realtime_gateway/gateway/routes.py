@@ -1,5 +1,6 @@
 """The gateway's routes. Each returns a Response and raises ApiError for anything the caller did
 wrong or the service could not do; `http.handle()` turns those into the JSON error body."""
+
 from __future__ import annotations
 
 import logging
@@ -47,9 +48,15 @@ def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] |
     answer = p.api.post_offer(secret, offer, deadline, rid)
     started = p.clock()
     message = CallMessage(
-        call_id=answer.call_id, started_at=started, deadline=started + p.settings.max_call_seconds,
-        origin=req.origin, principal=principal, request_id=rid, model=p.settings.deployment,
-        voice=(p.settings.session_policy.get("audio") or {}).get("output", {}).get("voice"))
+        call_id=answer.call_id,
+        started_at=started,
+        deadline=started + p.settings.max_call_seconds,
+        origin=req.origin,
+        principal=principal,
+        request_id=rid,
+        model=p.settings.deployment,
+        voice=(p.settings.session_policy.get("audio") or {}).get("output", {}).get("voice"),
+    )
     listener = "queued"
     try:
         if enqueue is None:
@@ -57,25 +64,39 @@ def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] |
         enqueue(message.to_json())
     except Exception as exc:  # the call works without its recording; say so, don't fail it
         listener = "not-queued"
-        log.error("connect rid=%s call=%s: listener message not queued (%s: %s)",
-                  rid, answer.call_id, type(exc).__name__, exc)
+        log.error(
+            "connect rid=%s call=%s: listener message not queued (%s: %s)", rid, answer.call_id, type(exc).__name__, exc
+        )
     log.info("connect rid=%s call=%s listener=%s", rid, answer.call_id, listener)
-    return Response(201, answer.sdp.encode("utf-8"),
-                    {"x-call-id": answer.call_id, "x-listener": listener, "Cache-Control": "no-store"},
-                    "application/sdp")
+    return Response(
+        201,
+        answer.sdp.encode("utf-8"),
+        {"x-call-id": answer.call_id, "x-listener": listener, "Cache-Control": "no-store"},
+        "application/sdp",
+    )
 
 
 def token(p: Process, req: Request, rid: str) -> Response:
     if not p.settings.token_route_enabled:
-        raise ApiError(404, "token_route_disabled",
-                       "GET /api/token is switched off (TOKEN_ROUTE_ENABLED=false); use POST /api/connect")
+        raise ApiError(
+            404,
+            "token_route_disabled",
+            "GET /api/token is switched off (TOKEN_ROUTE_ENABLED=false); use POST /api/connect",
+        )
     _principal(p, req)
     secret = p.api.mint_client_secret(_deadline(p), rid)
     log.info("token rid=%s minted a client secret expiring at %d", rid, secret.expires_at)
     # Only what a client needs for its own SDP exchange: never the session policy.
-    return json_response(200, {"token": secret.value, "expires_at": secret.expires_at,
-                               "endpoint": p.settings.endpoint, "deployment": p.settings.deployment},
-                         {"Cache-Control": "no-store"})
+    return json_response(
+        200,
+        {
+            "token": secret.value,
+            "expires_at": secret.expires_at,
+            "endpoint": p.settings.endpoint,
+            "deployment": p.settings.deployment,
+        },
+        {"Cache-Control": "no-store"},
+    )
 
 
 def hangup(p: Process, req: Request, rid: str, call_id: str) -> Response:

@@ -5,6 +5,7 @@ sideband never replays what was missed); the archive writer runs on its own thre
 never stalls the reader. At the call's deadline the listener hangs up through the service; when the
 time box runs out on a live call it hands over with a continuation message.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,10 +22,10 @@ from .sideband import CallGone, Sideband, SidebandClosed, SidebandError, Sideban
 
 log = logging.getLogger(__name__)
 
-RECV_SLICE = 0.25          # how often the reader looks at the clock between frames
+RECV_SLICE = 0.25  # how often the reader looks at the clock between frames
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
-HANGUP_GRACE = 5.0         # after hanging up, keep reading this long for the closing events
-ENDED_CODES = {1000: "ended", 1001: "limit"}   # 1001: the service's session limit
+HANGUP_GRACE = 5.0  # after hanging up, keep reading this long for the closing events
+ENDED_CODES = {1000: "ended", 1001: "limit"}  # 1001: the service's session limit
 
 
 def ended_reason(closed: SidebandClosed) -> str | None:
@@ -32,12 +33,13 @@ def ended_reason(closed: SidebandClosed) -> str | None:
     if closed.code not in ENDED_CODES:
         return None
     if "hang" in closed.reason.lower():
-        return "hangup"     # someone hung up through the service (the gateway's route)
+        return "hangup"  # someone hung up through the service (the gateway's route)
     return ENDED_CODES[closed.code]
 
 
 class Upstream(Protocol):
     """What the listener needs from the service besides the socket."""
+
     def headers(self) -> Mapping[str, str]: ...
     def hangup(self, call_id: str) -> None: ...
 
@@ -45,35 +47,45 @@ class Upstream(Protocol):
 @dataclass
 class ListenerResult:
     call_id: str
-    outcome: str                      # ended | handed_over | not_attached
-    end_reason: str | None            # ended | limit | hangup | error | time_box | None
+    outcome: str  # ended | handed_over | not_attached
+    end_reason: str | None  # ended | limit | hangup | error | time_box | None
     events: int = 0
     duplicates: int = 0
     gaps: int = 0
     attach_delay: float | None = None  # seconds from call created to sideband open (first attach)
     continuation: CallMessage | None = None
-    head: str | None = None            # the hash chain's head after this listener (for external logs)
+    head: str | None = None  # the hash chain's head after this listener (for external logs)
     detail: dict[str, Any] = field(default_factory=dict)
 
 
 class Listener:
-    def __init__(self, msg: CallMessage, archive: Archive, upstream: Upstream, websocket_endpoint: str, *,
-                 time_box: float, strict: bool = False, attach_limit: float = 15.0,
-                 session_update: Mapping[str, Any] | None = None,
-                 handover: Callable[[CallMessage], None] | None = None,
-                 clock: Callable[[], float] = time.time, flush_interval: float = 0.5,
-                 redelivered: bool = False):
+    def __init__(
+        self,
+        msg: CallMessage,
+        archive: Archive,
+        upstream: Upstream,
+        websocket_endpoint: str,
+        *,
+        time_box: float,
+        strict: bool = False,
+        attach_limit: float = 15.0,
+        session_update: Mapping[str, Any] | None = None,
+        handover: Callable[[CallMessage], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        flush_interval: float = 0.5,
+        redelivered: bool = False,
+    ):
         self.msg, self.archive, self.upstream = msg, archive, upstream
         self.url = sideband_url(websocket_endpoint, msg.call_id)
         self.time_box, self.strict, self.attach_limit = time_box, strict, attach_limit
         self.session_update, self.handover, self.clock = session_update, handover, clock
         self.flush_interval = flush_interval
-        self.redelivered = redelivered   # an earlier try of this message failed mid-call
+        self.redelivered = redelivered  # an earlier try of this message failed mid-call
         self.hung_up_at: float | None = None
         self.end_reason: str | None = None
         self.run_started = 0.0
         self.sb: Sideband | None = None
-        self.attach_delay: float | None = None   # seconds from call created to the first sideband open
+        self.attach_delay: float | None = None  # seconds from call created to the first sideband open
 
     # ---- the run ---------------------------------------------------------------------------------
     def run(self) -> ListenerResult:
@@ -108,13 +120,25 @@ class Listener:
             if self.sb is not None:
                 self.sb.close()
             log.error("call %s: listener failed: %s", msg.call_id, type(exc).__name__)
-            writer.close({"last_error_at": utc_iso(self.clock()), "end_reason": "error",
-                          "end_detail": f"listener failed: {type(exc).__name__}"}, timeout=15)
+            writer.close(
+                {
+                    "last_error_at": utc_iso(self.clock()),
+                    "end_reason": "error",
+                    "end_detail": f"listener failed: {type(exc).__name__}",
+                },
+                timeout=15,
+            )
             raise
 
     def _writer(self) -> ArchiveWriter:
-        return ArchiveWriter(self.archive, self.msg.call_id, day_of(self.msg.started_at), self.msg.session_fields(strict=self.strict),
-                             listener=self.msg.continuation, flush_interval=self.flush_interval).start()
+        return ArchiveWriter(
+            self.archive,
+            self.msg.call_id,
+            day_of(self.msg.started_at),
+            self.msg.session_fields(strict=self.strict),
+            listener=self.msg.continuation,
+            flush_interval=self.flush_interval,
+        ).start()
 
     def _backoff(self, deadline: float) -> Backoff:
         return Backoff(BACKOFF_FIRST, BACKOFF_MAX, deadline, clock=self.clock)
@@ -157,8 +181,15 @@ class Listener:
             if self.msg.continuation > 0:
                 fields["continuations"] = self.msg.continuation
             # events between the previous listener's socket and this one were not observed
-            writer.mark("listener.gap", {"reason": "redelivered" if self.redelivered else "handover",
-                                         "continuation": self.msg.continuation, "until": utc_iso(now)}, now)
+            writer.mark(
+                "listener.gap",
+                {
+                    "reason": "redelivered" if self.redelivered else "handover",
+                    "continuation": self.msg.continuation,
+                    "until": utc_iso(now),
+                },
+                now,
+            )
         writer.session_update(fields, urgent=True)
         self._send_policy(sb)
         log.info("call %s: sideband attached (listener %d)", self.msg.call_id, self.msg.continuation)
@@ -169,7 +200,7 @@ class Listener:
         while True:
             if writer.error is not None:
                 sb.close()
-                writer.close({}, timeout=5)   # raises ArchiveError: the queue retries the message
+                writer.close({}, timeout=5)  # raises ArchiveError: the queue retries the message
             now = self.clock()
             if now >= msg.deadline and self.hung_up_at is None:
                 self._hangup(writer, "limit", "maximum call duration reached")
@@ -209,8 +240,17 @@ class Listener:
                 self._hangup(writer, "limit", "maximum call duration reached")
                 return self._finish(writer, "limit")
             if not backoff.wait():
-                writer.mark("listener.gap", {"reason": "socket dropped", "error": why[:200], "from": utc_iso(lost_at),
-                                             "until": None, "attempts": backoff.attempts}, self.clock())
+                writer.mark(
+                    "listener.gap",
+                    {
+                        "reason": "socket dropped",
+                        "error": why[:200],
+                        "from": utc_iso(lost_at),
+                        "until": None,
+                        "attempts": backoff.attempts,
+                    },
+                    self.clock(),
+                )
                 return self._hand_over(writer)
             attempts = backoff.attempts
             try:
@@ -221,9 +261,18 @@ class Listener:
                 why = str(exc)
                 continue
             now = self.clock()
-            writer.mark("listener.gap", {"reason": "socket dropped", "error": why[:200],
-                                         "from": utc_iso(lost_at), "until": utc_iso(now),
-                                         "seconds": round(now - lost_at, 3), "attempts": attempts}, now)
+            writer.mark(
+                "listener.gap",
+                {
+                    "reason": "socket dropped",
+                    "error": why[:200],
+                    "from": utc_iso(lost_at),
+                    "until": utc_iso(now),
+                    "seconds": round(now - lost_at, 3),
+                    "attempts": attempts,
+                },
+                now,
+            )
             writer.session_update({"reconnects": attempts})
             self._send_policy(sb)
             return sb
@@ -242,8 +291,9 @@ class Listener:
                 writer.session_update({"hangup_error": f"{type(exc).__name__} {status or ''}".strip()})
 
     # ---- endings -------------------------------------------------------------------------------------
-    def _finish(self, writer: ArchiveWriter, reason: str, close_code: int | None = None,
-                detail: str | None = None) -> ListenerResult:
+    def _finish(
+        self, writer: ArchiveWriter, reason: str, close_code: int | None = None, detail: str | None = None
+    ) -> ListenerResult:
         now = self.clock()
         fields: dict[str, Any] = {"state": "ended", "ended_at": utc_iso(now), "end_reason": reason}
         if close_code is not None:
@@ -259,7 +309,7 @@ class Listener:
         writer.mark("listener.handover", {"continuation": nxt.continuation}, now)
         writer.close({"handed_over_at": utc_iso(now), "end_reason": "time_box", "continuations": nxt.continuation})
         if self.handover is not None:
-            self.handover(nxt)   # after the archive is flushed: a failed flush sends no hand-over
+            self.handover(nxt)  # after the archive is flushed: a failed flush sends no hand-over
         log.info("call %s: time box over, handed over to listener %d", self.msg.call_id, nxt.continuation)
         res = self._result(writer, "handed_over", "time_box")
         res.continuation = nxt
@@ -268,8 +318,11 @@ class Listener:
     def _not_attached(self, writer: ArchiveWriter, box_end: float) -> ListenerResult:
         now = self.clock()
         if self.strict or now >= self.msg.deadline:
-            why = (f"not recorded: no sideband within {self.attach_limit:.0f} s" if self.strict
-                   else "maximum call duration reached before the sideband opened")
+            why = (
+                f"not recorded: no sideband within {self.attach_limit:.0f} s"
+                if self.strict
+                else "maximum call duration reached before the sideband opened"
+            )
             self._hangup(writer, "hangup" if self.strict else "limit", why)
             return self._finish(writer, self.end_reason or "hangup", detail=why)
         return self._hand_over(writer)
@@ -281,16 +334,25 @@ class Listener:
         ended = "ended" if writer.session.get("state") != "ended" else writer.session.get("end_reason", "ended")
         fields = {"state": "ended", "end_reason": ended}
         if writer.session.get("state") != "ended":
-            fields.update(ended_at=utc_iso(self.clock()),
-                          end_detail="the call ended during the hand-over" if self.msg.continuation
-                          else "the call had ended before the listener attached")
+            fields.update(
+                ended_at=utc_iso(self.clock()),
+                end_detail="the call ended during the hand-over"
+                if self.msg.continuation
+                else "the call had ended before the listener attached",
+            )
         log.info("call %s: already ended, nothing to record", self.msg.call_id)
         writer.close(fields)
         return self._result(writer, "ended", ended)
 
     def _result(self, writer: ArchiveWriter, outcome: str, reason: str | None) -> ListenerResult:
         done = writer.call_log
-        return ListenerResult(self.msg.call_id, outcome, reason, events=done.summary.total,
-                              duplicates=done.duplicates, gaps=done.gaps,
-                              attach_delay=self.attach_delay,
-                              head=done.committed_head if done.committed_seq >= 0 else None)
+        return ListenerResult(
+            self.msg.call_id,
+            outcome,
+            reason,
+            events=done.summary.total,
+            duplicates=done.duplicates,
+            gaps=done.gaps,
+            attach_delay=self.attach_delay,
+            head=done.committed_head if done.committed_seq >= 0 else None,
+        )

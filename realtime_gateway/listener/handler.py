@@ -3,6 +3,7 @@
 function_app.py calls `handle_call_message` with the raw body and two senders (the hand-over and
 poison output bindings); nothing here knows about azure.functions.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,17 +16,32 @@ from .message import BadCallMessage, CallMessage
 log = logging.getLogger(__name__)
 
 
-def make_listener(msg: CallMessage, process: Process, handover: Callable[[CallMessage], None] | None,
-                  redelivered: bool = False) -> Listener:
+def make_listener(
+    msg: CallMessage, process: Process, handover: Callable[[CallMessage], None] | None, redelivered: bool = False
+) -> Listener:
     s = process.settings
-    return Listener(msg, process.archive, process.api, s.websocket_endpoint, time_box=s.listener_time_box,
-                    strict=s.strict_recording, attach_limit=s.attach_limit_seconds,
-                    session_update=s.sideband_session_update, handover=handover, redelivered=redelivered)
+    return Listener(
+        msg,
+        process.archive,
+        process.api,
+        s.websocket_endpoint,
+        time_box=s.listener_time_box,
+        strict=s.strict_recording,
+        attach_limit=s.attach_limit_seconds,
+        session_update=s.sideband_session_update,
+        handover=handover,
+        redelivered=redelivered,
+    )
 
 
-def handle_call_message(body: str | bytes, *, send_handover: Callable[[str], None],
-                        send_poison: Callable[[str], None], dequeue_count: int | None = None,
-                        process: Process | None = None) -> ListenerResult | None:
+def handle_call_message(
+    body: str | bytes,
+    *,
+    send_handover: Callable[[str], None],
+    send_poison: Callable[[str], None],
+    dequeue_count: int | None = None,
+    process: Process | None = None,
+) -> ListenerResult | None:
     """Run the listener for one queue message.
 
     A malformed message is logged once and moved to `<queue>-poison` through the output binding,
@@ -38,8 +54,13 @@ def handle_call_message(body: str | bytes, *, send_handover: Callable[[str], Non
         msg = CallMessage.from_json(body)
     except BadCallMessage as exc:
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        log.error("rejected malformed call message (%s); moved to %s-poison without retry "
-                  "(dequeue count %s, %d bytes)", exc, process.settings.listener_queue, dequeue_count, len(text))
+        log.error(
+            "rejected malformed call message (%s); moved to %s-poison without retry (dequeue count %s, %d bytes)",
+            exc,
+            process.settings.listener_queue,
+            dequeue_count,
+            len(text),
+        )
         send_poison(text)
         return None
     redelivered = bool(dequeue_count and dequeue_count > 1)
@@ -48,8 +69,16 @@ def handle_call_message(body: str | bytes, *, send_handover: Callable[[str], Non
     listener = make_listener(msg, process, lambda nxt: send_handover(nxt.to_json()), redelivered)
     result = listener.run()
     # the chain head in the log is a copy outside the tables an auditor can compare against
-    log.info("call %s: listener %d done: %s (%s), %d events, %d duplicates skipped, %d gaps, chain head %s%s",
-             msg.call_id, msg.continuation, result.outcome, result.end_reason, result.events,
-             result.duplicates, result.gaps, result.head,
-             f", attach delay {result.attach_delay * 1000:.0f} ms" if result.attach_delay is not None else "")
+    log.info(
+        "call %s: listener %d done: %s (%s), %d events, %d duplicates skipped, %d gaps, chain head %s%s",
+        msg.call_id,
+        msg.continuation,
+        result.outcome,
+        result.end_reason,
+        result.events,
+        result.duplicates,
+        result.gaps,
+        result.head,
+        f", attach delay {result.attach_delay * 1000:.0f} ms" if result.attach_delay is not None else "",
+    )
     return result

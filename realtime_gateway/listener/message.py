@@ -3,6 +3,7 @@
 It is the only contract between `/api/connect` and the queue-triggered listener, so it is
 versioned and parsed strictly: a malformed message is rejected with a clear reason.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,14 +22,14 @@ class BadCallMessage(ValueError):
 @dataclass(frozen=True)
 class CallMessage:
     call_id: str
-    started_at: float            # epoch seconds, when the gateway got the call's answer
-    deadline: float              # epoch seconds, when the listener hangs up (max call duration)
-    origin: str | None = None    # the browser's Origin header
+    started_at: float  # epoch seconds, when the gateway got the call's answer
+    deadline: float  # epoch seconds, when the listener hangs up (max call duration)
+    origin: str | None = None  # the browser's Origin header
     principal: dict[str, Any] | None = None  # Easy Auth / SWA principal (id, name, provider)
     request_id: str | None = None
     model: str | None = None
     voice: str | None = None
-    continuation: int = 0        # 0 for the first listener, +1 at each time-box hand-over
+    continuation: int = 0  # 0 for the first listener, +1 at each time-box hand-over
 
     def to_json(self) -> str:
         return json.dumps({"v": VERSION, **asdict(self)}, separators=(",", ":"))
@@ -36,12 +37,20 @@ class CallMessage:
     def session_fields(self, strict: bool) -> dict[str, Any]:
         """The archive's first session-row fields for this call."""
         principal = self.principal or {}
-        return {"state": "waiting", "created_at": utc_iso(self.started_at), "deadline": utc_iso(self.deadline),
-                "origin": self.origin or "", "principal": json.dumps(principal, sort_keys=True) if principal else "",
-                "principal_id": str(principal.get("id") or principal.get("userId") or ""),
-                "principal_name": str(principal.get("name") or principal.get("userDetails") or ""),
-                "request_id": self.request_id or "", "model": self.model or "", "voice": self.voice or "",
-                "continuations": self.continuation, "strict": strict}
+        return {
+            "state": "waiting",
+            "created_at": utc_iso(self.started_at),
+            "deadline": utc_iso(self.deadline),
+            "origin": self.origin or "",
+            "principal": json.dumps(principal, sort_keys=True) if principal else "",
+            "principal_id": str(principal.get("id") or principal.get("userId") or ""),
+            "principal_name": str(principal.get("name") or principal.get("userDetails") or ""),
+            "request_id": self.request_id or "",
+            "model": self.model or "",
+            "voice": self.voice or "",
+            "continuations": self.continuation,
+            "strict": strict,
+        }
 
     def continued(self) -> CallMessage:
         return replace(self, continuation=self.continuation + 1)
@@ -55,8 +64,13 @@ class CallMessage:
         if not isinstance(data, dict) or data.get("v") != VERSION:
             raise BadCallMessage(f"expected an object with v={VERSION}")
         call_id = data.get("call_id")
-        if not isinstance(call_id, str) or not call_id or any(c in call_id for c in "/\\#?") \
-                or any(ord(c) < 32 for c in call_id) or len(call_id) > 200:
+        if (
+            not isinstance(call_id, str)
+            or not call_id
+            or any(c in call_id for c in "/\\#?")
+            or any(ord(c) < 32 for c in call_id)
+            or len(call_id) > 200
+        ):
             raise BadCallMessage("call_id is missing or not a valid table key")
         for key in ("started_at", "deadline"):
             if not isinstance(data.get(key), (int, float)):

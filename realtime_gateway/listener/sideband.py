@@ -3,6 +3,7 @@
 The bearer token goes only to the origin it was meant for: a redirect to another origin is refused
 rather than followed, so a token never leaks to a host we did not choose.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,14 +53,18 @@ class Sideband:
         self.ws = ws
 
     @classmethod
-    def open(cls, url: str, headers: Mapping[str, str], timeout: float = 10.0,
-             max_redirects: int = 3) -> Sideband:
+    def open(cls, url: str, headers: Mapping[str, str], timeout: float = 10.0, max_redirects: int = 3) -> Sideband:
         target = url
         for _ in range(max_redirects + 1):
             ws = websocket.WebSocket(enable_multithread=True)
             try:
-                ws.connect(target, header=[f"{k}: {v}" for k, v in headers.items()], timeout=timeout,
-                           redirect_limit=0, suppress_origin=True)
+                ws.connect(
+                    target,
+                    header=[f"{k}: {v}" for k, v in headers.items()],
+                    timeout=timeout,
+                    redirect_limit=0,
+                    suppress_origin=True,
+                )
                 ws.settimeout(timeout)
                 return cls(ws)
             except websocket.WebSocketBadStatusException as exc:
@@ -75,8 +80,9 @@ class Sideband:
                     raise SidebandError(f"sideband redirect {resp.status} without Location") from None
                 nxt = urljoin(target, location)
                 if _origin(nxt) != _origin(target):
-                    raise SidebandError(f"sideband redirect to another origin refused "
-                                        f"({urlsplit(nxt).hostname})") from None
+                    raise SidebandError(
+                        f"sideband redirect to another origin refused ({urlsplit(nxt).hostname})"
+                    ) from None
                 target = nxt
             except (TimeoutError, OSError) as exc:
                 raise SidebandError(f"sideband connection failed: {type(exc).__name__}: {exc}") from None

@@ -1,5 +1,6 @@
 """The service's answers, parsed once into typed values: a client secret, and an SDP answer with
 the call id from its `Location`. Anything unusable is a 502 `upstream_bad_response`."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ class ClientSecret:
         try:
             value, expires_at = data["value"], int(data["expires_at"])
         except (KeyError, TypeError, ValueError):
-            raise ApiError(502, "upstream_bad_response", "Azure OpenAI's client secret answer has no usable key") from None
+            raise ApiError(
+                502, "upstream_bad_response", "Azure OpenAI's client secret answer has no usable key"
+            ) from None
         if not isinstance(value, str) or not value:
             raise ApiError(502, "upstream_bad_response", "Azure OpenAI's client secret answer has no key")
         return cls(value, expires_at)
@@ -44,7 +47,9 @@ class Answer:
             raise ApiError(502, "upstream_bad_response", "Azure OpenAI's answer is not SDP")
         call_id = call_id_from_location(location)
         if call_id is None:
-            raise ApiError(502, "upstream_bad_response", "Azure OpenAI's answer has no usable Location header (no call id)")
+            raise ApiError(
+                502, "upstream_bad_response", "Azure OpenAI's answer has no usable Location header (no call id)"
+            )
         return cls(sdp, call_id)
 
 

@@ -1,6 +1,7 @@
 """Calls to the Azure OpenAI Realtime service over one pooled `requests` session: mint a client
 secret (retried on 429/5xx within the deadline), post the SDP offer (never retried: the service
 may already have started the call), hang up a call. Upstream problems become ApiError."""
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,8 @@ from .identity import BearerTokenProvider, auth_headers
 log = logging.getLogger(__name__)
 
 MINT_ATTEMPTS = 3
-BACKOFF_BASE = 0.25      # seconds, doubled per attempt, with jitter, when there is no Retry-After
-MAX_RETRY_AFTER = 30.0   # beyond this we give the 429 back to the caller instead of waiting
+BACKOFF_BASE = 0.25  # seconds, doubled per attempt, with jitter, when there is no Retry-After
+MAX_RETRY_AFTER = 30.0  # beyond this we give the 429 back to the caller instead of waiting
 RETRYABLE = {429, 500, 502, 503, 504}
 
 
@@ -44,9 +45,13 @@ def retry_after_seconds(response: requests.Response) -> float | None:
 
 
 class RealtimeApi:
-    def __init__(self, settings: Settings, token_provider: BearerTokenProvider | None,
-                 session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        token_provider: BearerTokenProvider | None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.settings = settings
         self.tokens = token_provider
         self.session = session or make_session()
@@ -68,8 +73,7 @@ class RealtimeApi:
             return self.session.request(method, url, timeout=(min(5.0, timeout), timeout), **kw)
         except requests.Timeout:
             log.warning("%s: Azure OpenAI did not answer within %.1f s", what, timeout)
-            raise ApiError(504, "upstream_timeout",
-                           f"Azure OpenAI did not answer the {what} request in time") from None
+            raise ApiError(504, "upstream_timeout", f"Azure OpenAI did not answer the {what} request in time") from None
         except requests.RequestException as exc:
             log.warning("%s: cannot reach Azure OpenAI (%s)", what, type(exc).__name__)
             raise ApiError(502, "upstream_unreachable", f"cannot reach Azure OpenAI for the {what} request") from None
@@ -78,44 +82,57 @@ class RealtimeApi:
     def _throttled(what: str, response: requests.Response) -> ApiError:
         wait = retry_after_seconds(response)
         seconds = str(int(wait + 0.999)) if wait is not None else "1"
-        return ApiError(429, "upstream_throttled",
-                        f"Azure OpenAI is throttling {what} requests; retry after {seconds} s",
-                        headers={"Retry-After": seconds})
+        return ApiError(
+            429,
+            "upstream_throttled",
+            f"Azure OpenAI is throttling {what} requests; retry after {seconds} s",
+            headers={"Retry-After": seconds},
+        )
 
     @staticmethod
     def _upstream_status(what: str, response: requests.Response) -> ApiError:
         if response.status_code in (401, 403):
-            return ApiError(502, "upstream_auth",
-                            f"Azure OpenAI refused the gateway's credentials for {what} "
-                            f"({response.status_code}); check the identity's role assignment")
-        return ApiError(502, "upstream_error",
-                        f"Azure OpenAI answered the {what} request with status {response.status_code}")
+            return ApiError(
+                502,
+                "upstream_auth",
+                f"Azure OpenAI refused the gateway's credentials for {what} "
+                f"({response.status_code}); check the identity's role assignment",
+            )
+        return ApiError(
+            502, "upstream_error", f"Azure OpenAI answered the {what} request with status {response.status_code}"
+        )
 
     # --- operations ------------------------------------------------------------------------
     def headers(self) -> Mapping[str, str]:
         """The gateway's own credential for the service (what the listener's sideband sends too)."""
         return auth_headers(self.settings, self.tokens)
 
-    def mint_client_secret(self, deadline: float | None = None,
-                           request_id: str | None = None) -> ClientSecret:
-        body = {"expires_after": {"anchor": "created_at", "seconds": self.settings.client_secret_ttl},
-                "session": dict(self.settings.session_policy)}
+    def mint_client_secret(self, deadline: float | None = None, request_id: str | None = None) -> ClientSecret:
+        body = {
+            "expires_after": {"anchor": "created_at", "seconds": self.settings.client_secret_ttl},
+            "session": dict(self.settings.session_policy),
+        }
         # Retry only while the deadline still leaves room for the SDP post that follows.
         backoff = Backoff(BACKOFF_BASE, MAX_RETRY_AFTER, deadline, jitter=True, sleep=self._sleep)
         while True:
             headers = {**self.headers(), "Content-Type": "application/json"}
             if request_id:
                 headers["x-ms-client-request-id"] = request_id
-            response = self._send("client secret", "POST", f"{self.base}/client_secrets", deadline,
-                                  json=body, headers=headers)
+            response = self._send(
+                "client secret", "POST", f"{self.base}/client_secrets", deadline, json=body, headers=headers
+            )
             if response.status_code == 200:
                 try:
                     return ClientSecret.parse(response.json())
                 except ValueError:
-                    raise ApiError(502, "upstream_bad_response",
-                                   "Azure OpenAI's client secret answer is not JSON") from None
-            if (response.status_code not in RETRYABLE or backoff.attempts + 1 >= MINT_ATTEMPTS
-                    or not backoff.wait(retry_after_seconds(response), reserve=self.settings.http_timeout)):
+                    raise ApiError(
+                        502, "upstream_bad_response", "Azure OpenAI's client secret answer is not JSON"
+                    ) from None
+            if (
+                response.status_code not in RETRYABLE
+                or backoff.attempts + 1 >= MINT_ATTEMPTS
+                or not backoff.wait(retry_after_seconds(response), reserve=self.settings.http_timeout)
+            ):
                 break
             log.info("client secret: status %s, retry %d", response.status_code, backoff.attempts)
             response.close()
@@ -124,14 +141,14 @@ class RealtimeApi:
             raise self._throttled("client secret", response)
         raise self._upstream_status("client secret", response)
 
-    def post_offer(self, secret: ClientSecret, offer_sdp: str, deadline: float | None = None,
-                   request_id: str | None = None) -> Answer:
+    def post_offer(
+        self, secret: ClientSecret, offer_sdp: str, deadline: float | None = None, request_id: str | None = None
+    ) -> Answer:
         url = f"{self.base}/calls" + ("?webrtcfilter=on" if self.settings.webrtc_filter else "")
         headers = {"Authorization": f"Bearer {secret.value}", "Content-Type": "application/sdp"}
         if request_id:
             headers["x-ms-client-request-id"] = request_id
-        response = self._send("SDP offer", "POST", url, deadline, data=offer_sdp.encode("utf-8"),
-                              headers=headers)
+        response = self._send("SDP offer", "POST", url, deadline, data=offer_sdp.encode("utf-8"), headers=headers)
         if response.status_code == 429:
             raise self._throttled("call", response)
         if response.status_code == 400:
@@ -144,8 +161,7 @@ class RealtimeApi:
         if not valid_call_id(call_id):
             raise ApiError(400, "invalid_call_id", "the call id is malformed")
         headers = dict(self.headers())
-        response = self._send("hang-up", "POST", f"{self.base}/calls/{call_id}/hangup", deadline,
-                              headers=headers)
+        response = self._send("hang-up", "POST", f"{self.base}/calls/{call_id}/hangup", deadline, headers=headers)
         if response.status_code in (200, 204):
             return
         if response.status_code == 404:

@@ -1,6 +1,7 @@
 """The managed identity's bearer token for Azure OpenAI: one credential per process, the token
 cached and refreshed ahead of expiry under a lock, so the identity endpoint is asked once per
 token lifetime rather than once per call."""
+
 from __future__ import annotations
 
 import logging
@@ -19,6 +20,7 @@ REFRESH_MARGIN = 300.0  # seconds before expiry to fetch a new token (as the see
 def make_credential(settings: Settings) -> Any:
     """ManagedIdentityCredential for a user-assigned identity, else DefaultAzureCredential."""
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
     if settings.managed_identity_client_id:
         return ManagedIdentityCredential(client_id=settings.managed_identity_client_id)
     return DefaultAzureCredential()
@@ -27,8 +29,13 @@ def make_credential(settings: Settings) -> Any:
 class BearerTokenProvider:
     """`token()` returns a valid Entra token for Cognitive Services, or raises ApiError(503)."""
 
-    def __init__(self, settings: Settings, credential: Any = None,
-                 scope: str = COGNITIVE_SCOPE, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        credential: Any = None,
+        scope: str = COGNITIVE_SCOPE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._settings = settings
         self._credential = credential
         self._own_credential = credential is None
@@ -62,9 +69,11 @@ class BearerTokenProvider:
                     self._credential = None
                 if self._token and now < self._expires_on - 5:
                     return self._token  # still valid: keep serving it and retry next call
-                raise ApiError(503, "identity_unavailable",
-                               "the function's managed identity could not get a token for Azure OpenAI"
-                               ) from None
+                raise ApiError(
+                    503,
+                    "identity_unavailable",
+                    "the function's managed identity could not get a token for Azure OpenAI",
+                ) from None
             lifetime = max(0.0, access.expires_on - now)
             # Short-lived tokens (tests, odd issuers) refresh at half-life instead of going stale.
             margin = min(REFRESH_MARGIN, lifetime / 2)

@@ -1,6 +1,7 @@
 """Helpers for the browser tests: a second-origin static host that applies the Static Web Apps
 headers (so the page's CSP is exercised), a spoken-utterance WAV for the fake microphone, and
 page probes (peer-connection stats, performance marks)."""
+
 from __future__ import annotations
 
 import json
@@ -43,10 +44,14 @@ def swa_headers(path: str, gateway_origin: str | None) -> dict[str, str]:
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    extensions_map = {**SimpleHTTPRequestHandler.extensions_map,
-                      ".js": "text/javascript", ".json": "application/json", ".css": "text/css"}
+    extensions_map = {
+        **SimpleHTTPRequestHandler.extensions_map,
+        ".js": "text/javascript",
+        ".json": "application/json",
+        ".css": "text/css",
+    }
 
-    def __init__(self, *args, site: "StaticSite", **kwargs):
+    def __init__(self, *args, site: StaticSite, **kwargs):
         self.site = site
         super().__init__(*args, directory=str(STATIC), **kwargs)
 
@@ -93,7 +98,7 @@ class StaticSite:
         parts = urlsplit((config or {}).get("gatewayUrl") or "")
         self.gateway_origin = f"{parts.scheme}://{parts.netloc}" if parts.netloc else None
 
-    def __enter__(self) -> "StaticSite":
+    def __enter__(self) -> StaticSite:
         self._thread.start()
         return self
 
@@ -102,16 +107,19 @@ class StaticSite:
         self._server.server_close()
 
 
-def speech_wav(directory: Path, text: str = "Hello, can you hear me?", lead: float = 0.2,
-               tail: float = 2.5) -> Path:
+def speech_wav(directory: Path, text: str = "Hello, can you hear me?", lead: float = 0.2, tail: float = 2.5) -> Path:
     """A spoken utterance (espeak-ng) padded with silence, 48 kHz mono, for
     `--use-file-for-fake-audio-capture`; the emulator's VAD hears it as speech."""
     espeak, sox = shutil.which("espeak-ng"), shutil.which("sox")
     assert espeak and sox, "espeak-ng and sox are needed to render the test utterance"
     raw, out = directory / "utterance-raw.wav", directory / "utterance.wav"
     subprocess.run([espeak, "-w", str(raw), text], check=True, capture_output=True, timeout=30)
-    subprocess.run([sox, str(raw), "-r", "48000", "-c", "1", "-b", "16", str(out), "pad", str(lead), str(tail)],
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [sox, str(raw), "-r", "48000", "-c", "1", "-b", "16", str(out), "pad", str(lead), str(tail)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     return out
 
 
@@ -223,10 +231,10 @@ def start_call(page, timeout: float = 30_000) -> str:
 
 
 def assistant_texts(page) -> list[str]:
-    return page.eval_on_selector_all("#transcript li.assistant[data-done=true] .text",
-                                     "els => els.map(e => e.textContent)")
+    return page.eval_on_selector_all(
+        "#transcript li.assistant[data-done=true] .text", "els => els.map(e => e.textContent)"
+    )
 
 
 def user_texts(page) -> list[str]:
-    return page.eval_on_selector_all("#transcript li.user[data-done=true] .text",
-                                     "els => els.map(e => e.textContent)")
+    return page.eval_on_selector_all("#transcript li.user[data-done=true] .text", "els => els.map(e => e.textContent)")

@@ -1,5 +1,6 @@
 """Every failure a person can meet shows a message they can act on (real Chromium, real gateway,
 faults injected in the emulator), and the recorder policy when the listener cannot attach."""
+
 from __future__ import annotations
 
 import time
@@ -7,9 +8,9 @@ import time
 import pytest
 import requests
 
-from local.processes import free_port
 from local.emulator import reply_for
-from tests.e2e.browser_support import ARTIFACTS, StaticSite, WATCH_GATE, assistant_texts, open_page, start_call
+from local.processes import free_port
+from tests.e2e.browser_support import ARTIFACTS, WATCH_GATE, StaticSite, assistant_texts, open_page, start_call
 from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS
 
 
@@ -50,8 +51,9 @@ def test_microphone_missing(playwright_instance, gateway_stack):
     b = _launch_without(playwright_instance, "--use-fake-device-for-media-stream")
     try:
         page = open_page(b, gateway_stack.url + "/")
-        inputs = page.evaluate("async () => (await navigator.mediaDevices.enumerateDevices())"
-                               ".filter(d => d.kind === 'audioinput').length")
+        inputs = page.evaluate(
+            "async () => (await navigator.mediaDevices.enumerateDevices()).filter(d => d.kind === 'audioinput').length"
+        )
         if inputs:
             pytest.skip(f"this machine has {inputs} real microphone(s); the missing-microphone case needs none")
         assert "No microphone was found" in click_start_expect_error(page)
@@ -154,8 +156,12 @@ def test_unrecorded_policy_continue_shows_notice(browser, recorder_blocked):
     # The conversation goes on, unrecorded, as the policy says.
     page.fill("#message", "Are you there?")
     page.click("#send")
-    page.wait_for_function("t => [...document.querySelectorAll('#transcript li.assistant[data-done=true] .text')]"
-                           ".some(e => e.textContent === t)", arg=reply_for("Are you there?"), timeout=15_000)
+    page.wait_for_function(
+        "t => [...document.querySelectorAll('#transcript li.assistant[data-done=true] .text')]"
+        ".some(e => e.textContent === t)",
+        arg=reply_for("Are you there?"),
+        timeout=15_000,
+    )
     assert reply_for("Are you there?") in assistant_texts(page)
     page.click("#stop")
     page.wait_for_selector("#state[data-state=ended]")
@@ -166,8 +172,12 @@ def test_unrecorded_policy_end_hangs_up(browser, recorder_blocked):
     stack, with_policy = recorder_blocked
     page = open_page(browser, with_policy("end"))
     call_ids: list[str] = []
-    page.on("response", lambda r: call_ids.append(r.headers.get("x-call-id"))
-            if r.url.endswith("/api/connect") and r.status == 201 else None)
+    page.on(
+        "response",
+        lambda r: (
+            call_ids.append(r.headers.get("x-call-id")) if r.url.endswith("/api/connect") and r.status == 201 else None
+        ),
+    )
     message = click_start_expect_error(page)
     assert "could not be recorded" in message
     assert page.get_attribute("#state", "data-state") == "failed"

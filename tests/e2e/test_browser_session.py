@@ -1,5 +1,6 @@
 """A person's session in Chromium against the local stack (host + emulator + Azurite): speech in,
 a streamed transcript and audio out, a typed message, the recorder gate, hang-up and the archive."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,19 @@ from azure.data.tables import TableServiceClient
 from local.emulator import reply_for
 from local.emulator.replies import SPEECH_TRANSCRIPT
 from realtime_gateway.archive.store import Archive
-from tests.e2e.browser_support import (ARTIFACTS, INBOUND_AUDIO_BYTES, MARKS, REMOTE_AUDIO_PEAK, WATCH_GATE,
-                                       WATCH_STREAM, assistant_texts, open_page, speech_wav, start_call,
-                                       user_texts)
+from tests.e2e.browser_support import (
+    ARTIFACTS,
+    INBOUND_AUDIO_BYTES,
+    MARKS,
+    REMOTE_AUDIO_PEAK,
+    WATCH_GATE,
+    WATCH_STREAM,
+    assistant_texts,
+    open_page,
+    speech_wav,
+    start_call,
+    user_texts,
+)
 from tests.fixtures.browser import launch_chromium
 
 CALL_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -76,8 +87,12 @@ def test_spoken_session_streams_reply_plays_audio_and_is_archived(speaking_brows
 
     # The fake microphone's utterance: the user turn from input transcription, then the reply.
     expected = reply_for(SPEECH_TRANSCRIPT)
-    page.wait_for_function("t => [...document.querySelectorAll('#transcript li.assistant[data-done=true] .text')]"
-                           ".some(e => e.textContent === t)", arg=expected, timeout=30_000)
+    page.wait_for_function(
+        "t => [...document.querySelectorAll('#transcript li.assistant[data-done=true] .text')]"
+        ".some(e => e.textContent === t)",
+        arg=expected,
+        timeout=30_000,
+    )
     assert SPEECH_TRANSCRIPT in user_texts(page)
     user_first = page.evaluate("[...document.querySelectorAll('#transcript li')].map(li => li.dataset.role)")
     assert user_first[0] == "user", user_first
@@ -90,7 +105,7 @@ def test_spoken_session_streams_reply_plays_audio_and_is_archived(speaking_brows
 
     # Remote audio arrives: inbound RTP bytes grow, and the track carries sound (not silence).
     before = page.evaluate(INBOUND_AUDIO_BYTES)
-    peak = page.evaluate(REMOTE_AUDIO_PEAK, 6000)   # the looping utterance gets replied to again
+    peak = page.evaluate(REMOTE_AUDIO_PEAK, 6000)  # the looping utterance gets replied to again
     after = page.evaluate(INBOUND_AUDIO_BYTES)
     assert after > before > 0, (before, after)
     assert peak > 0.02, peak
@@ -131,8 +146,12 @@ def test_typed_message_gets_the_reply(browser, gateway_stack):
     page.fill("#message", "What are my vacation options?")
     page.keyboard.press("Enter")  # keyboard works: Enter submits the form
     expected = reply_for("What are my vacation options?")
-    page.wait_for_function("t => [...document.querySelectorAll('#transcript li.assistant[data-done=true] .text')]"
-                           ".some(e => e.textContent === t)", arg=expected, timeout=15_000)
+    page.wait_for_function(
+        "t => [...document.querySelectorAll('#transcript li.assistant[data-done=true] .text')]"
+        ".some(e => e.textContent === t)",
+        arg=expected,
+        timeout=15_000,
+    )
     assert user_texts(page) == ["What are my vacation options?"]
     assert page.input_value("#message") == ""
     assert expected in assistant_texts(page)
@@ -161,11 +180,15 @@ def test_click_to_data_channel_and_first_transcript_timings(browser, gateway_sta
         page.wait_for_selector("#transcript li.assistant .text:not(:empty)", timeout=15_000)
         page.wait_for_function("() => performance.getEntriesByName('realtime:first-transcript').length > 0")
         m = page.evaluate(MARKS)
-        runs.append({"click_to_datachannel_ms": m["datachannel-open"] - m["click"],
-                     "click_to_answer_ms": m["answer"] - m["click"],
-                     "click_to_recorder_attached_ms": m["recorder-attached"] - m["click"],
-                     "click_to_first_transcript_ms": m["first-transcript"] - m["click"],
-                     "sent_to_first_transcript_ms": m["first-transcript"] - m["text-sent"]})
+        runs.append(
+            {
+                "click_to_datachannel_ms": m["datachannel-open"] - m["click"],
+                "click_to_answer_ms": m["answer"] - m["click"],
+                "click_to_recorder_attached_ms": m["recorder-attached"] - m["click"],
+                "click_to_first_transcript_ms": m["first-transcript"] - m["click"],
+                "sent_to_first_transcript_ms": m["first-transcript"] - m["text-sent"],
+            }
+        )
         page.click("#stop")
         page.wait_for_selector("#state[data-state=ended]")
         page.close()
@@ -198,8 +221,11 @@ def test_keyboard_only_and_leaving_the_page_ends_the_call(browser, gateway_stack
     page.focus("#message")
     page.keyboard.type("Typed with the keyboard")
     page.keyboard.press("Enter")
-    page.wait_for_function("t => [...document.querySelectorAll('#transcript li.assistant[data-done=true] .text')]"
-                           ".some(e => e.textContent === t)", arg=reply_for("Typed with the keyboard"))
+    page.wait_for_function(
+        "t => [...document.querySelectorAll('#transcript li.assistant[data-done=true] .text')]"
+        ".some(e => e.textContent === t)",
+        arg=reply_for("Typed with the keyboard"),
+    )
 
     # Closing the tab mid-call hangs up through the gateway (keepalive POST on pagehide).
     page.close(run_before_unload=True)

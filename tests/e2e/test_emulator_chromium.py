@@ -4,6 +4,7 @@ The page is served from its own origin, so the SDP post is cross-origin (CORS pr
 for a browser talking to the service. The ephemeral key is minted in Python (server-side, as the
 gateway does) and handed to the page.
 """
+
 import shutil
 import statistics
 import subprocess
@@ -93,12 +94,18 @@ def page_origin():
 def mint(emu) -> str:
     """Server-side, as the gateway does it: Entra token from the identity endpoint, then a secret.
     (Plain requests: Playwright's sync API owns this thread's event loop.)"""
-    token = requests.get(emu.identity_endpoint, headers={"X-IDENTITY-HEADER": emu.identity_header},
-                         params={"api-version": "2019-08-01", "resource": "https://cognitiveservices.azure.com"},
-                         timeout=10).json()["access_token"]
-    r = requests.post(f"{emu.url}/openai/v1/realtime/client_secrets", timeout=10,
-                      headers={"Authorization": f"Bearer {token}"},
-                      json={"session": {"type": "realtime", "model": emu.deployment}})
+    token = requests.get(
+        emu.identity_endpoint,
+        headers={"X-IDENTITY-HEADER": emu.identity_header},
+        params={"api-version": "2019-08-01", "resource": "https://cognitiveservices.azure.com"},
+        timeout=10,
+    ).json()["access_token"]
+    r = requests.post(
+        f"{emu.url}/openai/v1/realtime/client_secrets",
+        timeout=10,
+        headers={"Authorization": f"Bearer {token}"},
+        json={"session": {"type": "realtime", "model": emu.deployment}},
+    )
     r.raise_for_status()
     return r.json()["value"]
 
@@ -106,7 +113,9 @@ def mint(emu) -> str:
 def wait_for_event(page, type_, timeout=20.0, count=1):
     page.wait_for_function(
         "([t, n]) => window.call.events.filter(e => e.type === t).length >= n",
-        arg=[type_, count], timeout=timeout * 1000)
+        arg=[type_, count],
+        timeout=timeout * 1000,
+    )
     return page.evaluate("(t) => window.call.events.filter(e => e.type === t)", type_)[count - 1]
 
 
@@ -119,19 +128,20 @@ def test_chromium_call_events_audio_and_open_time(emulator, browser, page_origin
         for _ in range(5):
             result = page.evaluate("([u, k]) => runCall(u, k, 'oai-events')", [emulator.url, ek])
             open_ms.append(result["openMs"])
-            call_id = result["location"].rsplit("/", 1)[-1]   # Location is readable cross-origin
+            call_id = result["location"].rsplit("/", 1)[-1]  # Location is readable cross-origin
             assert call_id.startswith("rtc_")
             page.evaluate("hangUpLocally()")
             left.append(call_id)
         # The browser closing its peer connection ends the call on the emulator's side.
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(
-                emulator.call_info(c)["state"] == "live" for c in left):
+        while time.monotonic() < deadline and any(emulator.call_info(c)["state"] == "live" for c in left):
             time.sleep(0.1)
         assert {emulator.call_info(c)["end_reason"] for c in left} == {"peer_closed"}
         median = statistics.median(open_ms)
-        print(f"\nChromium data channel open (createOffer -> open): median {median:.0f} ms of "
-              f"{len(open_ms)} ({', '.join(f'{t:.0f}' for t in open_ms)} ms)")
+        print(
+            f"\nChromium data channel open (createOffer -> open): median {median:.0f} ms of "
+            f"{len(open_ms)} ({', '.join(f'{t:.0f}' for t in open_ms)} ms)"
+        )
         assert median < 2000
 
         result = page.evaluate("([u, k]) => runCall(u, k, 'oai-events')", [emulator.url, ek])
@@ -153,10 +163,10 @@ def test_chromium_call_events_audio_and_open_time(emulator, browser, page_origin
         page.close()
     assert done["transcript"] == reply_for("Hello from Chromium")
     assert {e["type"] for e in events} <= BROWSER_EVENTS
-    assert after > before + 5000, (before, after)   # the spoken reply arrived over RTP
-    assert level > 0.05, level                       # ...and it is not silence
-    assert info["audio_frames_in"] > 50              # Chromium's microphone reached the emulator
-    assert info["speech_segments"] == 0              # its fake beeps are not speech
+    assert after > before + 5000, (before, after)  # the spoken reply arrived over RTP
+    assert level > 0.05, level  # ...and it is not silence
+    assert info["audio_frames_in"] > 50  # Chromium's microphone reached the emulator
+    assert info["speech_segments"] == 0  # its fake beeps are not speech
 
 
 @pytest.fixture(scope="module")
@@ -165,18 +175,19 @@ def spoken_wav(tmp_path_factory):
         pytest.fail("espeak-ng and sox are needed to render the test utterance")
     folder = tmp_path_factory.mktemp("speech")
     raw, padded = folder / "raw.wav", folder / "speech.wav"
-    subprocess.run(["espeak-ng", "-w", str(raw), "Hello there, could you tell me a short story please?"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-w", str(raw), "Hello there, could you tell me a short story please?"],
+        check=True,
+        capture_output=True,
+    )
     # Silence first, so the call is up before the sentence plays (capture starts at getUserMedia).
     subprocess.run(["sox", str(raw), "-r", "48000", str(padded), "pad", "2", "1"], check=True)
     return padded
 
 
-def test_chromium_spoken_utterance_gets_vad_events_and_a_reply(emulator, playwright_instance,
-                                                                 page_origin, spoken_wav):
+def test_chromium_spoken_utterance_gets_vad_events_and_a_reply(emulator, playwright_instance, page_origin, spoken_wav):
     ek = mint(emulator)
-    chromium = launch_chromium(playwright_instance,
-                               [f"--use-file-for-fake-audio-capture={spoken_wav}%noloop"])
+    chromium = launch_chromium(playwright_instance, [f"--use-file-for-fake-audio-capture={spoken_wav}%noloop"])
     try:
         page = chromium.new_page()
         page.goto(page_origin)

@@ -1,8 +1,9 @@
 """Smoke: Chromium (fake microphone) loads the page the local host serves from static_web/,
 with every same-origin resource found and no script error."""
+
 from urllib.parse import urlsplit
 
-from tests.fixtures.host import ROOT
+from local.testing.host import ROOT
 
 
 def test_page_served_by_the_host_loads_in_chromium(gateway_stack, browser):

@@ -3,6 +3,7 @@
 Queue names come from app settings (`%NAME%`) so each test uses its own queues; handlers append
 what they saw to the JSON-lines file named by RECORD_FILE.
 """
+
 import asyncio
 import json
 import os
@@ -20,9 +21,14 @@ def record(**fields) -> None:
 
 @app.queue_trigger(arg_name="msg", queue_name="%FAIL_QUEUE%", connection="AzureWebJobsStorage")
 def always_fails(msg: func.QueueMessage) -> None:
-    record(fn="always_fails", id=msg.id, body=msg.get_body().decode(), dequeue_count=msg.dequeue_count,
-           insertion_time=msg.insertion_time.isoformat() if msg.insertion_time else None,
-           pop_receipt=bool(msg.pop_receipt))
+    record(
+        fn="always_fails",
+        id=msg.id,
+        body=msg.get_body().decode(),
+        dequeue_count=msg.dequeue_count,
+        insertion_time=msg.insertion_time.isoformat() if msg.insertion_time else None,
+        pop_receipt=bool(msg.pop_receipt),
+    )
     raise RuntimeError("this handler always fails")
 
 
@@ -42,17 +48,35 @@ def slow(msg: func.QueueMessage) -> None:
 
 @app.route(route="hello/{name}", methods=["GET"])
 def hello(req: func.HttpRequest) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps({
-        "name": req.route_params["name"], "q": req.params.get("q"), "method": req.method,
-        "url": req.url, "agent": req.headers.get("x-test")}), mimetype="application/json")
+    return func.HttpResponse(
+        json.dumps(
+            {
+                "name": req.route_params["name"],
+                "q": req.params.get("q"),
+                "method": req.method,
+                "url": req.url,
+                "agent": req.headers.get("x-test"),
+            }
+        ),
+        mimetype="application/json",
+    )
 
 
 @app.route(route="items/{id:int}/{tag?}", methods=["GET", "PUT"], auth_level=func.AuthLevel.FUNCTION)
 async def items(req: func.HttpRequest) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps({"id": req.route_params["id"], "tag": req.route_params.get("tag"),
-                                         "method": req.method, "body": req.get_body().decode()}),
-                             status_code=201 if req.method == "PUT" else 200,
-                             headers={"x-item": req.route_params["id"]}, mimetype="application/json")
+    return func.HttpResponse(
+        json.dumps(
+            {
+                "id": req.route_params["id"],
+                "tag": req.route_params.get("tag"),
+                "method": req.method,
+                "body": req.get_body().decode(),
+            }
+        ),
+        status_code=201 if req.method == "PUT" else 200,
+        headers={"x-item": req.route_params["id"]},
+        mimetype="application/json",
+    )
 
 
 @app.route(route="admin-only", auth_level=func.AuthLevel.ADMIN)

@@ -4,30 +4,34 @@ One real call (aiortc client in-process) exercises a text turn, a spoken turn (V
 update, a client error and a scripted turn; both channels (data channel unfiltered and filtered,
 two sideband observers) are collected and each message is validated with extra fields forbidden.
 """
+
 import asyncio
 
 import aiohttp
 import pytest
+
+# The oracle: the openai package's public types (a test-only dependency, in requirements-dev).
+from openai.types.realtime import ClientSecretCreateResponse, RealtimeServerEvent
 from pydantic import BaseModel, TypeAdapter
 
 from local.emulator import SPEECH_TRANSCRIPT, reply_for
 from local.emulator.audio import speech_pcm
 from local.emulator.peer import ClientPeer, entra_token
-# The oracle: the openai package's public types (a test-only dependency, in requirements-dev).
-from openai.types.realtime import ClientSecretCreateResponse, RealtimeServerEvent
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 # The service reports the session with id/object/expires_at, which RealtimeSessionCreateRequest
 # (the type session.created/updated carry in the SDK) does not declare. Nothing else is allowed.
-ALLOWED_EXTRA = {("session.created", "session"): {"id", "object", "expires_at"},
-                 ("session.updated", "session"): {"id", "object", "expires_at"}}
+ALLOWED_EXTRA = {
+    ("session.created", "session"): {"id", "object", "expires_at"},
+    ("session.updated", "session"): {"id", "object", "expires_at"},
+}
 
 
 def extras(model, path=""):
     """(path, field) for every field a model accepted without declaring it, recursively."""
     found = []
     if isinstance(model, BaseModel):
-        for name in (model.model_extra or {}):
+        for name in model.model_extra or {}:
             found.append((path, name))
         for name in type(model).model_fields:
             found += extras(getattr(model, name), f"{path}.{name}".lstrip("."))
@@ -44,8 +48,7 @@ def assert_server_event(message: dict) -> None:
     parsed = SERVER_EVENT.validate_python(message)
     assert parsed.type == message["type"]
     assert message["event_id"].startswith("event_")
-    unexpected = [(p, n) for p, n in extras(parsed)
-                  if n not in ALLOWED_EXTRA.get((message["type"], p), set())]
+    unexpected = [(p, n) for p, n in extras(parsed) if n not in ALLOWED_EXTRA.get((message["type"], p), set())]
     assert not unexpected, f"{message['type']}: undeclared fields {unexpected}"
     # Round trip: nothing the emulator sent was lost by the model (no silently ignored field).
     dumped = parsed.model_dump(mode="json", exclude_unset=True)
@@ -53,22 +56,32 @@ def assert_server_event(message: dict) -> None:
 
 
 async def _sideband(session, url, token, call_id, sink):
-    ws = await session.ws_connect(f"{url}/openai/v1/realtime?call_id={call_id}",
-                                  headers={"Authorization": f"Bearer {token}"})
+    ws = await session.ws_connect(
+        f"{url}/openai/v1/realtime?call_id={call_id}", headers={"Authorization": f"Bearer {token}"}
+    )
+
     async def read():
         async for msg in ws:
             sink.append(msg.json())
+
     return ws, asyncio.ensure_future(read())
 
 
 async def _call_everything(emu, webrtc_filter):
     async with aiohttp.ClientSession() as http:
         token = await entra_token(emu.url, emu.identity_header, http)
-        body = {"expires_after": {"anchor": "created_at", "seconds": 600},
-                "session": {"type": "realtime", "model": emu.deployment, "instructions": "secret",
-                            "audio": {"output": {"voice": "marin"}}}}
-        async with http.post(f"{emu.url}/openai/v1/realtime/client_secrets", json=body,
-                             headers={"Authorization": f"Bearer {token}"}) as r:
+        body = {
+            "expires_after": {"anchor": "created_at", "seconds": 600},
+            "session": {
+                "type": "realtime",
+                "model": emu.deployment,
+                "instructions": "secret",
+                "audio": {"output": {"voice": "marin"}},
+            },
+        }
+        async with http.post(
+            f"{emu.url}/openai/v1/realtime/client_secrets", json=body, headers={"Authorization": f"Bearer {token}"}
+        ) as r:
             assert r.status == 200
             secret = await r.json()
         peer = ClientPeer(label="realtime-channel")
@@ -76,10 +89,13 @@ async def _call_everything(emu, webrtc_filter):
         side_a, side_b = [], []
         ws_a, task_a = await _sideband(http, emu.url, token, call_id, side_a)
         ws_b, task_b = await _sideband(http, emu.url, token, call_id, side_b)
-        await ws_a.send_json({"type": "session.update", "session": {"type": "realtime",
-                                                                    "instructions": "Be terse."}})
-        peer.send({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "ping"}]}})
+        await ws_a.send_json({"type": "session.update", "session": {"type": "realtime", "instructions": "Be terse."}})
+        peer.send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "ping"}]},
+            }
+        )
         peer.send({"type": "response.create"})
         await peer.wait_for("output_audio_buffer.stopped", timeout=20)
         peer.say(speech_pcm("Testing one two three, can you hear me?"))
@@ -88,8 +104,9 @@ async def _call_everything(emu, webrtc_filter):
         await ws_b.send_json({"type": "response.create", "response": {"output_modalities": ["text"]}})
         async with http.post(f"{emu.url}/_emulator/calls/{call_id}/script", json={"responses": 1}) as r:
             assert r.status == 200
-        async with http.post(f"{emu.url}/openai/v1/realtime/calls/{call_id}/hangup",
-                             headers={"Authorization": f"Bearer {token}"}) as r:
+        async with http.post(
+            f"{emu.url}/openai/v1/realtime/calls/{call_id}/hangup", headers={"Authorization": f"Bearer {token}"}
+        ) as r:
             assert r.status == 200
         await asyncio.wait_for(asyncio.gather(task_a, task_b), 15)
         await peer.close()
@@ -109,25 +126,38 @@ def test_every_emitted_message_validates(emulator, webrtc_filter):
 
     side_types = {m["type"] for m in side_a}
     # The run covered the events a real response and a spoken turn produce.
-    for expected in ("session.created", "session.updated", "conversation.item.added",
-                     "conversation.item.done", "input_audio_buffer.speech_started",
-                     "input_audio_buffer.speech_stopped", "input_audio_buffer.committed",
-                     "conversation.item.input_audio_transcription.completed", "response.created",
-                     "response.output_item.added", "response.content_part.added",
-                     "output_audio_buffer.started", "output_audio_buffer.stopped",
-                     "response.output_audio_transcript.delta", "response.output_audio_transcript.done",
-                     "response.output_text.delta", "response.output_text.done", "response.done",
-                     "rate_limits.updated", "error"):
+    for expected in (
+        "session.created",
+        "session.updated",
+        "conversation.item.added",
+        "conversation.item.done",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.input_audio_transcription.completed",
+        "response.created",
+        "response.output_item.added",
+        "response.content_part.added",
+        "output_audio_buffer.started",
+        "output_audio_buffer.stopped",
+        "response.output_audio_transcript.delta",
+        "response.output_audio_transcript.done",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.done",
+        "rate_limits.updated",
+        "error",
+    ):
         assert expected in side_types, expected
     assert side_a[0]["type"] == side_b[0]["type"] == "session.created"
     assert [m["event_id"] for m in side_a[1:]] == [m["event_id"] for m in side_b[1:]]
-    transcripts = [m["transcript"] for m in side_a
-                   if m["type"] == "response.output_audio_transcript.done"]
+    transcripts = [m["transcript"] for m in side_a if m["type"] == "response.output_audio_transcript.done"]
     assert transcripts[:2] == [reply_for("ping"), reply_for(SPEECH_TRANSCRIPT)]
     assert any(m["type"] == "error" for m in side_a)
     assert len(channel) > 10
     if webrtc_filter:
         from local.emulator.events import BROWSER_EVENTS
+
         assert {m["type"] for m in channel} <= BROWSER_EVENTS
         assert "secret" not in str(channel) and "Be terse." not in str(channel)
     else:

@@ -1,4 +1,5 @@
 """Each switchable fault does what it says, through the Python API and the admin route."""
+
 import asyncio
 import json
 import time
@@ -15,8 +16,12 @@ RESOURCE = "https://cognitiveservices.azure.com"
 
 
 def token(emu):
-    r = requests.get(emu.identity_endpoint, headers={"X-IDENTITY-HEADER": emu.identity_header},
-                     params={"api-version": "2019-08-01", "resource": RESOURCE}, timeout=10)
+    r = requests.get(
+        emu.identity_endpoint,
+        headers={"X-IDENTITY-HEADER": emu.identity_header},
+        params={"api-version": "2019-08-01", "resource": RESOURCE},
+        timeout=10,
+    )
     r.raise_for_status()
     return r.json()["access_token"]
 
@@ -26,8 +31,12 @@ def secret_body(emu):
 
 
 def mint(emu, tok):
-    return requests.post(f"{emu.url}/openai/v1/realtime/client_secrets", json=secret_body(emu),
-                         headers={"Authorization": f"Bearer {tok}"}, timeout=10)
+    return requests.post(
+        f"{emu.url}/openai/v1/realtime/client_secrets",
+        json=secret_body(emu),
+        headers={"Authorization": f"Bearer {tok}"},
+        timeout=10,
+    )
 
 
 def offer_sdp() -> str:
@@ -39,12 +48,17 @@ def offer_sdp() -> str:
         sdp = pc.localDescription.sdp
         await pc.close()
         return sdp
+
     return asyncio.run(make())
 
 
 def post_call(emu, ek, sdp):
-    return requests.post(f"{emu.url}/openai/v1/realtime/calls?webrtcfilter=on", data=sdp, timeout=15,
-                         headers={"Authorization": f"Bearer {ek}", "Content-Type": "application/sdp"})
+    return requests.post(
+        f"{emu.url}/openai/v1/realtime/calls?webrtcfilter=on",
+        data=sdp,
+        timeout=15,
+        headers={"Authorization": f"Bearer {ek}", "Content-Type": "application/sdp"},
+    )
 
 
 def new_call(emu):
@@ -54,18 +68,28 @@ def new_call(emu):
 def request_target(emu, target, tok):
     """One ordinary request to a fault target; returns the response."""
     if target == "identity":
-        return requests.get(emu.identity_endpoint, headers={"X-IDENTITY-HEADER": emu.identity_header},
-                            params={"api-version": "2019-08-01", "resource": RESOURCE}, timeout=10)
+        return requests.get(
+            emu.identity_endpoint,
+            headers={"X-IDENTITY-HEADER": emu.identity_header},
+            params={"api-version": "2019-08-01", "resource": RESOURCE},
+            timeout=10,
+        )
     if target == "client_secrets":
         return mint(emu, tok)
     if target == "calls":
         return post_call(emu, mint(emu, tok).json()["value"], offer_sdp())
     if target == "hangup":
-        return requests.post(f"{emu.url}/openai/v1/realtime/calls/{new_call(emu)}/hangup",
-                             headers={"Authorization": f"Bearer {tok}"}, timeout=10)
+        return requests.post(
+            f"{emu.url}/openai/v1/realtime/calls/{new_call(emu)}/hangup",
+            headers={"Authorization": f"Bearer {tok}"},
+            timeout=10,
+        )
     if target == "sideband":  # the handshake as plain HTTP: a fault answers before any upgrade
-        return requests.get(f"{emu.url}/openai/v1/realtime?call_id={new_call(emu)}",
-                            headers={"Authorization": f"Bearer {tok}"}, timeout=10)
+        return requests.get(
+            f"{emu.url}/openai/v1/realtime?call_id={new_call(emu)}",
+            headers={"Authorization": f"Bearer {tok}"},
+            timeout=10,
+        )
     raise AssertionError(target)
 
 
@@ -114,8 +138,12 @@ def test_malformed_body_keeps_success_status(emulator):
     with pytest.raises(ValueError):
         r.json()
     emulator.set_fault("identity", body="<html>gateway</html>", content_type="text/html")
-    r = requests.get(emulator.identity_endpoint, headers={"X-IDENTITY-HEADER": emulator.identity_header},
-                     params={"api-version": "2019-08-01", "resource": RESOURCE}, timeout=10)
+    r = requests.get(
+        emulator.identity_endpoint,
+        headers={"X-IDENTITY-HEADER": emulator.identity_header},
+        params={"api-version": "2019-08-01", "resource": RESOURCE},
+        timeout=10,
+    )
     assert (r.status_code, r.text) == (200, "<html>gateway</html>")
     assert r.headers["Content-Type"].startswith("text/html")
 
@@ -146,8 +174,11 @@ def test_sideband_dropped_after_n_events(emulator):
     tok = token(emulator)
     call_id = new_call(emulator)
     emulator.set_fault("sideband", drop_after=3)
-    ws = websocket.create_connection(f"ws://127.0.0.1:{emulator.port}/openai/v1/realtime?call_id={call_id}",
-                                     header=[f"Authorization: Bearer {tok}"], timeout=10)
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{emulator.port}/openai/v1/realtime?call_id={call_id}",
+        header=[f"Authorization: Bearer {tok}"],
+        timeout=10,
+    )
     requests.post(f"{emulator.url}/_emulator/calls/{call_id}/script", json={"responses": 1}, timeout=30)
     received = []
     with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
@@ -167,8 +198,9 @@ def test_sideband_redirect_is_same_origin_and_followable(emulator):
     call_id = new_call(emulator)
     url = f"ws://127.0.0.1:{emulator.port}/openai/v1/realtime?call_id={call_id}"
     emulator.set_fault("sideband", redirect=True)
-    raw = requests.get(url.replace("ws://", "http://"), allow_redirects=False, timeout=10,
-                       headers={"Authorization": f"Bearer {tok}"})
+    raw = requests.get(
+        url.replace("ws://", "http://"), allow_redirects=False, timeout=10, headers={"Authorization": f"Bearer {tok}"}
+    )
     assert raw.status_code == 307
     assert raw.headers["Location"].startswith(f"ws://127.0.0.1:{emulator.port}/openai/v1/realtime")
     assert f"call_id={call_id}" in raw.headers["Location"]
@@ -183,8 +215,9 @@ def test_admin_route_sets_validates_and_clears(emulator):
     tok = token(emulator)
     r = requests.post(f"{emulator.url}/_emulator/faults", json={"target": "nope", "status": 500}, timeout=10)
     assert r.status_code == 400
-    r = requests.post(f"{emulator.url}/_emulator/faults",
-                      json={"target": "client_secrets", "status": 500, "times": 0}, timeout=10)
+    r = requests.post(
+        f"{emulator.url}/_emulator/faults", json={"target": "client_secrets", "status": 500, "times": 0}, timeout=10
+    )
     assert r.status_code == 200
     assert mint(emulator, tok).status_code == 500
     assert requests.delete(f"{emulator.url}/_emulator/faults", timeout=10).status_code == 200
@@ -196,8 +229,12 @@ def test_admin_route_sets_validates_and_clears(emulator):
 def test_constructor_faults_apply_from_the_first_request():
     emu = Emulator(port=0, faults=[{"target": "identity", "status": 500, "times": 1}]).start()
     try:
-        first = requests.get(emu.identity_endpoint, headers={"X-IDENTITY-HEADER": emu.identity_header},
-                             params={"api-version": "2019-08-01", "resource": RESOURCE}, timeout=10)
+        first = requests.get(
+            emu.identity_endpoint,
+            headers={"X-IDENTITY-HEADER": emu.identity_header},
+            params={"api-version": "2019-08-01", "resource": RESOURCE},
+            timeout=10,
+        )
         assert first.status_code == 500
         assert token(emu).startswith("entra_")
     finally:

@@ -1,4 +1,5 @@
 """The managed-identity endpoint (real azure-identity code path), token expiry, and who may call what."""
+
 import asyncio
 import time
 
@@ -17,16 +18,23 @@ def identity_env(monkeypatch):
     def use(emu):
         monkeypatch.setenv("IDENTITY_ENDPOINT", emu.identity_endpoint)
         monkeypatch.setenv("IDENTITY_HEADER", emu.identity_header)
-        for name in ("MSI_ENDPOINT", "MSI_SECRET", "AZURE_CLIENT_ID", "AZURE_TENANT_ID",
-                     "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "IMDS_ENDPOINT"):
+        for name in (
+            "MSI_ENDPOINT",
+            "MSI_SECRET",
+            "AZURE_CLIENT_ID",
+            "AZURE_TENANT_ID",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "IMDS_ENDPOINT",
+        ):
             monkeypatch.delenv(name, raising=False)
+
     return use
 
 
 def mint(emu, headers, body=None):
     body = body if body is not None else {"session": {"type": "realtime", "model": emu.deployment}}
-    return requests.post(f"{emu.url}/openai/v1/realtime/client_secrets", json=body, headers=headers,
-                         timeout=10)
+    return requests.post(f"{emu.url}/openai/v1/realtime/client_secrets", json=body, headers=headers, timeout=10)
 
 
 def test_managed_identity_credential_gets_a_token_that_the_service_accepts(emulator, identity_env):
@@ -39,19 +47,30 @@ def test_managed_identity_credential_gets_a_token_that_the_service_accepts(emula
     r = mint(emulator, {"Authorization": f"Bearer {token.token}"})
     assert r.status_code == 200 and r.json()["value"].startswith("ek_")
     # DefaultAzureCredential reaches the same endpoint through its chain.
-    default = DefaultAzureCredential(exclude_interactive_browser_credential=True,
-                                     exclude_cli_credential=True, exclude_powershell_credential=True,
-                                     exclude_developer_cli_credential=True,
-                                     exclude_visual_studio_code_credential=True)
+    default = DefaultAzureCredential(
+        exclude_interactive_browser_credential=True,
+        exclude_cli_credential=True,
+        exclude_powershell_credential=True,
+        exclude_developer_cli_credential=True,
+        exclude_visual_studio_code_credential=True,
+    )
     assert default.get_token(SCOPE).token.startswith("entra_")
 
 
 def test_wrong_identity_header_is_refused(emulator, identity_env):
-    r = requests.get(emulator.identity_endpoint, headers={"X-IDENTITY-HEADER": "wrong"},
-                     params={"api-version": "2019-08-01", "resource": "r"}, timeout=10)
+    r = requests.get(
+        emulator.identity_endpoint,
+        headers={"X-IDENTITY-HEADER": "wrong"},
+        params={"api-version": "2019-08-01", "resource": "r"},
+        timeout=10,
+    )
     assert r.status_code == 401
-    r = requests.get(emulator.identity_endpoint, headers={"X-IDENTITY-HEADER": emulator.identity_header},
-                     params={"resource": "r"}, timeout=10)
+    r = requests.get(
+        emulator.identity_endpoint,
+        headers={"X-IDENTITY-HEADER": emulator.identity_header},
+        params={"resource": "r"},
+        timeout=10,
+    )
     assert r.status_code == 400
 
 
@@ -76,19 +95,34 @@ def test_tokens_expire_and_the_credential_refreshes(identity_env):
 
 
 def test_client_secrets_validates_like_the_service(emulator):
-    token = requests.get(emulator.identity_endpoint, headers={"X-IDENTITY-HEADER": emulator.identity_header},
-                         params={"api-version": "2019-08-01", "resource": "r"}, timeout=10).json()["access_token"]
+    token = requests.get(
+        emulator.identity_endpoint,
+        headers={"X-IDENTITY-HEADER": emulator.identity_header},
+        params={"api-version": "2019-08-01", "resource": "r"},
+        timeout=10,
+    ).json()["access_token"]
     auth = {"Authorization": f"Bearer {token}"}
     model = emulator.deployment
     cases = {
-        "ok": ({"expires_after": {"anchor": "created_at", "seconds": 10},
-                "session": {"type": "realtime", "model": model}}, 200),
-        "too_short": ({"expires_after": {"anchor": "created_at", "seconds": 9},
-                       "session": {"type": "realtime", "model": model}}, 400),
-        "too_long": ({"expires_after": {"anchor": "created_at", "seconds": 7201},
-                      "session": {"type": "realtime", "model": model}}, 400),
-        "bad_anchor": ({"expires_after": {"anchor": "now", "seconds": 60},
-                        "session": {"type": "realtime", "model": model}}, 400),
+        "ok": (
+            {"expires_after": {"anchor": "created_at", "seconds": 10}, "session": {"type": "realtime", "model": model}},
+            200,
+        ),
+        "too_short": (
+            {"expires_after": {"anchor": "created_at", "seconds": 9}, "session": {"type": "realtime", "model": model}},
+            400,
+        ),
+        "too_long": (
+            {
+                "expires_after": {"anchor": "created_at", "seconds": 7201},
+                "session": {"type": "realtime", "model": model},
+            },
+            400,
+        ),
+        "bad_anchor": (
+            {"expires_after": {"anchor": "now", "seconds": 60}, "session": {"type": "realtime", "model": model}},
+            400,
+        ),
         "wrong_type": ({"session": {"type": "transcription", "model": model}}, 400),
         "unknown_deployment": ({"session": {"type": "realtime", "model": "gpt-5"}}, 400),
         "not_object": ([1, 2], 400),
@@ -113,18 +147,28 @@ def test_api_key_auth_when_configured():
 
 
 def test_calls_need_a_live_ephemeral_key_and_raw_sdp(emulator):
-    token = requests.get(emulator.identity_endpoint, headers={"X-IDENTITY-HEADER": emulator.identity_header},
-                         params={"api-version": "2019-08-01", "resource": "r"}, timeout=10).json()["access_token"]
-    short = mint(emulator, {"Authorization": f"Bearer {token}"},
-                 {"expires_after": {"anchor": "created_at", "seconds": 10},
-                  "session": {"type": "realtime", "model": emulator.deployment}}).json()["value"]
+    token = requests.get(
+        emulator.identity_endpoint,
+        headers={"X-IDENTITY-HEADER": emulator.identity_header},
+        params={"api-version": "2019-08-01", "resource": "r"},
+        timeout=10,
+    ).json()["access_token"]
+    short = mint(
+        emulator,
+        {"Authorization": f"Bearer {token}"},
+        {
+            "expires_after": {"anchor": "created_at", "seconds": 10},
+            "session": {"type": "realtime", "model": emulator.deployment},
+        },
+    ).json()["value"]
     url = f"{emulator.url}/openai/v1/realtime/calls?webrtcfilter=on"
 
     def post(auth, body="v=0\r\n", ctype="application/sdp"):
-        return requests.post(url, data=body, headers={"Authorization": auth, "Content-Type": ctype},
-                             timeout=10).status_code
+        return requests.post(
+            url, data=body, headers={"Authorization": auth, "Content-Type": ctype}, timeout=10
+        ).status_code
 
-    assert post(f"Bearer {token}") == 401          # an Entra token is not an ephemeral key
+    assert post(f"Bearer {token}") == 401  # an Entra token is not an ephemeral key
     assert post("Bearer ek_forged") == 401
     assert post(f"Bearer {short}", ctype="text/plain") == 400
     assert post(f"Bearer {short}", body="not sdp") == 400
@@ -136,14 +180,21 @@ def test_calls_need_a_live_ephemeral_key_and_raw_sdp(emulator):
         for p in peers:
             await p.close()
         return ids
+
     ids = asyncio.run(two_sessions())
     assert len(set(ids)) == 2 and all(i.startswith("rtc_") for i in ids)
 
 
 def test_cors_preflight_on_calls(emulator):
-    r = requests.options(f"{emulator.url}/openai/v1/realtime/calls?webrtcfilter=on", timeout=10, headers={
-        "Origin": "http://127.0.0.1:9999", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization,content-type"})
+    r = requests.options(
+        f"{emulator.url}/openai/v1/realtime/calls?webrtcfilter=on",
+        timeout=10,
+        headers={
+            "Origin": "http://127.0.0.1:9999",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
     assert r.status_code == 204
     assert r.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:9999"
     assert "POST" in r.headers["Access-Control-Allow-Methods"]

@@ -1,4 +1,5 @@
 """The sideband WebSocket: observers, client events, and how it closes (1000 / 1001)."""
+
 import asyncio
 import json
 
@@ -15,27 +16,32 @@ async def _new_call(http, url):
 
 
 async def _attach(http, url, token, call_id):
-    return await http.ws_connect(f"{url}/openai/v1/realtime?call_id={call_id}",
-                                 headers={"Authorization": f"Bearer {token}"})
+    return await http.ws_connect(
+        f"{url}/openai/v1/realtime?call_id={call_id}", headers={"Authorization": f"Bearer {token}"}
+    )
 
 
 async def _drain(ws, timeout=10):
     """Every message until the server closes; returns (types, messages, close code)."""
     messages = []
+
     async def read():
         async for msg in ws:
             messages.append(json.loads(msg.data))
+
     await asyncio.wait_for(read(), timeout)
     return [m["type"] for m in messages], messages, ws.close_code
 
 
 async def _until(ws, type_, timeout=10):
     seen = []
+
     async def read():
         async for msg in ws:
             seen.append(json.loads(msg.data))
             if seen[-1]["type"] == type_:
                 return
+
     await asyncio.wait_for(read(), timeout)
     return seen
 
@@ -48,8 +54,9 @@ def test_observers_get_session_created_then_the_same_events_and_1000_on_end(emul
             observers = [await _attach(http, emulator.url, token, call_id) for _ in range(3)]
             async with http.get(f"{emulator.url}/_emulator/calls/{call_id}") as r:
                 assert (await r.json())["observers"] == 3
-            async with http.post(f"{emulator.url}/_emulator/calls/{call_id}/script",
-                                 json={"responses": 2, "text": "What time is it?"}) as r:
+            async with http.post(
+                f"{emulator.url}/_emulator/calls/{call_id}/script", json={"responses": 2, "text": "What time is it?"}
+            ) as r:
                 info = await r.json()
                 assert info["responses"] == 2
             async with http.post(f"{emulator.url}/_emulator/calls/{call_id}/end") as r:
@@ -80,11 +87,19 @@ def test_client_events_on_the_sideband(emulator):
             call_id = await _new_call(http, emulator.url)
             ws = await _attach(http, emulator.url, token, call_id)
             first = json.loads((await ws.receive()).data)
-            await ws.send_json({"type": "session.update", "session": {
-                "type": "realtime", "instructions": "Answer in French.", "output_modalities": ["text"]}})
+            await ws.send_json(
+                {
+                    "type": "session.update",
+                    "session": {"type": "realtime", "instructions": "Answer in French.", "output_modalities": ["text"]},
+                }
+            )
             updated = (await _until(ws, "session.updated"))[-1]
-            await ws.send_json({"type": "conversation.item.create", "item": {
-                "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Bonjour"}]}})
+            await ws.send_json(
+                {
+                    "type": "conversation.item.create",
+                    "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Bonjour"}]},
+                }
+            )
             await ws.send_json({"type": "response.create"})
             turn = await _until(ws, "response.done")
             await ws.send_json({"type": "session.update", "session": {"type": "transcription"}})
@@ -117,13 +132,11 @@ def test_hangup_closes_sideband_1001_and_second_hangup_is_404(emulator):
             types, _, code = await _drain(ws)
             async with http.post(hangup, headers=auth) as r:
                 second = r.status
-            async with http.post(f"{emulator.url}/openai/v1/realtime/calls/rtc_nope/hangup",
-                                 headers=auth) as r:
+            async with http.post(f"{emulator.url}/openai/v1/realtime/calls/rtc_nope/hangup", headers=auth) as r:
                 unknown = r.status
             async with http.post(hangup) as r:
                 unauthenticated = r.status
-            async with http.get(f"{emulator.url}/openai/v1/realtime?call_id={call_id}",
-                                headers=auth) as r:
+            async with http.get(f"{emulator.url}/openai/v1/realtime?call_id={call_id}", headers=auth) as r:
                 ended_attach = r.status
             return first, second, unknown, unauthenticated, types, code, ended_attach
 
@@ -137,6 +150,7 @@ def test_hangup_closes_sideband_1001_and_second_hangup_is_404(emulator):
 def test_max_call_duration_closes_1001():
     emu = Emulator(port=0, max_call_seconds=0.6).start()
     try:
+
         async def run():
             async with aiohttp.ClientSession() as http:
                 token = await entra_token(emu.url, emu.identity_header, http)
@@ -147,6 +161,7 @@ def test_max_call_duration_closes_1001():
                 _, _, code = await _drain(ws, timeout=5)
                 async with http.get(f"{emu.url}/_emulator/calls/{call_id}") as r:
                     return code, loop.time() - start, await r.json()
+
         code, elapsed, info = asyncio.run(run())
     finally:
         emu.stop()
@@ -163,20 +178,26 @@ def test_sideband_rejects_bad_auth_unknown_call_and_plain_http(emulator):
             base = f"{emulator.url}/openai/v1/realtime"
             out = {}
             for name, url, headers in [
-                    ("no_auth", f"{base}?call_id={call_id}", {}),
-                    ("foreign_token", f"{base}?call_id={call_id}", {"Authorization": "Bearer entra_x"}),
-                    ("ephemeral_key", f"{base}?call_id={call_id}", {"Authorization": "Bearer ek_x"}),
-                    ("unknown_call", f"{base}?call_id=rtc_unknown", {"Authorization": f"Bearer {token}"}),
-                    ("no_call_id", base, {"Authorization": f"Bearer {token}"}),
-                    ("plain_http", f"{base}?call_id={call_id}", {"Authorization": f"Bearer {token}"})]:
+                ("no_auth", f"{base}?call_id={call_id}", {}),
+                ("foreign_token", f"{base}?call_id={call_id}", {"Authorization": "Bearer entra_x"}),
+                ("ephemeral_key", f"{base}?call_id={call_id}", {"Authorization": "Bearer ek_x"}),
+                ("unknown_call", f"{base}?call_id=rtc_unknown", {"Authorization": f"Bearer {token}"}),
+                ("no_call_id", base, {"Authorization": f"Bearer {token}"}),
+                ("plain_http", f"{base}?call_id={call_id}", {"Authorization": f"Bearer {token}"}),
+            ]:
                 async with http.get(url, headers=headers) as r:
                     out[name] = (r.status, await r.text())
             return token, out
 
     token, out = asyncio.run(run())
     assert {k: v[0] for k, v in out.items()} == {
-        "no_auth": 401, "foreign_token": 401, "ephemeral_key": 401, "unknown_call": 404,
-        "no_call_id": 400, "plain_http": 400}
+        "no_auth": 401,
+        "foreign_token": 401,
+        "ephemeral_key": 401,
+        "unknown_call": 404,
+        "no_call_id": 400,
+        "plain_http": 400,
+    }
     assert all(token not in body for _, body in out.values())
 
 
@@ -186,8 +207,9 @@ def test_script_pad_bytes_makes_one_event_larger(emulator):
             token = await entra_token(emulator.url, emulator.identity_header, http)
             call_id = await _new_call(http, emulator.url)
             ws = await _attach(http, emulator.url, token, call_id)
-            async with http.post(f"{emulator.url}/_emulator/calls/{call_id}/script",
-                                 json={"responses": 1, "pad_bytes": 70000}) as r:
+            async with http.post(
+                f"{emulator.url}/_emulator/calls/{call_id}/script", json={"responses": 1, "pad_bytes": 70000}
+            ) as r:
                 assert r.status == 200
             async with http.post(f"{emulator.url}/_emulator/calls/{call_id}/end"):
                 pass

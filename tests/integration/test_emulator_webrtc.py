@@ -1,4 +1,5 @@
 """Real WebRTC calls with an in-process aiortc peer: data channel, filtering, audio both ways, VAD."""
+
 import asyncio
 import json
 import statistics
@@ -27,8 +28,12 @@ def test_text_turn_filtered_channel_and_audio_back(emulator):
     async def run():
         async with aiohttp.ClientSession() as http:
             peer = await _connect(emulator, http, label="realtime-channel")
-            peer.send({"type": "conversation.item.create", "item": {
-                "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi!"}]}})
+            peer.send(
+                {
+                    "type": "conversation.item.create",
+                    "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi!"}]},
+                }
+            )
             peer.send({"type": "response.create"})
             done = await peer.wait_for("response.output_audio_transcript.done", timeout=10)
             await peer.wait_for("output_audio_buffer.stopped", timeout=15)
@@ -40,10 +45,9 @@ def test_text_turn_filtered_channel_and_audio_back(emulator):
     peer, done, info = asyncio.run(run())
     assert info["channel_label"] == "realtime-channel"
     assert set(peer.types()) <= BROWSER_EVENTS
-    assert "session.created" not in peer.types()          # filtered: instructions stay private
+    assert "session.created" not in peer.types()  # filtered: instructions stay private
     assert done["transcript"] == reply_for("Hi!")
-    deltas = "".join(m["delta"] for m in peer.messages
-                     if m["type"] == "response.output_audio_transcript.delta")
+    deltas = "".join(m["delta"] for m in peer.messages if m["type"] == "response.output_audio_transcript.delta")
     assert deltas == done["transcript"]
     # audio both ways: spoken reply frames reached the client, the client's mic reached the emulator
     assert peer.remote_loud_frames > 20
@@ -57,6 +61,7 @@ def test_unfiltered_channel_gets_session_created_first(emulator):
             first = await peer.wait_for("session.created", timeout=5)
             await peer.close()
             return peer, first
+
     peer, first = asyncio.run(run())
     assert peer.messages[0] is first
     assert first["session"]["instructions"] == "Be brief."
@@ -67,12 +72,12 @@ def test_speech_triggers_vad_transcript_and_reply(emulator):
         async with aiohttp.ClientSession() as http:
             peer = await _connect(emulator, http)
             peer.say(speech_pcm("Good morning, what is the weather like today?"))
-            transcript = await peer.wait_for(
-                "conversation.item.input_audio_transcription.completed", timeout=15)
+            transcript = await peer.wait_for("conversation.item.input_audio_transcription.completed", timeout=15)
             done = await peer.wait_for("response.output_audio_transcript.done", timeout=10)
             await peer.wait_for("output_audio_buffer.stopped", timeout=15)
             await peer.close()
             return peer, transcript, done
+
     peer, transcript, done = asyncio.run(run())
     types = peer.types()
     assert types.index("input_audio_buffer.speech_started") < types.index("input_audio_buffer.speech_stopped")
@@ -98,8 +103,9 @@ def test_short_beeps_are_not_speech(emulator):
             info = _info(emulator, peer.call_id)
             await peer.close()
             return peer, info
+
     peer, info = asyncio.run(run())
-    assert info["max_rms_in"] > 1000          # the beeps did arrive, loud
+    assert info["max_rms_in"] > 1000  # the beeps did arrive, loud
     assert "input_audio_buffer.speech_started" not in peer.types()
     assert info["speech_segments"] == 0
 
@@ -109,15 +115,20 @@ def test_peer_close_ends_call_and_sideband_1000(emulator):
         async with aiohttp.ClientSession() as http:
             peer = await _connect(emulator, http)
             token = await entra_token(emulator.url, emulator.identity_header, http)
-            ws = await http.ws_connect(f"{emulator.url}/openai/v1/realtime?call_id={peer.call_id}",
-                                       headers={"Authorization": f"Bearer {token}"})
+            ws = await http.ws_connect(
+                f"{emulator.url}/openai/v1/realtime?call_id={peer.call_id}",
+                headers={"Authorization": f"Bearer {token}"},
+            )
             first = json.loads((await ws.receive()).data)
             await peer.close()
+
             async def drain():
                 async for _ in ws:
                     pass
+
             await asyncio.wait_for(drain(), 15)
             return first, ws.close_code, _info(emulator, peer.call_id)
+
     first, code, info = asyncio.run(run())
     assert first["type"] == "session.created"
     assert code == 1000
@@ -135,18 +146,23 @@ def test_hangup_closes_the_peer_connection(emulator):
             def changed():
                 if peer.pc.connectionState in ("closed", "failed"):
                     closed.set()
+
             peer.channel.on("close", closed.set)
-            async with http.post(f"{emulator.url}/openai/v1/realtime/calls/{peer.call_id}/hangup",
-                                 headers={"Authorization": f"Bearer {token}"}) as r:
+            async with http.post(
+                f"{emulator.url}/openai/v1/realtime/calls/{peer.call_id}/hangup",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as r:
                 status = r.status
             await asyncio.wait_for(closed.wait(), 15)
             await peer.close()
             return status
+
     assert asyncio.run(run()) == 200
 
 
 def test_data_channel_open_time(emulator):
     """From createOffer to an open channel, aiortc to aiortc on this machine."""
+
     async def run():
         times = []
         async with aiohttp.ClientSession() as http:
@@ -157,8 +173,11 @@ def test_data_channel_open_time(emulator):
                 times.append(peer.open_seconds)
                 await peer.close()
         return times
+
     times = asyncio.run(run())
     median = statistics.median(times)
-    print(f"\naiortc data channel open: median {median * 1000:.0f} ms of {len(times)} "
-          f"({', '.join(f'{t * 1000:.0f}' for t in times)} ms)")
+    print(
+        f"\naiortc data channel open: median {median * 1000:.0f} ms of {len(times)} "
+        f"({', '.join(f'{t * 1000:.0f}' for t in times)} ms)"
+    )
     assert median < 2.0

@@ -1,6 +1,7 @@
 """The gateway through the local functions host (subprocess) against the emulator and Azurite:
 raw-SDP and seed multipart calls that really connect, the listener message on the queue, every
 error status from the emulator's faults, CORS, and no secret in the host's logs."""
+
 from __future__ import annotations
 
 import base64
@@ -12,9 +13,9 @@ import requests
 from azure.storage.queue import QueueClient
 from urllib3 import encode_multipart_formdata
 
+from local.testing.host import ROOT
+from local.testing.offer import OfferPeer
 from realtime_gateway.listener.message import CallMessage
-from tests.fixtures.host import ROOT
-from tests.unit.test_gateway_offer import OfferPeer
 
 PAGE_ORIGIN = "http://127.0.0.1:5500"  # a static site on another origin
 # The listener is switched off the way Azure does it, so its message stays on the queue to read.
@@ -23,16 +24,23 @@ LISTENER_OFF = {"AzureWebJobs.call_listener.Disabled": "true"}
 
 @pytest.fixture
 def stack(host_factory, emulator, azurite, request):
-    from local.processes import free_port
     import secrets as _s
+
+    from local.processes import free_port
+
     port = free_port()
     queue = f"gw-{_s.token_hex(4)}"
     settings = {
         "AzureWebJobsStorage": azurite.connection_string,
-        "IDENTITY_ENDPOINT": emulator.identity_endpoint, "IDENTITY_HEADER": emulator.identity_header,
-        "AZURE_OPENAI_ENDPOINT": emulator.url, "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
-        "ALLOWED_ORIGINS": f"http://127.0.0.1:{port},{PAGE_ORIGIN}", "LISTENER_QUEUE": queue,
-        "HTTP_TIMEOUT_SECONDS": "2", "MAX_CALL_SECONDS": "900", **LISTENER_OFF,
+        "IDENTITY_ENDPOINT": emulator.identity_endpoint,
+        "IDENTITY_HEADER": emulator.identity_header,
+        "AZURE_OPENAI_ENDPOINT": emulator.url,
+        "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+        "ALLOWED_ORIGINS": f"http://127.0.0.1:{port},{PAGE_ORIGIN}",
+        "LISTENER_QUEUE": queue,
+        "HTTP_TIMEOUT_SECONDS": "2",
+        "MAX_CALL_SECONDS": "900",
+        **LISTENER_OFF,
     }
     settings.update(getattr(request, "param", {}))
     host = host_factory(ROOT, settings, port=port)
@@ -73,8 +81,9 @@ def error(resp):
 
 
 def test_raw_sdp_call_connects_and_the_listener_message_is_queued(stack):
-    principal = base64.b64encode(json.dumps({"identityProvider": "aad", "userId": "u-9",
-                                             "userDetails": "grace"}).encode()).decode()
+    principal = base64.b64encode(
+        json.dumps({"identityProvider": "aad", "userId": "u-9", "userDetails": "grace"}).encode()
+    ).decode()
     with OfferPeer() as peer:
         resp = post_connect(stack, peer.offer, **{"x-ms-client-principal": principal})
         assert resp.status_code == 201, resp.text
@@ -136,10 +145,13 @@ def test_every_error_status_and_no_secret_in_the_host_logs(stack, offer):
         if status == 429:
             assert resp.headers["Retry-After"] == str(spec["retry_after"])
         results[code] = resp
-    for body, ctype, status in ((b"", "application/sdp", 400), (b"hello", "application/sdp", 400),
-                                (b"v=0\r\nm=video 9 RTP 0\r\n", "application/sdp", 400),
-                                (offer.encode(), "application/json", 415),
-                                (b"v=0\r\n" + b"a" * 100_000, "application/sdp", 413)):
+    for body, ctype, status in (
+        (b"", "application/sdp", 400),
+        (b"hello", "application/sdp", 400),
+        (b"v=0\r\nm=video 9 RTP 0\r\n", "application/sdp", 400),
+        (offer.encode(), "application/json", 415),
+        (b"v=0\r\n" + b"a" * 100_000, "application/sdp", 413),
+    ):
         resp = post_connect(stack, body, ctype)
         assert resp.status_code == status, resp.text
         error(resp)
@@ -164,23 +176,36 @@ def test_identity_unreachable_is_503_and_health_says_so(stack, offer):
 
 @pytest.mark.parametrize("stack", [{"MAX_CALL_SECONDS": "forever"}], indirect=True)
 def test_bad_setting_is_a_500_naming_it_on_every_route(stack):
-    for method, path in (("POST", "/api/connect"), ("GET", "/api/token"), ("GET", "/api/health"),
-                         ("POST", "/api/calls/rtc_x/hangup")):
+    for method, path in (
+        ("POST", "/api/connect"),
+        ("GET", "/api/token"),
+        ("GET", "/api/health"),
+        ("POST", "/api/calls/rtc_x/hangup"),
+    ):
         resp = requests.request(method, stack.url + path, timeout=10)
         assert resp.status_code == 500 and "MAX_CALL_SECONDS" in error(resp)["message"]
 
 
 def test_cors_preflight_allowed_and_denied(stack):
     for path, method in (("/api/connect", "POST"), ("/api/token", "GET"), ("/api/calls/rtc_1/hangup", "POST")):
-        resp = requests.options(stack.url + path, headers={
-            "Origin": PAGE_ORIGIN, "Access-Control-Request-Method": method,
-            "Access-Control-Request-Headers": "content-type"}, timeout=10)
+        resp = requests.options(
+            stack.url + path,
+            headers={
+                "Origin": PAGE_ORIGIN,
+                "Access-Control-Request-Method": method,
+                "Access-Control-Request-Headers": "content-type",
+            },
+            timeout=10,
+        )
         assert resp.status_code == 204, (path, resp.text)
         assert resp.headers["Access-Control-Allow-Origin"] == PAGE_ORIGIN
         assert method in resp.headers["Access-Control-Allow-Methods"]
         assert "content-type" in resp.headers["Access-Control-Allow-Headers"].lower()
-    denied = requests.options(stack.url + "/api/connect", headers={
-        "Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"}, timeout=10)
+    denied = requests.options(
+        stack.url + "/api/connect",
+        headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"},
+        timeout=10,
+    )
     assert denied.status_code == 403 and "Access-Control-Allow-Origin" not in denied.headers
 
 

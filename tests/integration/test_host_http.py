@@ -1,12 +1,13 @@
 """The local host's HTTP triggers: routePrefix, route templates, methods, auth levels and keys,
 request/response translation, functionTimeout, errors and the static folder."""
+
 import json
 import time
 
 import pytest
 import requests
 
-from tests.fixtures.host import FIXTURE_APP, copy_app, fixture_settings
+from local.testing.host import FIXTURE_APP, copy_app, fixture_settings
 
 
 @pytest.fixture
@@ -18,10 +19,15 @@ def test_route_params_query_headers_and_methods(host):
     r = requests.get(host.url + "/api/hello/ada?q=42", headers={"x-test": "yes"})
     assert r.status_code == 200
     assert r.headers["Content-Type"] == "application/json"  # the worker adds charset to text/* only
-    assert r.json() == {"name": "ada", "q": "42", "method": "GET",
-                        "url": host.url + "/api/hello/ada?q=42", "agent": "yes"}
+    assert r.json() == {
+        "name": "ada",
+        "q": "42",
+        "method": "GET",
+        "url": host.url + "/api/hello/ada?q=42",
+        "agent": "yes",
+    }
     assert requests.post(host.url + "/api/hello/ada").status_code == 404  # GET only
-    assert requests.get(host.url + "/hello/ada").status_code == 404       # outside the routePrefix
+    assert requests.get(host.url + "/hello/ada").status_code == 404  # outside the routePrefix
     assert "Executed 'Functions.hello' (Succeeded, Id=" in host.wait_for_log("Executed 'Functions.hello'")
 
 
@@ -78,6 +84,7 @@ def test_function_timeout_answers_500(host, path):
 def test_sync_handlers_run_in_parallel_in_the_pool(host_factory, azurite, tmp_path):
     host = host_factory(FIXTURE_APP, fixture_settings(azurite, tmp_path, PYTHON_THREADPOOL_THREAD_COUNT=4))
     from concurrent.futures import ThreadPoolExecutor
+
     started = time.monotonic()
     with ThreadPoolExecutor(4) as pool:
         codes = list(pool.map(lambda _: requests.get(host.url + "/api/sync-sleep?s=1").status_code, range(4)))
@@ -107,16 +114,24 @@ def test_static_folder_at_root(host_factory, azurite, tmp_path):
     assert requests.get(host.url + "/api/hello/x").status_code == 200  # functions still win
 
 
-@pytest.mark.parametrize("template,path,expected", [
-    ("api/items/{id:int}", "/api/items/12", {"id": "12"}),
-    ("api/items/{id:int}", "/api/items/x", None),
-    ("api/items/{id?}", "/api/items", {}),
-    ("api/files/{*rest}", "/api/files/a/b/c.txt", {"rest": "a/b/c.txt"}),
-    ("api/u/{id:guid}", "/api/u/0f8fad5b-d9cb-469f-a165-70867728950e", {"id": "0f8fad5b-d9cb-469f-a165-70867728950e"}),
-    ("api/u/{id:guid}", "/api/u/nope", None),
-    ("api/c/{code:regex(^[a-z]{{2}}$)}", "/api/c/ab", {"code": "ab"}),
-    ("api/c/{code:alpha:minlength(2)}", "/api/c/a1", None),
-])
+@pytest.mark.parametrize(
+    "template,path,expected",
+    [
+        ("api/items/{id:int}", "/api/items/12", {"id": "12"}),
+        ("api/items/{id:int}", "/api/items/x", None),
+        ("api/items/{id?}", "/api/items", {}),
+        ("api/files/{*rest}", "/api/files/a/b/c.txt", {"rest": "a/b/c.txt"}),
+        (
+            "api/u/{id:guid}",
+            "/api/u/0f8fad5b-d9cb-469f-a165-70867728950e",
+            {"id": "0f8fad5b-d9cb-469f-a165-70867728950e"},
+        ),
+        ("api/u/{id:guid}", "/api/u/nope", None),
+        ("api/c/{code:regex(^[a-z]{{2}}$)}", "/api/c/ab", {"code": "ab"}),
+        ("api/c/{code:alpha:minlength(2)}", "/api/c/a1", None),
+    ],
+)
 def test_route_templates(template, path, expected):
     from local.host.routes import compile_route
+
     assert compile_route(template).match(path) == expected

@@ -1,12 +1,12 @@
 """The local host's queue trigger and queue output binding, with the real host's semantics,
 on the fixture app (tests/fixture_app: maxDequeueCount 3, visibilityTimeout 0, batchSize 4)."""
+
 import base64
 import time
 
 import pytest
 
-from tests.fixtures.host import (FIXTURE_APP, b64, copy_app, drain_texts, fixture_settings,
-                                            queue, records, wait_until)
+from local.testing.host import FIXTURE_APP, b64, copy_app, drain_texts, fixture_settings, queue, records, wait_until
 
 
 def test_failing_handler_ends_in_poison_after_max_dequeue_count(host_factory, azurite, tmp_path):
@@ -52,6 +52,7 @@ def test_queue_output_binding_writes_base64(host_factory, azurite, tmp_path):
 
 def test_http_queue_output_single_and_list(host_factory, azurite, tmp_path):
     import requests
+
     settings = fixture_settings(azurite, tmp_path)
     host = host_factory(FIXTURE_APP, settings)
     assert requests.post(host.url + "/api/emit", json="one").status_code == 202
@@ -84,8 +85,7 @@ def test_slow_handler_keeps_its_message_invisible(host_factory, azurite, tmp_pat
         time.sleep(0.2)
     assert stolen == []
     host.wait_for_log("Executed 'Functions.slow' (Succeeded")
-    wait_until(lambda: source.get_queue_properties().approximate_message_count == 0, 5,
-               what="message deleted")
+    wait_until(lambda: source.get_queue_properties().approximate_message_count == 0, 5, what="message deleted")
     assert [r["event"] for r in records(settings, "slow")] == ["start", "end"]
 
 
@@ -95,8 +95,11 @@ def test_function_timeout_fails_the_try_and_the_message_is_retried(host_factory,
     queue(azurite, settings["SLOW_QUEUE"], base64_text=True).send_message("too slow")
 
     host.wait_for_log("Timeout value of 00:00:04 exceeded by function 'Functions.slow'", timeout=15)
-    wait_until(lambda: len([r for r in records(settings, "slow") if r["event"] == "start"]) >= 2,
-               timeout=10, what="a second try")
+    wait_until(
+        lambda: len([r for r in records(settings, "slow") if r["event"] == "start"]) >= 2,
+        timeout=10,
+        what="a second try",
+    )
     assert "Executed 'Functions.slow' (Failed" in host.logs
 
 
@@ -107,8 +110,11 @@ def test_batch_runs_messages_concurrently_within_limits(host_factory, azurite, t
     source = queue(azurite, settings["SLOW_QUEUE"], base64_text=True)
     for i in range(10):
         source.send_message(f"m{i}")
-    wait_until(lambda: len([r for r in records(settings, "slow") if r["event"] == "end"]) == 10,
-               timeout=30, what="10 messages handled")
+    wait_until(
+        lambda: len([r for r in records(settings, "slow") if r["event"] == "end"]) == 10,
+        timeout=30,
+        what="10 messages handled",
+    )
 
     events = sorted((r["t"], 1 if r["event"] == "start" else -1) for r in records(settings, "slow"))
     running, peak = 0, 0
@@ -137,6 +143,7 @@ def test_stopping_the_host_releases_running_messages(host_factory, azurite, tmp_
     source.send_message("interrupted")
     wait_until(lambda: records(settings, "slow"), what="slow handler started")
     assert host.stop() == 0
-    got = wait_until(lambda: list(source.receive_messages(max_messages=1, visibility_timeout=30)), 3,
-                     what="message visible again")
+    got = wait_until(
+        lambda: list(source.receive_messages(max_messages=1, visibility_timeout=30)), 3, what="message visible again"
+    )
     assert got[0].dequeue_count == 2  # the host took it once; this is the second receive

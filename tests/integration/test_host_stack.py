@@ -1,5 +1,6 @@
 """`python -m local.stack` (what `make run` runs): ready lines, the page and API answer, and
 SIGTERM stops every child; with a real endpoint given, no emulator and no IDENTITY_*."""
+
 import os
 import signal
 import socket
@@ -11,21 +12,41 @@ import time
 import requests
 
 from local.processes import free_port
-from tests.fixtures.host import ROOT
+from local.testing.host import ROOT
 
 
 class Stack:
     def __init__(self, tmp_path, **env):
-        self.ports = {k: free_port() for k in ("AZURITE_BLOB_PORT", "AZURITE_QUEUE_PORT",
-                                               "AZURITE_TABLE_PORT", "EMULATOR_PORT", "FUNCTIONS_PORT")}
-        full_env = {**os.environ, **{k: str(v) for k, v in self.ports.items()},
-                    "STACK_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1", **env}
+        self.ports = {
+            k: free_port()
+            for k in (
+                "AZURITE_BLOB_PORT",
+                "AZURITE_QUEUE_PORT",
+                "AZURITE_TABLE_PORT",
+                "EMULATOR_PORT",
+                "FUNCTIONS_PORT",
+            )
+        }
+        full_env = {
+            **os.environ,
+            **{k: str(v) for k, v in self.ports.items()},
+            "STACK_DATA_DIR": str(tmp_path / "data"),
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
         self.lines: list[str] = []
-        self.process = subprocess.Popen([sys.executable, "-m", "local.stack"], cwd=ROOT, env=full_env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True)
-        threading.Thread(target=lambda: [self.lines.append(l.rstrip("\n")) for l in self.process.stdout],
-                         daemon=True).start()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "local.stack"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(
+            target=lambda: [self.lines.append(line.rstrip("\n")) for line in self.process.stdout], daemon=True
+        ).start()
 
     def wait_for(self, prefix: str, timeout: float = 90) -> str:
         end = time.monotonic() + timeout
@@ -59,8 +80,10 @@ def test_stack_prints_ready_lines_serves_the_page_and_stops_cleanly(tmp_path):
         gateway = f"http://127.0.0.1:{stack.ports['FUNCTIONS_PORT']}"
         assert opened == f"open {gateway}/"
         assert stack.wait_for("ready: gateway ") == f"ready: gateway {gateway}"
-        assert stack.wait_for("ready: realtime-emulator ") == \
-            f"ready: realtime-emulator http://127.0.0.1:{stack.ports['EMULATOR_PORT']}"
+        assert (
+            stack.wait_for("ready: realtime-emulator ")
+            == f"ready: realtime-emulator http://127.0.0.1:{stack.ports['EMULATOR_PORT']}"
+        )
         storage = stack.wait_for("ready: storage ")
         assert f"QueueEndpoint=http://127.0.0.1:{stack.ports['AZURITE_QUEUE_PORT']}/devstoreaccount1" in storage
         assert requests.get(gateway + "/").status_code == 200

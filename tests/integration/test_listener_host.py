@@ -1,4 +1,5 @@
 """The listener through the local functions host: queue trigger, hand-over binding, poison, status route."""
+
 from __future__ import annotations
 
 import base64
@@ -9,14 +10,17 @@ import requests
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from realtime_gateway.archive.store import Archive
+from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.audit import verify_call
 from realtime_gateway.listener.message import CallMessage
-from realtime_gateway.archive.tables import table_service_from_env
 
 
 def _queue(stack, suffix=""):
-    q = QueueClient.from_connection_string(stack.azurite.connection_string, stack.settings["LISTENER_QUEUE"] + suffix,
-                                           message_encode_policy=TextBase64EncodePolicy())
+    q = QueueClient.from_connection_string(
+        stack.azurite.connection_string,
+        stack.settings["LISTENER_QUEUE"] + suffix,
+        message_encode_policy=TextBase64EncodePolicy(),
+    )
     try:
         q.create_queue()
     except Exception:
@@ -51,8 +55,15 @@ def _call(stack) -> str:
 
 def _send(stack, call_id, max_seconds=600) -> CallMessage:
     now = time.time()
-    msg = CallMessage(call_id=call_id, started_at=now, deadline=now + max_seconds, origin=stack.url,
-                      request_id="req-host-test", model="gpt-realtime", voice="marin")
+    msg = CallMessage(
+        call_id=call_id,
+        started_at=now,
+        deadline=now + max_seconds,
+        origin=stack.url,
+        request_id="req-host-test",
+        model="gpt-realtime",
+        voice="marin",
+    )
     _queue(stack).send_message(msg.to_json())
     return msg
 
@@ -66,9 +77,15 @@ def test_queue_trigger_records_a_call_and_hands_over(gateway_stack_factory):
     requests.post(f"{stack.emulator.url}/_emulator/calls/{call_id}/script", json={"responses": 3}, timeout=60)
     archive = _archive(stack)
     # the 10 s time box runs out: the continuation comes back through the output binding
-    _wait(lambda: (archive.find_session(call_id) or {}).get("continuations") == 1
-          and (archive.find_session(call_id) or {}).get("attached_at", "") >
-          (archive.find_session(call_id) or {}).get("handed_over_at", "~"), timeout=30, what="hand-over")
+    _wait(
+        lambda: (
+            (archive.find_session(call_id) or {}).get("continuations") == 1
+            and (archive.find_session(call_id) or {}).get("attached_at", "")
+            > (archive.find_session(call_id) or {}).get("handed_over_at", "~")
+        ),
+        timeout=30,
+        what="hand-over",
+    )
     requests.post(f"{stack.emulator.url}/_emulator/calls/{call_id}/script", json={"responses": 2}, timeout=60)
     requests.post(f"{stack.emulator.url}/_emulator/calls/{call_id}/end", timeout=10)
     _wait(lambda: _status(stack, call_id)["state"] == "ended", what="ended")
@@ -77,9 +94,12 @@ def test_queue_trigger_records_a_call_and_hands_over(gateway_stack_factory):
     events = list(archive.read_events(call_id))
     types = [e.event_type for e in events]
     from datetime import datetime
+
     at = {e.event_type: datetime.fromisoformat(e.received_at) for e in events if e.source == "listener"}
-    print(f"\nhand-over through the queue: not recording for "
-          f"{(at['listener.gap'] - at['listener.handover']).total_seconds() * 1000:.0f} ms")
+    print(
+        f"\nhand-over through the queue: not recording for "
+        f"{(at['listener.gap'] - at['listener.handover']).total_seconds() * 1000:.0f} ms"
+    )
     assert types.count("response.done") == 5 and types.count("listener.handover") == 1
     assert verify_call(archive, call_id).ok
 
@@ -106,11 +126,17 @@ def test_attach_delay_over_20_calls_through_the_queue(gateway_stack):
     for _ in range(20):
         call_id = _call(gateway_stack)
         _send(gateway_stack, call_id)
-        row = _wait(lambda: (archive.find_session(call_id) or {}).get("attach_delay_ms") is not None
-                    and archive.find_session(call_id), what="attached")
+        row = _wait(
+            lambda c=call_id: (
+                (archive.find_session(c) or {}).get("attach_delay_ms") is not None and archive.find_session(c)
+            ),
+            what="attached",
+        )
         delays.append(row["attach_delay_ms"])
         requests.post(f"{gateway_stack.emulator.url}/_emulator/calls/{call_id}/end", timeout=10)
-        time.sleep(0.3)   # let the host's poll back off a little, as between real calls
-    print(f"\nattach delay through the queue over 20 calls: median {statistics.median(delays):.0f} ms, "
-          f"worst {max(delays):.0f} ms, all {sorted(delays)}")
+        time.sleep(0.3)  # let the host's poll back off a little, as between real calls
+    print(
+        f"\nattach delay through the queue over 20 calls: median {statistics.median(delays):.0f} ms, "
+        f"worst {max(delays):.0f} ms, all {sorted(delays)}"
+    )
     assert max(delays) < 5000

@@ -1,4 +1,5 @@
 """The listener against the realtime emulator's sideband and Azurite's tables, called directly."""
+
 from __future__ import annotations
 
 import json
@@ -10,13 +11,13 @@ import pytest
 import requests
 
 from realtime_gateway.archive.store import Archive
+from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.audit import verify_call
-from realtime_gateway.listener.message import CallMessage
 from realtime_gateway.listener.call_listener import Listener
 from realtime_gateway.listener.handler import handle_call_message
+from realtime_gateway.listener.message import CallMessage
 from realtime_gateway.process import Process
 from realtime_gateway.settings import Settings
-from realtime_gateway.archive.tables import table_service_from_env
 
 
 @pytest.fixture
@@ -24,8 +25,13 @@ def settings(emulator, monkeypatch):
     # The managed identity's real code path, answered by the emulator's identity endpoint.
     monkeypatch.setenv("IDENTITY_ENDPOINT", emulator.identity_endpoint)
     monkeypatch.setenv("IDENTITY_HEADER", emulator.identity_header)
-    return Settings(endpoint=emulator.url, deployment="gpt-realtime", managed_identity_client_id="listener-test",
-                    events_table="ev" + uuid.uuid4().hex[:10], sessions_table="se" + uuid.uuid4().hex[:10])
+    return Settings(
+        endpoint=emulator.url,
+        deployment="gpt-realtime",
+        managed_identity_client_id="listener-test",
+        events_table="ev" + uuid.uuid4().hex[:10],
+        sessions_table="se" + uuid.uuid4().hex[:10],
+    )
 
 
 @pytest.fixture
@@ -53,8 +59,9 @@ def new_call(emulator) -> str:
 
 
 def script(emulator, call_id, responses, **extra):
-    r = requests.post(f"{emulator.url}/_emulator/calls/{call_id}/script",
-                      json={"responses": responses, **extra}, timeout=120)
+    r = requests.post(
+        f"{emulator.url}/_emulator/calls/{call_id}/script", json={"responses": responses, **extra}, timeout=120
+    )
     r.raise_for_status()
     return r.json()
 
@@ -65,9 +72,18 @@ def end_call(emulator, call_id):
 
 def message(call_id, continuation=0, max_seconds=600, **kw) -> CallMessage:
     now = time.time()
-    return CallMessage(call_id=call_id, started_at=now, deadline=now + max_seconds, origin="http://127.0.0.1:9",
-                       principal={"id": "u-1", "name": "Ada", "provider": "aad"}, request_id="req-1",
-                       model="gpt-realtime", voice="marin", continuation=continuation, **kw)
+    return CallMessage(
+        call_id=call_id,
+        started_at=now,
+        deadline=now + max_seconds,
+        origin="http://127.0.0.1:9",
+        principal={"id": "u-1", "name": "Ada", "provider": "aad"},
+        request_id="req-1",
+        model="gpt-realtime",
+        voice="marin",
+        continuation=continuation,
+        **kw,
+    )
 
 
 def listener(msg, archive, upstream, settings, **kw):
@@ -83,6 +99,7 @@ def run_in_thread(lst):
             box["result"] = lst.run()
         except BaseException as exc:  # surfaced by the test
             box["error"] = exc
+
     t = threading.Thread(target=target, daemon=True)
     t.start()
     return t, box
@@ -116,7 +133,7 @@ def test_scripted_call_archives_every_event_in_order(emulator, archive, upstream
 
     events = list(archive.read_events(call_id))
     assert len(events) >= 200, len(events)
-    assert len(events) == emulator_events(emulator, call_id) + 1   # + session.created
+    assert len(events) == emulator_events(emulator, call_id) + 1  # + session.created
     assert [e.seq for e in events] == list(range(len(events)))
     assert events[0].event_type == "session.created"
     ids = [e.event_id for e in events]
@@ -135,11 +152,17 @@ def test_scripted_call_archives_every_event_in_order(emulator, archive, upstream
     assert session["origin"] == "http://127.0.0.1:9" and session["principal_id"] == "u-1"
     assert session["PartitionKey"] == time.strftime("%Y%m%d", time.gmtime(msg.started_at))
     assert session["attach_delay_ms"] >= 0
-    assistant = [json.loads(e.payload).get("transcript") or json.loads(e.payload).get("text") for e in events
-                 if e.event_type in ("response.output_audio_transcript.done", "response.output_text.done")]
+    assistant = [
+        json.loads(e.payload).get("transcript") or json.loads(e.payload).get("text")
+        for e in events
+        if e.event_type in ("response.output_audio_transcript.done", "response.output_text.done")
+    ]
     assert session["assistant_transcript"].split("\n") == assistant and len(assistant) == 12
-    user_items = [e for e in events if e.event_type == "conversation.item.added"
-                  and json.loads(e.payload)["item"]["role"] == "user"]
+    user_items = [
+        e
+        for e in events
+        if e.event_type == "conversation.item.added" and json.loads(e.payload)["item"]["role"] == "user"
+    ]
     assert len(user_items) == 12
     assert session["user_transcript"].split("\n") == [f"Scripted question {n}" for n in range(1, 13)]
     assert call_id in [s["call_id"] for s in archive.sessions_on(session["PartitionKey"])]
@@ -156,7 +179,7 @@ def test_time_box_hands_over_and_continuation_archives_the_rest(emulator, archiv
     script(emulator, call_id, 3)
     t.join(30)
     assert box["result"].outcome == "handed_over" and handed == [msg.continued()]
-    assert archive.find_session(call_id)["state"] == "attached"   # the call goes on
+    assert archive.find_session(call_id)["state"] == "attached"  # the call goes on
 
     second = listener(handed[0], archive, upstream, settings, time_box=30)
     t2, box2 = run_in_thread(second)
@@ -171,8 +194,8 @@ def test_time_box_hands_over_and_continuation_archives_the_rest(emulator, archiv
     events = list(archive.read_events(call_id))
     types = [e.event_type for e in events]
     assert types.count("listener.handover") == 1 and types.count("listener.gap") == 1
-    assert types.count("session.created") == 2           # one per sideband socket
-    assert types.count("response.done") == 6              # both listeners' turns, all archived
+    assert types.count("session.created") == 2  # one per sideband socket
+    assert types.count("response.done") == 6  # both listeners' turns, all archived
     assert [e.seq for e in events] == list(range(len(events)))
     # everything the emulator sent while a listener was attached is archived (+1 session.created per socket)
     service = [e for e in events if e.source == "service"]
@@ -188,8 +211,8 @@ def test_dropped_socket_reconnects_and_the_gap_is_marked(emulator, archive, upst
     emulator.set_fault("sideband", drop_after=5, times=1)
     t, box = run_in_thread(listener(message(call_id), archive, upstream, settings))
     wait_attached(archive, call_id)
-    script(emulator, call_id, 2)       # the first socket dies after 5 events
-    time.sleep(1.5)                    # reconnected by now (backoff starts at 0.2 s)
+    script(emulator, call_id, 2)  # the first socket dies after 5 events
+    time.sleep(1.5)  # reconnected by now (backoff starts at 0.2 s)
     script(emulator, call_id, 2)
     end_call(emulator, call_id)
     t.join(30)
@@ -261,15 +284,17 @@ def test_redelivered_message_adds_no_duplicates(emulator, archive, upstream, set
 def test_writer_resume_skips_events_already_archived(archive):
     """The writer side of exactly-once: the same event ids offered again are not archived twice."""
     from realtime_gateway.archive.writer import ArchiveWriter
+
     call_id = "rtc_" + uuid.uuid4().hex
-    raw = [json.dumps({"type": "response.output_text.delta", "event_id": f"event_{i}", "delta": "x"})
-           for i in range(150)]
+    raw = [
+        json.dumps({"type": "response.output_text.delta", "event_id": f"event_{i}", "delta": "x"}) for i in range(150)
+    ]
     w = ArchiveWriter(archive, call_id, "20260101", {"state": "attached"}, flush_interval=0.1).start()
     for r in raw[:100]:
         w.event(r, time.time())
     w.close({"state": "attached"})
     w2 = ArchiveWriter(archive, call_id, "20260101", {"state": "attached"}, listener=1, flush_interval=0.1).start()
-    for r in raw:       # a replay of the first 100 and 50 new ones
+    for r in raw:  # a replay of the first 100 and 50 new ones
         w2.event(r, time.time())
     w2.close({"state": "ended"})
     assert w2.duplicates == 100
@@ -315,8 +340,12 @@ def test_tampered_or_removed_row_is_detected(emulator, archive, upstream, settin
 
 def test_queue_handler_rejects_malformed_message_once(archive, process):
     poisoned, handed = [], []
-    assert handle_call_message(b"{not json", send_handover=handed.append, send_poison=poisoned.append,
-                               dequeue_count=1, process=process) is None
+    assert (
+        handle_call_message(
+            b"{not json", send_handover=handed.append, send_poison=poisoned.append, dequeue_count=1, process=process
+        )
+        is None
+    )
     assert poisoned == ["{not json"] and handed == []
 
 
@@ -324,30 +353,32 @@ def test_message_for_an_ended_call_completes_quietly(emulator, archive, process)
     call_id = new_call(emulator)
     end_call(emulator, call_id)
     handed = []
-    result = handle_call_message(message(call_id).to_json(), send_handover=handed.append,
-                                 send_poison=lambda _: None, process=process)
+    result = handle_call_message(
+        message(call_id).to_json(), send_handover=handed.append, send_poison=lambda _: None, process=process
+    )
     assert result.outcome == "ended" and handed == []
     session = archive.find_session(call_id)
     assert session["state"] == "ended" and "before the listener attached" in session["end_detail"]
 
 
-def test_failing_archive_fails_the_invocation_and_the_retry_resumes(emulator, archive, upstream, settings,
-                                                                    monkeypatch):
+def test_failing_archive_fails_the_invocation_and_the_retry_resumes(emulator, archive, upstream, settings, monkeypatch):
     from realtime_gateway.archive.store import ArchiveError
+
     call_id = new_call(emulator)
     msg = message(call_id)
     t, box = run_in_thread(listener(msg, archive, upstream, settings))
     wait_attached(archive, call_id)
     script(emulator, call_id, 1)
-    time.sleep(1.0)                                   # the first turn is archived
+    time.sleep(1.0)  # the first turn is archived
     archived = len(list(archive.read_events(call_id)))
     real_write = archive.write_entities
 
     def down(entities):
         raise ConnectionError("table endpoint unreachable")
+
     monkeypatch.setattr(archive, "write_entities", down)
     script(emulator, call_id, 1)
-    t.join(60)                                        # ~8 s of retries, then the invocation fails
+    t.join(60)  # ~8 s of retries, then the invocation fails
     assert isinstance(box.get("error"), ArchiveError)
     monkeypatch.setattr(archive, "write_entities", real_write)
     # the host retries the same message (dequeue count 2): the call is still live
@@ -363,5 +394,5 @@ def test_failing_archive_fails_the_invocation_and_the_retry_resumes(emulator, ar
     gaps = [json.loads(e.payload) for e in events if e.event_type == "listener.gap"]
     assert [g["reason"] for g in gaps] == ["redelivered"]
     assert len({e.event_id for e in events}) == len(events)
-    assert [e.event_type for e in events].count("response.done") == 2   # turns 1 and 3; turn 2 was lost
+    assert [e.event_type for e in events].count("response.done") == 2  # turns 1 and 3; turn 2 was lost
     assert verify_call(archive, call_id).ok

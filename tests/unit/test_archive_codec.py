@@ -1,10 +1,21 @@
 """Row encoding of the archive: splitting, part rows, transaction grouping, the hash chain."""
+
 import json
 
-from realtime_gateway.archive.codec import (BATCH_BYTES, CHUNKS_PER_ROW, PROPERTY_CHARS, EventRecord, transaction_batches,
-                                      record_from_rows, entity_bytes, event_entities, row_key, split_utf16)
-from realtime_gateway.archive.summary import CallSummary
 from realtime_gateway.archive.chain import genesis, link
+from realtime_gateway.archive.codec import (
+    BATCH_BYTES,
+    CHUNKS_PER_ROW,
+    PROPERTY_CHARS,
+    EventRecord,
+    entity_bytes,
+    event_entities,
+    record_from_rows,
+    row_key,
+    split_utf16,
+    transaction_batches,
+)
+from realtime_gateway.archive.summary import CallSummary
 
 
 def _utf16_units(s: str) -> int:
@@ -12,7 +23,7 @@ def _utf16_units(s: str) -> int:
 
 
 def test_split_respects_utf16_units_and_surrogate_pairs():
-    text = ("a" * 5 + "\U0001F600") * 20_000           # non-BMP chars take two UTF-16 units
+    text = ("a" * 5 + "\U0001f600") * 20_000  # non-BMP chars take two UTF-16 units
     pieces = split_utf16(text, 1000)
     assert "".join(pieces) == text
     assert all(_utf16_units(p) <= 1000 for p in pieces)
@@ -52,8 +63,13 @@ def test_batches_stay_within_transaction_limits():
 def test_hash_chain_changes_with_any_field_and_with_the_call():
     base = link(genesis("rtc_1"), 0, "e1", "t", "2026", "{}")
     assert base != link(genesis("rtc_2"), 0, "e1", "t", "2026", "{}")
-    for changed in ((1, "e1", "t", "2026", "{}"), (0, "e2", "t", "2026", "{}"), (0, "e1", "u", "2026", "{}"),
-                    (0, "e1", "t", "2027", "{}"), (0, "e1", "t", "2026", "{ }")):
+    for changed in (
+        (1, "e1", "t", "2026", "{}"),
+        (0, "e2", "t", "2026", "{}"),
+        (0, "e1", "u", "2026", "{}"),
+        (0, "e1", "t", "2027", "{}"),
+        (0, "e1", "t", "2026", "{ }"),
+    ):
         assert link(genesis("rtc_1"), *changed) != base
 
 

@@ -1,5 +1,6 @@
 """The gateway's handlers in process against the emulator: /connect with raw SDP and the seed's
 multipart form, the listener message, every error status, and no secret in any log or error."""
+
 import base64
 import json
 import logging
@@ -7,14 +8,14 @@ import logging
 import pytest
 from urllib3 import encode_multipart_formdata
 
+from local.testing.offer import OfferPeer
 from realtime_gateway import process as process_state
 from realtime_gateway.gateway import routes
-from realtime_gateway.listener.message import CallMessage
 from realtime_gateway.gateway.http import Request, handle
+from realtime_gateway.listener.message import CallMessage
 from realtime_gateway.process import Process
-from realtime_gateway.upstream.identity import BearerTokenProvider
 from realtime_gateway.settings import load_settings
-from tests.unit.test_gateway_offer import OfferPeer
+from realtime_gateway.upstream.identity import BearerTokenProvider
 
 ORIGIN = "https://app.example.com"
 
@@ -38,9 +39,15 @@ def gw(emulator, monkeypatch):
     monkeypatch.setenv("IDENTITY_ENDPOINT", emulator.identity_endpoint)
     monkeypatch.setenv("IDENTITY_HEADER", emulator.identity_header)
     monkeypatch.delenv("AZURE_CLIENT_ID", raising=False)
-    settings = load_settings({"AZURE_OPENAI_ENDPOINT": emulator.url, "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
-                              "ALLOWED_ORIGINS": ORIGIN, "HTTP_TIMEOUT_SECONDS": "2",
-                              "MAX_CALL_SECONDS": "600"})
+    settings = load_settings(
+        {
+            "AZURE_OPENAI_ENDPOINT": emulator.url,
+            "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+            "ALLOWED_ORIGINS": ORIGIN,
+            "HTTP_TIMEOUT_SECONDS": "2",
+            "MAX_CALL_SECONDS": "600",
+        }
+    )
     gateway = Process(settings, env={})
     gateway.secrets = Secrets()
     gateway.api.session.hooks["response"].append(gateway.secrets.hook)
@@ -62,15 +69,18 @@ def offer():
 
 def connect(body, ctype="application/sdp", headers=None, enqueue=None):
     queued = []
-    resp = handle(routes.connect, Request("POST", "http://h/api/connect",
-                                     {"Content-Type": ctype, "Origin": ORIGIN, **(headers or {})}, body),
-                  enqueue=enqueue or queued.append)
+    resp = handle(
+        routes.connect,
+        Request("POST", "http://h/api/connect", {"Content-Type": ctype, "Origin": ORIGIN, **(headers or {})}, body),
+        enqueue=enqueue or queued.append,
+    )
     return resp, queued
 
 
 def test_raw_sdp_connect_gives_a_working_call_and_a_listener_message(gw):
-    principal = base64.b64encode(json.dumps({"identityProvider": "aad", "userId": "u-1",
-                                             "userDetails": "ada"}).encode()).decode()
+    principal = base64.b64encode(
+        json.dumps({"identityProvider": "aad", "userId": "u-1", "userDetails": "ada"}).encode()
+    ).decode()
     with OfferPeer() as peer:
         resp, queued = connect(peer.offer.encode(), headers={"x-ms-client-principal": principal})
         assert resp.status == 201 and resp.mimetype == "application/sdp"
@@ -94,6 +104,7 @@ def test_seed_multipart_form_connects(gw, offer):
 def test_enqueue_failure_is_reported_but_the_call_succeeds(gw, offer, caplog):
     def broken(_):
         raise OSError("queue unreachable")
+
     resp, _ = connect(offer.encode(), enqueue=broken)
     assert resp.status == 201 and resp.headers["x-listener"] == "not-queued"
     assert "not queued" in caplog.text
@@ -111,8 +122,10 @@ def test_health_reports_identity_and_storage(gw, azurite):
     resp = handle(routes.health, Request("GET", "http://h/api/health"))
     assert resp.status == 200, resp.body
     assert json.loads(resp.body)["checks"] == {"settings": "ok", "identity": "ok", "storage": "ok"}
-    gw.env = {"AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-              "AccountKey=abc;TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"}
+    gw.env = {
+        "AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        "AccountKey=abc;TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+    }
     resp = handle(routes.health, Request("GET", "http://h/api/health"))
     assert resp.status == 503 and "storage not reachable" in json.loads(resp.body)["checks"]["storage"]
 
@@ -162,11 +175,14 @@ def test_no_secret_in_any_log_or_error(gw, emulator, offer, caplog):
         emulator.set_fault(target, **spec)
         bodies.append(connect(offer.encode())[0].body)
         emulator.clear_faults()
-    for ctype, payload in (("text/plain", b"x"), ("application/sdp", b""), ("application/sdp", b"v=0\n"),
-                           ("application/sdp", b"v=0\r\n" + b"a" * 70000)):
+    for ctype, payload in (
+        ("text/plain", b"x"),
+        ("application/sdp", b""),
+        ("application/sdp", b"v=0\n"),
+        ("application/sdp", b"v=0\r\n" + b"a" * 70000),
+    ):
         bodies.append(connect(payload, ctype)[0].body)
-    bodies.append(handle(routes.hangup, Request("POST", "http://h/api/calls/rtc_nope/hangup"),
-                         call_id="rtc_nope").body)
+    bodies.append(handle(routes.hangup, Request("POST", "http://h/api/calls/rtc_nope/hangup"), call_id="rtc_nope").body)
     bodies.append(handle(routes.connect, Request("POST", "http://h/api/connect", {"Origin": "https://evil.io"})).body)
 
     entra = {first_entra, gw.tokens.token()}
@@ -182,12 +198,19 @@ def test_no_secret_in_any_log_or_error(gw, emulator, offer, caplog):
 
 def test_api_key_resources_work_and_the_key_is_never_logged(caplog, offer):
     from local.emulator import Emulator
+
     key = "emulator-api-key-0123456789"
     emu = Emulator(port=0, api_key=key).start()
     try:
         caplog.set_level(logging.DEBUG)
-        settings = load_settings({"AZURE_OPENAI_ENDPOINT": emu.url, "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
-                                  "AZURE_OPENAI_API_KEY": key, "ALLOWED_ORIGINS": ORIGIN})
+        settings = load_settings(
+            {
+                "AZURE_OPENAI_ENDPOINT": emu.url,
+                "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+                "AZURE_OPENAI_API_KEY": key,
+                "ALLOWED_ORIGINS": ORIGIN,
+            }
+        )
         gateway = Process(settings, env={})
         assert gateway.tokens is None
         process_state.reset_process(gateway)

@@ -1,5 +1,6 @@
 """The handlers' envelope without upstream calls: CORS allowlist and preflight, request ids,
 settings errors as 500 JSON naming the setting on every route, input errors before any upstream."""
+
 import json
 
 import pytest
@@ -10,10 +11,17 @@ from realtime_gateway.gateway.http import Request, handle
 from realtime_gateway.process import Process
 from realtime_gateway.settings import load_settings
 
-ROUTES = [(routes.connect, "POST", {}), (routes.token, "GET", {}), (routes.hangup, "POST", {"call_id": "rtc_1"}),
-          (routes.health, "GET", {})]
-ENV = {"AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:9", "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
-       "ALLOWED_ORIGINS": "https://app.example.com,http://127.0.0.1:8080"}
+ROUTES = [
+    (routes.connect, "POST", {}),
+    (routes.token, "GET", {}),
+    (routes.hangup, "POST", {"call_id": "rtc_1"}),
+    (routes.health, "GET", {}),
+]
+ENV = {
+    "AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:9",
+    "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+    "ALLOWED_ORIGINS": "https://app.example.com,http://127.0.0.1:8080",
+}
 
 
 @pytest.fixture
@@ -30,9 +38,19 @@ def error(resp):
 
 @pytest.mark.parametrize("route,method,kw", ROUTES)
 def test_preflight_from_an_allowed_origin(gateway, route, method, kw):
-    resp = handle(route, Request("OPTIONS", "http://h/api/x", {
-        "Origin": "https://app.example.com", "Access-Control-Request-Method": method,
-        "Access-Control-Request-Headers": "content-type"}), **kw)
+    resp = handle(
+        route,
+        Request(
+            "OPTIONS",
+            "http://h/api/x",
+            {
+                "Origin": "https://app.example.com",
+                "Access-Control-Request-Method": method,
+                "Access-Control-Request-Headers": "content-type",
+            },
+        ),
+        **kw,
+    )
     assert resp.status == 204
     assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert method in resp.headers["Access-Control-Allow-Methods"]
@@ -41,8 +59,9 @@ def test_preflight_from_an_allowed_origin(gateway, route, method, kw):
     assert resp.headers["Vary"] == "Origin"
 
 
-@pytest.mark.parametrize("origin", ["https://evil.example.com", "https://app.example.com.evil.io",
-                                    "http://app.example.com", "null"])
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example.com", "https://app.example.com.evil.io", "http://app.example.com", "null"]
+)
 def test_other_origins_get_403_without_cors_headers(gateway, origin):
     for method in ("OPTIONS", "POST"):
         resp = handle(routes.connect, Request(method, "http://h/api/connect", {"Origin": origin}))
@@ -61,9 +80,15 @@ def test_wildcard_only_when_configured():
 
 
 def test_input_errors_carry_cors_and_request_id(gateway):
-    resp = handle(routes.connect, Request("POST", "http://h/api/connect",
-                                     {"Origin": "http://127.0.0.1:8080", "Content-Type": "text/plain",
-                                      "x-request-id": "req-12345678"}, b"v=0"))
+    resp = handle(
+        routes.connect,
+        Request(
+            "POST",
+            "http://h/api/connect",
+            {"Origin": "http://127.0.0.1:8080", "Content-Type": "text/plain", "x-request-id": "req-12345678"},
+            b"v=0",
+        ),
+    )
     assert resp.status == 415
     body = error(resp)
     assert body["code"] == "unsupported_media_type" and body["request_id"] == "req-12345678"
@@ -73,8 +98,7 @@ def test_input_errors_carry_cors_and_request_id(gateway):
 
 
 def test_unsafe_request_ids_are_replaced(gateway):
-    resp = handle(routes.connect, Request("POST", "http://h/api/connect",
-                                     {"x-request-id": "bad id\r\nx: y"}, b""))
+    resp = handle(routes.connect, Request("POST", "http://h/api/connect", {"x-request-id": "bad id\r\nx: y"}, b""))
     assert resp.status == 415
     rid = resp.headers["x-request-id"]
     assert rid != "bad id\r\nx: y" and len(rid) == 32 and error(resp)["request_id"] == rid
@@ -83,14 +107,15 @@ def test_unsafe_request_ids_are_replaced(gateway):
 def test_principal_required(gateway):
     settings = load_settings({**ENV, "REQUIRE_PRINCIPAL": "true"})
     process_state.reset_process(Process(settings, env={}))
-    resp = handle(routes.connect, Request("POST", "http://h/api/connect", {"Content-Type": "application/sdp"},
-                                     b"v=0\r\nm=audio 9 RTP 0\r\n"))
+    resp = handle(
+        routes.connect,
+        Request("POST", "http://h/api/connect", {"Content-Type": "application/sdp"}, b"v=0\r\nm=audio 9 RTP 0\r\n"),
+    )
     assert resp.status == 401 and error(resp)["code"] == "principal_required"
 
 
 def test_token_route_can_be_switched_off(gateway):
-    process_state.reset_process(Process(load_settings({**ENV, "TOKEN_ROUTE_ENABLED": "false"}),
-                                                 env={}))
+    process_state.reset_process(Process(load_settings({**ENV, "TOKEN_ROUTE_ENABLED": "false"}), env={}))
     resp = handle(routes.token, Request("GET", "http://h/api/token"))
     assert resp.status == 404 and error(resp)["code"] == "token_route_disabled"
 

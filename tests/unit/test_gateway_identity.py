@@ -1,5 +1,6 @@
 """The managed-identity token cache against the emulator's identity endpoint (App Service
 protocol), through azure-identity's real ManagedIdentityCredential / DefaultAzureCredential."""
+
 import threading
 import time
 
@@ -7,13 +8,12 @@ import pytest
 
 from local.emulator import Emulator
 from realtime_gateway.errors import ApiError
-from realtime_gateway.upstream.identity import BearerTokenProvider, auth_headers, make_credential
 from realtime_gateway.settings import load_settings
+from realtime_gateway.upstream.identity import BearerTokenProvider, auth_headers, make_credential
 
 
 def settings_for(emu, **extra):
-    return load_settings({"AZURE_OPENAI_ENDPOINT": emu.url, "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
-                          **extra})
+    return load_settings({"AZURE_OPENAI_ENDPOINT": emu.url, "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime", **extra})
 
 
 @pytest.fixture
@@ -21,9 +21,16 @@ def identity_env(monkeypatch):
     def point_at(emu):
         monkeypatch.setenv("IDENTITY_ENDPOINT", emu.identity_endpoint)
         monkeypatch.setenv("IDENTITY_HEADER", emu.identity_header)
-        for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "MSI_ENDPOINT",
-                     "AZURE_FEDERATED_TOKEN_FILE", "IDENTITY_SERVER_THUMBPRINT"):
+        for name in (
+            "AZURE_CLIENT_ID",
+            "AZURE_TENANT_ID",
+            "AZURE_CLIENT_SECRET",
+            "MSI_ENDPOINT",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "IDENTITY_SERVER_THUMBPRINT",
+        ):
             monkeypatch.delenv(name, raising=False)
+
     return point_at
 
 
@@ -82,6 +89,7 @@ def test_refreshed_ahead_of_expiry(identity_env):
 
 def test_user_assigned_identity_uses_managed_identity_credential(emulator, identity_env):
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
     identity_env(emulator)
     s = settings_for(emulator, AZURE_CLIENT_ID="11111111-2222-3333-4444-555555555555")
     assert isinstance(make_credential(s), ManagedIdentityCredential)

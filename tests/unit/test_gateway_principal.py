@@ -1,4 +1,5 @@
 """x-ms-client-principal from Static Web Apps and App Service Easy Auth."""
+
 import base64
 import json
 
@@ -10,18 +11,38 @@ def b64(data) -> str:
 
 
 def test_static_web_apps_shape():
-    p = principal_from_headers({"x-ms-client-principal": b64(
-        {"identityProvider": "aad", "userId": "u1", "userDetails": "ada@example.com",
-         "userRoles": ["anonymous", "authenticated"]})})
-    assert p == {"id": "u1", "name": "ada@example.com", "provider": "aad",
-                 "roles": ["anonymous", "authenticated"]}
+    p = principal_from_headers(
+        {
+            "x-ms-client-principal": b64(
+                {
+                    "identityProvider": "aad",
+                    "userId": "u1",
+                    "userDetails": "ada@example.com",
+                    "userRoles": ["anonymous", "authenticated"],
+                }
+            )
+        }
+    )
+    assert p == {"id": "u1", "name": "ada@example.com", "provider": "aad", "roles": ["anonymous", "authenticated"]}
 
 
 def test_easy_auth_shape():
-    p = principal_from_headers({"x-ms-client-principal": b64(
-        {"auth_typ": "aad", "name_typ": "name", "role_typ": "roles",
-         "claims": [{"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": "oid-1"},
-                    {"typ": "name", "val": "Ada"}, {"typ": "roles", "val": "caller"}]})})
+    p = principal_from_headers(
+        {
+            "x-ms-client-principal": b64(
+                {
+                    "auth_typ": "aad",
+                    "name_typ": "name",
+                    "role_typ": "roles",
+                    "claims": [
+                        {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": "oid-1"},
+                        {"typ": "name", "val": "Ada"},
+                        {"typ": "roles", "val": "caller"},
+                    ],
+                }
+            )
+        }
+    )
     assert p == {"id": "oid-1", "name": "Ada", "provider": "aad", "roles": ["caller"]}
 
 

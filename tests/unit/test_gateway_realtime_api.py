@@ -1,15 +1,16 @@
 """RealtimeApi against the emulator: minting (shape checked with the openai types), the SDP post,
 hang-up, and every upstream fault mapped to its status, with retries only where safe."""
+
 import time
 
 import pytest
 from openai.types.realtime import ClientSecretCreateResponse
 
+from local.testing.offer import OfferPeer
 from realtime_gateway.errors import ApiError
-from realtime_gateway.upstream.identity import BearerTokenProvider
-from realtime_gateway.upstream.client import MINT_ATTEMPTS, ClientSecret, RealtimeApi
 from realtime_gateway.settings import load_settings
-from tests.unit.test_gateway_offer import OfferPeer
+from realtime_gateway.upstream.client import MINT_ATTEMPTS, ClientSecret, RealtimeApi
+from realtime_gateway.upstream.identity import BearerTokenProvider
 
 
 @pytest.fixture
@@ -17,8 +18,14 @@ def api(emulator, monkeypatch):
     monkeypatch.setenv("IDENTITY_ENDPOINT", emulator.identity_endpoint)
     monkeypatch.setenv("IDENTITY_HEADER", emulator.identity_header)
     monkeypatch.delenv("AZURE_CLIENT_ID", raising=False)
-    settings = load_settings({"AZURE_OPENAI_ENDPOINT": emulator.url, "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
-                              "HTTP_TIMEOUT_SECONDS": "2", "REALTIME_INSTRUCTIONS": "Be brief."})
+    settings = load_settings(
+        {
+            "AZURE_OPENAI_ENDPOINT": emulator.url,
+            "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+            "HTTP_TIMEOUT_SECONDS": "2",
+            "REALTIME_INSTRUCTIONS": "Be brief.",
+        }
+    )
     return RealtimeApi(settings, BearerTokenProvider(settings))
 
 

@@ -1,4 +1,5 @@
 """Reading the offer: raw application/sdp, the seed page's multipart field, and the 400/413/415 rules."""
+
 import pytest
 import requests
 from urllib3 import encode_multipart_formdata
@@ -49,12 +50,17 @@ def test_multipart_without_boundary_is_400():
     assert error_of("multipart/form-data", b"x").status == 400
 
 
-@pytest.mark.parametrize("body,code", [
-    (b"", "missing_sdp"), (b"  \r\n", "missing_sdp"),
-    (b"hello", "invalid_sdp"), (b"v=1\r\nm=audio 9 RTP 0\r\n", "invalid_sdp"),
-    (b"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "invalid_sdp"),
-    (b"v=0\r\n\xff\xfe", "invalid_sdp"),
-])
+@pytest.mark.parametrize(
+    "body,code",
+    [
+        (b"", "missing_sdp"),
+        (b"  \r\n", "missing_sdp"),
+        (b"hello", "invalid_sdp"),
+        (b"v=1\r\nm=audio 9 RTP 0\r\n", "invalid_sdp"),
+        (b"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "invalid_sdp"),
+        (b"v=0\r\n\xff\xfe", "invalid_sdp"),
+    ],
+)
 def test_bad_offers_are_400(body, code):
     err = error_of("application/sdp", body)
     assert (err.status, err.code) == (400, code)
@@ -65,7 +71,6 @@ def test_oversize_body_is_413_and_states_the_limit():
     assert err.status == 413 and str(MAX_OFFER_BYTES) in err.message
 
 
-@pytest.mark.parametrize("ctype", ["application/json", "text/plain", "", None,
-                                   "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize("ctype", ["application/json", "text/plain", "", None, "application/x-www-form-urlencoded"])
 def test_wrong_content_type_is_415(ctype):
     assert error_of(ctype, OFFER.encode()).status == 415

@@ -4,6 +4,7 @@ PyYAML parses azure.yaml when installed; otherwise a strict reader for the subse
 (nested mappings of plain scalars, comments) does, and fails on anything outside that subset.
 The hook runs as a subprocess on a copy of static_web/, the way azd runs it.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ def parse_yaml_subset(text: str) -> dict:
         if not line.strip():
             continue
         indent = len(line) - len(line.lstrip(" "))
-        assert "\t" not in line[:indent + 1], f"line {lineno}: tab indentation"
+        assert "\t" not in line[: indent + 1], f"line {lineno}: tab indentation"
         m = re.fullmatch(r"([A-Za-z0-9_.-]+):(?: (.*))?", line.strip())
         assert m, f"line {lineno}: outside the supported subset: {raw!r}"
         while indent <= stack[-1][0]:
@@ -90,8 +91,13 @@ def run_hook(site: Path, backup: Path, action: str, uri: str | None):
     env = {k: v for k, v in os.environ.items() if k != "SERVICE_API_URI"}
     if uri is not None:
         env["SERVICE_API_URI"] = uri
-    return subprocess.run([sys.executable, str(HOOK), action, "--dir", str(site), "--backup-dir", str(backup)],
-                          capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(HOOK), action, "--dir", str(site), "--backup-dir", str(backup)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 @pytest.fixture
@@ -112,7 +118,9 @@ def test_hook_points_page_at_gateway_and_restores(site, tmp_path):
     assert config["gatewayUrl"] == origin
     # the other keys of config.json survive
     original = json.loads(before["config.json"])
-    assert {k: v for k, v in config.items() if k != "gatewayUrl"} == {k: v for k, v in original.items() if k != "gatewayUrl"}
+    assert {k: v for k, v in config.items() if k != "gatewayUrl"} == {
+        k: v for k, v in original.items() if k != "gatewayUrl"
+    }
     csp = json.loads((site / "staticwebapp.config.json").read_text())["globalHeaders"]["Content-Security-Policy"]
     connect = [d.split() for d in csp.split(";") if d.strip().startswith("connect-src")]
     assert len(connect) == 1 and origin in connect[0] and "'self'" in connect[0]

@@ -5,6 +5,7 @@ then the tests check delimiters balance, every local module call passes exactly 
 its file declares (all required ones, no unknown ones), referenced module outputs exist,
 registry modules are pinned, and main.parameters.json matches main.bicep.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ def blank(text: str) -> str:
     Interpolations inside strings stay as code so their braces and calls are still checked.
     """
     out = list(text)
-    i, n = 0, len(text)
+    n = len(text)
 
     def wipe(a: int, b: int) -> None:
         for k in range(a, b):
@@ -100,7 +101,7 @@ def block_after(src: str, start: int) -> str:
         elif src[k] == "}":
             depth -= 1
             if depth == 0:
-                return src[open_at:k + 1]
+                return src[open_at : k + 1]
     raise AssertionError("unbalanced block")
 
 
@@ -118,8 +119,7 @@ def top_level_keys(block: str) -> set[str]:
 
 def declared_params(path: Path) -> dict[str, bool]:
     """param name -> has a default value."""
-    return {m.group(1): bool(m.group(2)) for m in
-            re.finditer(rf"^param\s+({IDENT})\s+\S+(\s*=)?", code(path), re.M)}
+    return {m.group(1): bool(m.group(2)) for m in re.finditer(rf"^param\s+({IDENT})\s+\S+(\s*=)?", code(path), re.M)}
 
 
 def declared_outputs(path: Path) -> set[str]:
@@ -131,7 +131,7 @@ def module_calls(path: Path):
     src = code(path)
     raw = path.read_text(encoding="utf-8")
     for m in re.finditer(rf"^module\s+({IDENT})\s+'", src, re.M):
-        target = re.match(r"'([^']*)'", raw[m.end() - 1:]).group(1)
+        target = re.match(r"'([^']*)'", raw[m.end() - 1 :]).group(1)
         body = block_after(src, m.end())
         p = re.search(r"\bparams\s*:\s*\{", body)
         params = top_level_keys(block_after(body, p.start())) if p else None
@@ -192,8 +192,9 @@ def test_local_module_calls_match_module_parameters(path):
 @pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.relative_to(INFRA).as_posix())
 def test_local_module_outputs_used_are_declared(path):
     src = code(path)
-    local = {sym: (path.parent / target).resolve() for sym, target, _, _ in module_calls(path)
-             if not target.startswith("br")}
+    local = {
+        sym: (path.parent / target).resolve() for sym, target, _, _ in module_calls(path) if not target.startswith("br")
+    }
     for sym, name in re.findall(rf"\b({IDENT})!?\.outputs\.({IDENT})", src):
         if sym in local:
             assert name in declared_outputs(local[sym]), f"{path.name}: {sym}.outputs.{name} is not declared"
@@ -244,10 +245,16 @@ def test_flex_consumption_function_app_shape():
     main = (INFRA / "main.bicep").read_text(encoding="utf-8")
     assert "tier: 'FlexConsumption'" in main and "name: 'FC1'" in main
     assert "runtimeName: 'python'" in main and "runtimeVersion: '3.11'" in main
-    for needle in ("functionAppConfig", "type: 'blobContainer'", "type: 'UserAssignedIdentity'",
-                   "userAssignedIdentityResourceId: identityId", "instanceMemoryMB: instanceMemoryMB",
-                   "maximumInstanceCount: maximumInstanceCount", "allowedOrigins: corsAllowedOrigins",
-                   "'azd-service-name': serviceName"):
+    for needle in (
+        "functionAppConfig",
+        "type: 'blobContainer'",
+        "type: 'UserAssignedIdentity'",
+        "userAssignedIdentityResourceId: identityId",
+        "instanceMemoryMB: instanceMemoryMB",
+        "maximumInstanceCount: maximumInstanceCount",
+        "allowedOrigins: corsAllowedOrigins",
+        "'azd-service-name': serviceName",
+    ):
         assert needle in api, needle
     web = (INFRA / "app" / "web.bicep").read_text(encoding="utf-8")
     assert "'azd-service-name': 'web'" in web and "name: 'Free'" in web

@@ -1,4 +1,5 @@
 """No keys anywhere in infra/, local auth off, and the identity gets exactly the roles it needs."""
+
 from __future__ import annotations
 
 import re
@@ -28,9 +29,20 @@ def text(name: str) -> str:
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.relative_to(INFRA).as_posix())
 def test_no_keys_or_key_based_connection_strings(path):
     src = path.read_text(encoding="utf-8")
-    for pattern in (r"listKeys", r"listkeys", r"AccountKey", r"SharedAccessKey", r"DefaultEndpointsProtocol",
-                    r"\.key1\b", r"\.key2\b", r"primaryKey", r"api-key", r"AZURE_OPENAI_API_KEY",
-                    r"listConnectionStrings", r"InstrumentationKey="):
+    for pattern in (
+        r"listKeys",
+        r"listkeys",
+        r"AccountKey",
+        r"SharedAccessKey",
+        r"DefaultEndpointsProtocol",
+        r"\.key1\b",
+        r"\.key2\b",
+        r"primaryKey",
+        r"api-key",
+        r"AZURE_OPENAI_API_KEY",
+        r"listConnectionStrings",
+        r"InstrumentationKey=",
+    ):
         assert not re.search(pattern, src), f"{path.name}: {pattern}"
     # The only connection string is Application Insights' ingestion address (no secret; ingestion
     # needs the Entra token because disableLocalAuth is true).
@@ -85,9 +97,11 @@ def test_identity_gets_every_role_as_service_principal():
     by_id = {v: k for k, v in ids.items()}
     storage_roles = re.search(r"var identityStorageRoles = \[(.*?)\]", RBAC, re.S).group(1).split()
     assert {ids[v] for v in storage_roles} == {
-        "b7e6dc6d-f1e8-4753-8033-0f276bb0955b", "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
-        "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"}
-    assert "monitoringMetricsPublisherRoleDefinitionId" == by_id["3913510d-42f4-4e42-8a64-420c390055eb"]
+        "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+        "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
+        "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    }
+    assert by_id["3913510d-42f4-4e42-8a64-420c390055eb"] == "monitoringMetricsPublisherRoleDefinitionId"
     assert "scope: applicationInsights" in RBAC
     assert "principalId: managedIdentityPrincipalId" in OPENAI_ACCESS and "scope: account" in OPENAI_ACCESS
     # every assignment uses a deterministic name (re-deployable) and a subscription-level role id

@@ -5,6 +5,7 @@ function_app.py names the `%SETTING%` its bindings resolve, and table_service/id
 identity-based storage group. The bicep app settings are read from the `KEY: value` lines of the
 objects that feed `appSettingsKeyValuePairs` (main.bicep's gatewayAppSettings, api.bicep's identitySettings).
 """
+
 from __future__ import annotations
 
 import re
@@ -24,7 +25,7 @@ def object_keys(src: str, var_name: str) -> dict[str, str]:
     start = re.search(rf"^var {var_name} = (union\()?\{{", src, re.M)
     assert start, f"var {var_name} not found"
     keys, depth = {}, 1
-    for line in src[start.end():].splitlines()[1:]:
+    for line in src[start.end() :].splitlines()[1:]:
         if depth == 1:
             m = re.match(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(.+?)\s*(//.*)?$", line)
             if m:
@@ -53,8 +54,9 @@ def required_by_settings_loader() -> set[str]:
     with pytest.raises(SettingsError) as err:
         load_settings({})
     # The loader names each missing setting in capitals (AZURE_OPENAI_ENDPOINT (or ...) is required).
-    return {m for m in re.findall(r"\b([A-Z][A-Z0-9_]{3,})\b", str(err.value))
-            if m != "AZURE_OPENAI_RESOURCE"}  # an alternative spelling of the endpoint
+    return {
+        m for m in re.findall(r"\b([A-Z][A-Z0-9_]{3,})\b", str(err.value)) if m != "AZURE_OPENAI_RESOURCE"
+    }  # an alternative spelling of the endpoint
 
 
 def test_settings_without_safe_default_are_set():
@@ -70,10 +72,16 @@ def test_binding_expressions_resolve():
 
 
 def test_identity_based_storage_and_openai_settings():
-    for name in ("AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId",
-                 "AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage__queueServiceUri",
-                 "AzureWebJobsStorage__tableServiceUri", "AZURE_CLIENT_ID",
-                 "APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "ALLOWED_ORIGINS"):
+    for name in (
+        "AzureWebJobsStorage__credential",
+        "AzureWebJobsStorage__clientId",
+        "AzureWebJobsStorage__blobServiceUri",
+        "AzureWebJobsStorage__queueServiceUri",
+        "AzureWebJobsStorage__tableServiceUri",
+        "AZURE_CLIENT_ID",
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+        "ALLOWED_ORIGINS",
+    ):
         assert name in APP_SETTINGS, name
     assert APP_SETTINGS["AzureWebJobsStorage__credential"] == "'managedidentity'"
     assert APP_SETTINGS["AzureWebJobsStorage__clientId"] == APP_SETTINGS["AZURE_CLIENT_ID"] == "identityClientId"
@@ -87,8 +95,13 @@ def test_settings_that_would_defeat_identity_or_break_flex_are_absent():
     assert not re.search(r"^\s*'?AzureWebJobsStorage'?\s*:", everything, re.M)
     assert "AZURE_OPENAI_API_KEY" not in everything
     # Flex Consumption rejects these (runtime and version come from functionAppConfig.runtime).
-    for name in ("FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
-                 "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "SCM_DO_BUILD_DURING_DEPLOYMENT"):
+    for name in (
+        "FUNCTIONS_WORKER_RUNTIME",
+        "FUNCTIONS_EXTENSION_VERSION",
+        "WEBSITE_RUN_FROM_PACKAGE",
+        "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+        "SCM_DO_BUILD_DURING_DEPLOYMENT",
+    ):
         assert name not in everything, name
 
 
@@ -98,14 +111,16 @@ def test_default_names_pass_the_apps_own_validation():
     assert TABLE_NAME.match(param_default("eventsTableName"))
     assert TABLE_NAME.match(param_default("sessionsTableName"))
     # and the loader accepts them together with the deployed endpoint shape
-    settings = load_settings({
-        "AZURE_OPENAI_ENDPOINT": "https://cog-abc123.openai.azure.com",
-        "AZURE_OPENAI_DEPLOYMENT": param_default("openAiDeploymentName"),
-        "LISTENER_QUEUE": queue,
-        "ARCHIVE_EVENTS_TABLE": param_default("eventsTableName"),
-        "ARCHIVE_SESSIONS_TABLE": param_default("sessionsTableName"),
-        "ALLOWED_ORIGINS": "https://stapp-abc123.azurestaticapps.net,https://example.org",
-    })
+    settings = load_settings(
+        {
+            "AZURE_OPENAI_ENDPOINT": "https://cog-abc123.openai.azure.com",
+            "AZURE_OPENAI_DEPLOYMENT": param_default("openAiDeploymentName"),
+            "LISTENER_QUEUE": queue,
+            "ARCHIVE_EVENTS_TABLE": param_default("eventsTableName"),
+            "ARCHIVE_SESSIONS_TABLE": param_default("sessionsTableName"),
+            "ALLOWED_ORIGINS": "https://stapp-abc123.azurestaticapps.net,https://example.org",
+        }
+    )
     assert settings.listener_queue == "call-listener"
     assert settings.websocket_endpoint == "wss://cog-abc123.openai.azure.com"
 

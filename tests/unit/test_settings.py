@@ -1,4 +1,5 @@
 """Settings: read once, every problem named at once, sensible defaults."""
+
 import json
 
 import pytest
@@ -11,32 +12,65 @@ BASE = {"AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com/", "AZURE_OPENAI_
 def test_defaults_and_session_policy():
     s = load_settings(BASE)
     assert s.endpoint == "https://res.openai.azure.com" and s.websocket_endpoint == "wss://res.openai.azure.com"
-    assert s.session_policy == {"type": "realtime", "model": "gpt-realtime",
-                                "instructions": "You are a helpful assistant.",
-                                "audio": {"output": {"voice": "marin"}}}
-    assert (s.client_secret_ttl, s.listener_queue, s.webrtc_filter, s.sideband_session_update) == (600, "call-listener", True, None)
+    assert s.session_policy == {
+        "type": "realtime",
+        "model": "gpt-realtime",
+        "instructions": "You are a helpful assistant.",
+        "audio": {"output": {"voice": "marin"}},
+    }
+    assert (s.client_secret_ttl, s.listener_queue, s.webrtc_filter, s.sideband_session_update) == (
+        600,
+        "call-listener",
+        True,
+        None,
+    )
 
 
 def test_resource_name_policy_file_and_overrides(tmp_path):
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"session": {"instructions": "from file", "audio": {"output": {"voice": "cedar"}}}}))
-    s = load_settings({"AZURE_OPENAI_RESOURCE": "res", "AZURE_OPENAI_DEPLOYMENT": "d",
-                       "REALTIME_SESSION_POLICY_FILE": str(policy), "REALTIME_TOOLS": "[]",
-                       "REALTIME_TURN_DETECTION": '{"type": "server_vad"}',
-                       "LISTENER_SESSION_UPDATE": '{"instructions": "kept on the server"}'})
+    s = load_settings(
+        {
+            "AZURE_OPENAI_RESOURCE": "res",
+            "AZURE_OPENAI_DEPLOYMENT": "d",
+            "REALTIME_SESSION_POLICY_FILE": str(policy),
+            "REALTIME_TOOLS": "[]",
+            "REALTIME_TURN_DETECTION": '{"type": "server_vad"}',
+            "LISTENER_SESSION_UPDATE": '{"instructions": "kept on the server"}',
+        }
+    )
     assert s.endpoint == "https://res.openai.azure.com"
     assert s.session_policy["instructions"] == "from file" and s.session_policy["tools"] == []
-    assert s.session_policy["audio"] == {"output": {"voice": "cedar"}, "input": {"turn_detection": {"type": "server_vad"}}}
+    assert s.session_policy["audio"] == {
+        "output": {"voice": "cedar"},
+        "input": {"turn_detection": {"type": "server_vad"}},
+    }
     assert s.sideband_session_update == {"instructions": "kept on the server"}
 
 
 def test_every_problem_is_named_at_once():
     with pytest.raises(SettingsError) as err:
-        load_settings({"CLIENT_SECRET_TTL_SECONDS": "5", "WEBRTC_FILTER": "maybe", "LISTENER_QUEUE": "Bad_Queue",
-                       "ALLOWED_ORIGINS": "example.com", "LISTENER_SESSION_UPDATE": "[1]", "REALTIME_TOOLS": "{"})
+        load_settings(
+            {
+                "CLIENT_SECRET_TTL_SECONDS": "5",
+                "WEBRTC_FILTER": "maybe",
+                "LISTENER_QUEUE": "Bad_Queue",
+                "ALLOWED_ORIGINS": "example.com",
+                "LISTENER_SESSION_UPDATE": "[1]",
+                "REALTIME_TOOLS": "{",
+            }
+        )
     message = str(err.value)
-    for name in ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_DEPLOYMENT", "CLIENT_SECRET_TTL_SECONDS", "WEBRTC_FILTER",
-                 "LISTENER_QUEUE", "ALLOWED_ORIGINS", "LISTENER_SESSION_UPDATE", "REALTIME_TOOLS"):
+    for name in (
+        "AZURE_OPENAI_ENDPOINT",
+        "AZURE_OPENAI_DEPLOYMENT",
+        "CLIENT_SECRET_TTL_SECONDS",
+        "WEBRTC_FILTER",
+        "LISTENER_QUEUE",
+        "ALLOWED_ORIGINS",
+        "LISTENER_SESSION_UPDATE",
+        "REALTIME_TOOLS",
+    ):
         assert name in message
 
 
