@@ -313,6 +313,10 @@ var gatewayAppSettings = union({
   // Flex Consumption: one listener invocation covers a whole 60-minute call (host.json
   // functionTimeout 01:10:00), so no hand-overs. On Consumption use 480 and 00:10:00.
   LISTENER_TIME_BOX_SECONDS: '3900'
+  // Client secrets minted ahead for /connect (realtime_gateway/upstream/secret_pool.py); 0 turns the pool off.
+  SECRET_POOL_SIZE: '8'
+  SECRET_POOL_TTL_SECONDS: '600'
+  SECRET_POOL_LEAD_SECONDS: '120'
 }, extraAppSettings)
 
 module api './app/api.bicep' = {

@@ -19,6 +19,7 @@ from .archive.tables import table_service_from_env
 from .settings import Settings, SettingsError, load_settings
 from .upstream.client import RealtimeApi
 from .upstream.identity import BearerTokenProvider
+from .upstream.secret_pool import SecretPool
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class Process:
         redact.add_known_secret(settings.api_key)
         self.tokens = None if settings.api_key else BearerTokenProvider(settings)
         self.api = RealtimeApi(settings, self.tokens)
+        self.secret_pool = SecretPool(self.api)  # its threads start on the first /connect
         self._archive = archive
         self._archive_lock = threading.Lock()
 
@@ -78,4 +80,6 @@ def reset_process(process: Process | None = None) -> None:
     """Tests: drop (or replace) the process's objects so the next call reloads settings."""
     global _process, _settings_error
     with _lock:
+        if _process is not None and _process is not process:
+            _process.secret_pool.close()  # a new process's settings mean a new pool
         _process, _settings_error = process, None

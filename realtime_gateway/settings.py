@@ -43,6 +43,10 @@ class Settings:
     attach_limit_seconds: int = 15
     sideband_session_update: Mapping[str, Any] | None = None  # sent by the listener on every attach
     http_timeout: float = 20.0  # per upstream request; the whole /connect stays under 230 s
+    # Client secrets minted ahead for /connect (upstream/secret_pool.py); size 0 turns the pool off.
+    secret_pool_size: int = 8
+    secret_pool_ttl: int = 600  # lifetime asked for each pooled secret
+    secret_pool_lead: int = 120  # a pooled secret with less than this left is replaced, never used
 
     @property
     def websocket_endpoint(self) -> str:
@@ -175,6 +179,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("LISTENER_TIME_BOX_SECONDS", "listener_time_box", 10, 86400),
         ("MAX_CALL_SECONDS", "max_call_seconds", 10, 3600),
         ("ATTACH_LIMIT_SECONDS", "attach_limit_seconds", 1, 600),
+        ("SECRET_POOL_SIZE", "secret_pool_size", 0, 64),
+        ("SECRET_POOL_TTL_SECONDS", "secret_pool_ttl", 10, 7200),
+        ("SECRET_POOL_LEAD_SECONDS", "secret_pool_lead", 1, 3600),
     ):
         if env.get(name, "").strip():
             values[attr] = _int(name, env[name].strip(), lo, hi, errors)
@@ -191,6 +198,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             values["http_timeout"] = float(env["HTTP_TIMEOUT_SECONDS"])
         except ValueError:
             errors.append(f"HTTP_TIMEOUT_SECONDS must be a number, got {env['HTTP_TIMEOUT_SECONDS']!r}")
+
+    pool_ttl = values.get("secret_pool_ttl", Settings.secret_pool_ttl)
+    if values.get("secret_pool_lead", Settings.secret_pool_lead) * 2 > pool_ttl:
+        errors.append("SECRET_POOL_LEAD_SECONDS must be at most half of SECRET_POOL_TTL_SECONDS")
 
     queue = env.get("LISTENER_QUEUE", "").strip() or Settings.listener_queue
     if not QUEUE_NAME.match(queue):

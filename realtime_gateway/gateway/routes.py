@@ -44,8 +44,7 @@ def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] |
     principal = _principal(p, req)
     offer = offer_from_body(req.headers.get("content-type"), req.body)
     deadline = _deadline(p)
-    secret = p.api.mint_client_secret(deadline, rid)
-    answer = p.api.post_offer(secret, offer, deadline, rid)
+    answer = p.secret_pool.start_call(offer, deadline, rid)  # a pooled secret, else minted inline
     started = p.clock()
     message = CallMessage(
         call_id=answer.call_id,

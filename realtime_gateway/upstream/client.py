@@ -25,6 +25,11 @@ MAX_RETRY_AFTER = 30.0  # beyond this we give the 429 back to the caller instead
 RETRYABLE = {429, 500, 502, 503, 504}
 
 
+class SecretRefused(ApiError):
+    """The service answered 401 to the SDP post: the client secret was not accepted and no call
+    started, so the caller may try once more with a freshly minted one."""
+
+
 def make_session(pool_size: int = 32) -> requests.Session:
     session = requests.Session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
@@ -107,9 +112,11 @@ class RealtimeApi:
         """The gateway's own credential for the service (what the listener's sideband sends too)."""
         return auth_headers(self.settings, self.tokens)
 
-    def mint_client_secret(self, deadline: float | None = None, request_id: str | None = None) -> ClientSecret:
+    def mint_client_secret(
+        self, deadline: float | None = None, request_id: str | None = None, ttl: int | None = None
+    ) -> ClientSecret:
         body = {
-            "expires_after": {"anchor": "created_at", "seconds": self.settings.client_secret_ttl},
+            "expires_after": {"anchor": "created_at", "seconds": ttl or self.settings.client_secret_ttl},
             "session": dict(self.settings.session_policy),
         }
         # Retry only while the deadline still leaves room for the SDP post that follows.
@@ -153,6 +160,9 @@ class RealtimeApi:
             raise self._throttled("call", response)
         if response.status_code == 400:
             raise ApiError(400, "sdp_rejected", "Azure OpenAI rejected the SDP offer")
+        if response.status_code == 401:
+            error = self._upstream_status("SDP offer", response)
+            raise SecretRefused(error.status, error.code, error.message)
         if response.status_code not in (200, 201):
             raise self._upstream_status("SDP offer", response)
         return Answer.parse(response.text, response.headers.get("Location"))

@@ -46,6 +46,7 @@ def gw(emulator, monkeypatch):
             "ALLOWED_ORIGINS": ORIGIN,
             "HTTP_TIMEOUT_SECONDS": "2",
             "MAX_CALL_SECONDS": "600",
+            "SECRET_POOL_SIZE": "0",  # each fault here hits the inline mint; tests/unit/test_secret_pool.py covers the pool
         }
     )
     gateway = Process(settings, env={})
