@@ -10,6 +10,7 @@ from realtime_gateway import redact
 from realtime_gateway.gateway import routes
 from realtime_gateway.gateway.http import Request, Response, Route, handle
 from realtime_gateway.listener.handler import handle_call_message
+from realtime_gateway.listener.threads import in_listener_thread
 
 redact.install_record_factory()  # before any trigger runs: no secret reaches a log record
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -56,15 +57,17 @@ def gateway_health(req: func.HttpRequest) -> func.HttpResponse:
 
 
 # --- Queue: the sideband listener --------------------------------------------------------
-# One invocation per call holds a worker thread for the whole call (up to LISTENER_TIME_BOX_SECONDS);
-# batchSize/newBatchThreshold in host.json and PYTHON_THREADPOOL_THREAD_COUNT bound how many run at
-# once (README: concurrency sizing). The handover output binding carries the time-box continuation;
+# One invocation per call for the whole call (up to LISTENER_TIME_BOX_SECONDS), async so that it
+# holds a thread of the listeners' own pool (listener/threads.py), not of the worker's, which
+# PYTHON_THREADPOOL_THREAD_COUNT caps at 32; batchSize + newBatchThreshold in host.json bound how
+# many run at once (README: listener capacity). The handover output binding carries the time-box continuation;
 # the poison one takes malformed messages at once instead of after maxDequeueCount failed tries.
 @app.queue_trigger(arg_name="msg", queue_name="%LISTENER_QUEUE%", connection="AzureWebJobsStorage")
 @app.queue_output(arg_name="handover", queue_name="%LISTENER_QUEUE%", connection="AzureWebJobsStorage")
 @app.queue_output(arg_name="poison", queue_name="%LISTENER_QUEUE%-poison", connection="AzureWebJobsStorage")
-def call_listener(msg: func.QueueMessage, handover: func.Out[str], poison: func.Out[str]) -> None:
-    handle_call_message(
+async def call_listener(msg: func.QueueMessage, handover: func.Out[str], poison: func.Out[str]) -> None:
+    await in_listener_thread(
+        handle_call_message,
         msg.get_body(),
         send_handover=handover.set,
         send_poison=poison.set,

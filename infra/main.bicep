@@ -317,6 +317,8 @@ var gatewayAppSettings = union({
   SECRET_POOL_SIZE: '8'
   SECRET_POOL_TTL_SECONDS: '600'
   SECRET_POOL_LEAD_SECONDS: '120'
+  // Listener threads per worker process: at least host.json batchSize + newBatchThreshold (README: listener capacity).
+  LISTENER_MAX_CONCURRENT: '160'
 }, extraAppSettings)
 
 module api './app/api.bicep' = {

@@ -47,6 +47,7 @@ class Settings:
     secret_pool_size: int = 8
     secret_pool_ttl: int = 600  # lifetime asked for each pooled secret
     secret_pool_lead: int = 120  # a pooled secret with less than this left is replaced, never used
+    listener_max_concurrent: int = 160  # listener threads per worker process (listener/threads.py)
 
     @property
     def websocket_endpoint(self) -> str:
@@ -182,6 +183,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("SECRET_POOL_SIZE", "secret_pool_size", 0, 64),
         ("SECRET_POOL_TTL_SECONDS", "secret_pool_ttl", 10, 7200),
         ("SECRET_POOL_LEAD_SECONDS", "secret_pool_lead", 1, 3600),
+        ("LISTENER_MAX_CONCURRENT", "listener_max_concurrent", 1, 1000),
     ):
         if env.get(name, "").strip():
             values[attr] = _int(name, env[name].strip(), lo, hi, errors)

@@ -1,0 +1,93 @@
+"""What every benchmark reports through: medians, p95, side-by-side ratios, targets met or not,
+and charts. Printed as it goes; with BENCH_RESULTS_DIR set (bench/run_all.py sets it), also kept
+as `<bench>.json` (lines, targets, charts) for the report.
+
+    report = Report("connect")
+    report.compare("/api/connect vs floor, 250 ms upstream", gateway_ms, floor_ms)
+    report.target("connect within 1.15x of the floor", ratio <= 1.15, f"{ratio:.2f}x")
+    report.save()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def pct(xs: Sequence[float], p: float) -> float:
+    """The p-th percentile (nearest rank), so p95 of 20 samples is the 19th, never interpolated."""
+    if not xs:
+        return float("nan")
+    ordered = sorted(xs)
+    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.4999)))
+    return ordered[rank - 1]
+
+
+def p95(xs: Sequence[float]) -> float:
+    return pct(xs, 95)
+
+
+def summary(xs: Sequence[float], unit: str = "ms") -> str:
+    return f"median {median(xs):.1f} {unit}, p95 {p95(xs):.1f} {unit}, max {max(xs, default=float('nan')):.1f} {unit} (n={len(xs)})"
+
+
+class Report:
+    def __init__(self, bench: str) -> None:
+        self.bench = bench
+        self.lines: list[str] = []
+        self.targets: list[dict[str, Any]] = []
+        self.charts: list[str] = []
+        self.dir = Path(os.environ["BENCH_RESULTS_DIR"]) if os.environ.get("BENCH_RESULTS_DIR") else None
+
+    def line(self, text: str) -> None:
+        print(text, flush=True)
+        self.lines.append(text)
+
+    def figure(self, label: str, xs: Sequence[float], unit: str = "ms") -> None:
+        self.line(f"{label}: {summary(xs, unit)}")
+
+    def compare(self, label: str, measured: Sequence[float], floor: Sequence[float], unit: str = "ms") -> float:
+        """Both series side by side and the ratio of their medians (returned) and p95s."""
+        ratio = median(measured) / median(floor)
+        self.line(
+            f"{label}: median {median(measured):.1f} vs {median(floor):.1f} {unit} -> {ratio:.2f}x; "
+            f"p95 {p95(measured):.1f} vs {p95(floor):.1f} {unit} -> {p95(measured) / p95(floor):.2f}x"
+        )
+        return ratio
+
+    def target(self, name: str, met: bool, figure: str) -> bool:
+        self.line(f"TARGET {'met' if met else 'NOT met'}: {name}: {figure}")
+        self.targets.append({"target": name, "met": bool(met), "figure": figure})
+        return met
+
+    def chart(self, name: str, fig: Any) -> None:
+        """Save a matplotlib figure as <bench>_<name>.png next to the report (only under run_all)."""
+        if self.dir is None:
+            return
+        path = self.dir / f"{self.bench}_{name}.png"
+        fig.savefig(path, dpi=90, bbox_inches="tight")
+        self.charts.append(path.name)
+
+    def save(self) -> None:
+        if self.dir is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        data = {"bench": self.bench, "lines": self.lines, "targets": self.targets, "charts": self.charts}
+        (self.dir / f"{self.bench}.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+def pyplot() -> Any:
+    """matplotlib without a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
