@@ -11,13 +11,17 @@ SYSTEM_TOOLS := chromium espeak-ng sox
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test lint system clean-local
+.PHONY: run test lint system clean-local bench
 
 run: $(VENV_STAMP) $(NODE_STAMP)
 	$(PY) -m local.stack
 
 test: lint $(NODE_STAMP) system
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Every bench/bench_*.py in turn, then bench/results/REPORT.md; `make bench BENCH_ARGS=--long` for the long runs.
+bench: $(VENV_STAMP) $(NODE_STAMP) system
+	$(PY) -m bench.run_all $(BENCH_ARGS)
 
 # The habits that keep the code as it is: lint, format and types (settings in pyproject.toml).
 lint: $(VENV_STAMP)

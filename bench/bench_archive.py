@@ -1,8 +1,10 @@
-"""Archive throughput on Azurite: entity-group transactions vs one upsert per event, same run.
+"""Archive on Azurite: entity-group transactions vs one upsert per event (same run), and the
+writer's event-to-durable delay (event handed to the writer -> its transaction committed) at a
+steady --rate events/s.
 
-    .venv/bin/python -m bench.bench_archive [--events 3000]
+    .venv/bin/python -m bench.bench_archive [--events 3000] [--rate 200] [--seconds 10]
 
-Starts its own in-memory Azurite on free ports; prints events/s for both and the ratio.
+Starts its own in-memory Azurite on free ports.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import time
 import uuid
 
+from bench.common import Report, pct, pyplot
 from local.azurite import start_azurite
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
@@ -78,10 +81,38 @@ def single(archive: Archive, events: list[str]) -> float:
     return len(events) / (time.perf_counter() - t0)
 
 
+def durable_delays(archive: Archive, rate: float, seconds: float) -> list[float]:
+    """ms from writer.event() to the end of the transaction that holds the event, at `rate`/s."""
+    committed: dict[str, float] = {}
+    write = archive.write_entities
+
+    def timed_write(entities):
+        write(entities)
+        now = time.perf_counter()
+        for e in entities:
+            committed.setdefault(e["event_id"], now)
+
+    archive.write_entities = timed_write  # type: ignore[method-assign]
+    events = sample_events(int(rate * seconds))
+    handed: dict[str, float] = {}
+    w = ArchiveWriter(archive, "rtc_durable_" + uuid.uuid4().hex[:8], "20260101", {"state": "attached"}).start()
+    t0 = time.perf_counter()
+    for i, raw in enumerate(events):
+        time.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+        handed[json.loads(raw)["event_id"]] = time.perf_counter()
+        w.event(raw, time.time())
+    w.close({"state": "ended"})
+    archive.write_entities = write  # type: ignore[method-assign]
+    return [(committed[k] - t) * 1000 for k, t in handed.items()]
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--events", type=int, default=3000)
+    p.add_argument("--rate", type=float, default=200.0, help="events/s for the event-to-durable delay")
+    p.add_argument("--seconds", type=float, default=10.0)
     args = p.parse_args()
+    report = Report("archive")
     az = start_azurite()
     try:
         svc = table_service_from_env({"AzureWebJobsStorage": az.connection_string})
@@ -91,12 +122,29 @@ def main() -> None:
         single(archive, events[:50])  # warm both paths up
         b = batched(archive, events)
         s = single(archive, events)
-        print(f"events: {len(events)}")
-        print(f"batched (entity-group transactions, writer thread): {b:,.0f} events/s")
-        print(f"one upsert per event:                               {s:,.0f} events/s")
-        print(f"ratio batched / single: {b / s:.1f}x")
+        delays = durable_delays(archive, args.rate, args.seconds)
     finally:
         az.stop()
+    report.line(f"events: {len(events)}")
+    report.line(f"batched (entity-group transactions, writer thread): {b:,.0f} events/s")
+    report.line(f"one upsert per event:                               {s:,.0f} events/s")
+    report.target(
+        "archive at least 4x the single-upsert rate", b / s >= 4, f"{b / s:.1f}x ({b:,.0f} vs {s:,.0f} events/s)"
+    )
+    report.figure(f"event -> durable at {args.rate:.0f} events/s for {args.seconds:.0f} s", delays)
+    report.line(f"event -> durable p50 {pct(delays, 50):.0f} ms, p99 {pct(delays, 99):.0f} ms")
+    report.target(
+        f"event-to-durable p99 under 1 s at {args.rate:.0f} events/s",
+        pct(delays, 99) < 1000,
+        f"p99 {pct(delays, 99):.0f} ms",
+    )
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(delays, bins=40)
+    ax.set_xlabel(f"event -> durable (ms) at {args.rate:.0f} events/s")
+    ax.set_ylabel("events")
+    report.chart("durable", fig)
+    report.save()
 
 
 if __name__ == "__main__":

@@ -1,140 +1,180 @@
-"""Added latency of POST /api/connect through the local functions host over calling the emulator
-directly (client_secrets + calls with a cached Entra token), measured side by side in one run.
+"""POST /api/connect through the local functions host against its floor, side by side in one run.
 
-    .venv/bin/python -m bench.bench_connect [--n 40] [--with-listener]
+    .venv/bin/python -m bench.bench_connect [--n 20] [--latency 0 250] [--concurrency 1 8 32]
 
-Starts its own emulator, Azurite and host on free ports; prints medians, p90 and ratios.
-By default the listener function is disabled (`AzureWebJobs.call_listener.Disabled`), so the queue
-trigger's sideband work does not share the 2 cores with the timed requests (--with-listener keeps it).
+The floor is what no gateway can beat: one SDP post to the emulator with a client secret already
+in hand (minted beforehand, untimed). /api/connect does that post too, plus whatever else sits on
+its path (with the secret pool warm, nothing upstream). Each upstream request of the emulator is
+delayed by --latency ms (Azure's client_secrets and calls take about 250 ms), paths alternate so
+drift hits both, and each concurrency level runs that many callers at once.
+
+Starts its own emulator, Azurite and host on free ports. The listener function is disabled
+(`AzureWebJobs.call_listener.Disabled`) so sideband work does not share the 2 cores with the timed
+requests. Also counts the identity endpoint's hits: the gateway should ask once per token lifetime.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+from bench.common import Report, median, pyplot
 from local.azurite import start_azurite
 from local.emulator import Emulator
 from local.processes import free_port
 from local.testing.host import ROOT, HostProcess, gateway_settings
 from local.testing.offer import OfferPeer
 
-
-def direct_connect(session: requests.Session, emu: Emulator, entra: str, offer: str) -> str:
-    """What the gateway does upstream, done by a client that already holds a bearer token."""
-    base = f"{emu.url}/openai/v1/realtime"
-    r = session.post(
-        f"{base}/client_secrets",
-        timeout=20,
-        headers={"Authorization": f"Bearer {entra}"},
-        json={
-            "expires_after": {"anchor": "created_at", "seconds": 600},
-            "session": {
-                "type": "realtime",
-                "model": "gpt-realtime",
-                "instructions": "You are a helpful assistant.",
-                "audio": {"output": {"voice": "marin"}},
-            },
-        },
-    )
-    r.raise_for_status()
-    r = session.post(
-        f"{base}/calls?webrtcfilter=on",
-        data=offer.encode(),
-        timeout=20,
-        headers={"Authorization": f"Bearer {r.json()['value']}", "Content-Type": "application/sdp"},
-    )
-    assert r.status_code == 201, r.status_code
-    return r.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+REPORT_ARGS: list[str] = []
+LONG_ARGS = ["--n", "60"]
+SESSION = {"type": "realtime", "model": "gpt-realtime", "audio": {"output": {"voice": "marin"}}}
 
 
-def gateway_connect(session: requests.Session, url: str, offer: str) -> str:
-    r = session.post(f"{url}/api/connect", data=offer.encode(), timeout=30, headers={"Content-Type": "application/sdp"})
-    assert r.status_code == 201, (r.status_code, r.text)
-    return r.headers["x-call-id"]
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=40, help="timed calls per path")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--with-listener", action="store_true")
-    args = ap.parse_args()
-
-    emu = Emulator(port=0).start()
-    azurite = start_azurite()
-    host = None
-    try:
-        port = free_port()
-        listener_off = {} if args.with_listener else {"AzureWebJobs.call_listener.Disabled": "true"}
-        host = HostProcess(ROOT, gateway_settings(emu, azurite, port, **listener_off), port=port)
-        entra = requests.get(
+class Paths:
+    def __init__(self, emu: Emulator, host_url: str, offer: str) -> None:
+        self.emu, self.host_url, self.offer = emu, host_url, offer
+        self.base = f"{emu.url}/openai/v1/realtime"
+        self.local = threading.local()
+        self.entra = requests.get(
             emu.identity_endpoint,
             timeout=10,
             headers={"X-IDENTITY-HEADER": emu.identity_header},
             params={"api-version": "2019-08-01", "resource": "https://cognitiveservices.azure.com"},
         ).json()["access_token"]
+
+    @property
+    def http(self) -> requests.Session:
+        if not hasattr(self.local, "s"):
+            self.local.s = requests.Session()
+        return self.local.s
+
+    def held_secret(self) -> str:
+        r = self.http.post(
+            f"{self.base}/client_secrets",
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.entra}"},
+            json={"expires_after": {"anchor": "created_at", "seconds": 600}, "session": SESSION},
+        )
+        r.raise_for_status()
+        return r.json()["value"]
+
+    def floor(self, secret: str) -> tuple[float, str]:
+        t = time.perf_counter()
+        r = self.http.post(
+            f"{self.base}/calls?webrtcfilter=on",
+            data=self.offer.encode(),
+            timeout=60,
+            headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/sdp"},
+        )
+        elapsed = (time.perf_counter() - t) * 1000
+        assert r.status_code == 201, r.status_code
+        return elapsed, r.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+
+    def gateway(self) -> tuple[float, str]:
+        t = time.perf_counter()
+        r = self.http.post(
+            f"{self.host_url}/api/connect",
+            data=self.offer.encode(),
+            timeout=60,
+            headers={"Content-Type": "application/sdp"},
+        )
+        elapsed = (time.perf_counter() - t) * 1000
+        assert r.status_code == 201, (r.status_code, r.text)
+        return elapsed, r.headers["x-call-id"]
+
+    def hangup(self, call_id: str) -> None:  # untimed: keeps the emulator from piling up live calls
+        self.http.post(
+            f"{self.base}/calls/{call_id}/hangup", timeout=30, headers={"Authorization": f"Bearer {self.entra}"}
+        )
+
+    def one(self, which: str) -> float:
+        if which == "floor":
+            elapsed, call_id = self.floor(self.held_secret())
+        else:
+            elapsed, call_id = self.gateway()
+        self.hangup(call_id)
+        return elapsed
+
+
+def measure(paths: Paths, n: int, callers: int) -> tuple[list[float], list[float]]:
+    """n timed calls per path (at least one round), `callers` at once, paths alternating by round."""
+    floor: list[float] = []
+    gateway: list[float] = []
+    rounds = max(1, n // callers)
+    with ThreadPoolExecutor(callers) as pool:
+        for i in range(rounds):
+            for which in ("floor", "gateway") if i % 2 == 0 else ("gateway", "floor"):
+                out = floor if which == "floor" else gateway
+                out.extend(pool.map(lambda _, w=which: paths.one(w), range(callers)))
+                time.sleep(0.3)  # let the pool refill between rounds, as between people
+    return gateway, floor
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=20, help="timed calls per path and setting (at least one round)")
+    ap.add_argument("--latency", type=int, nargs="+", default=[0, 250], help="ms added to each upstream request")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    args = ap.parse_args()
+    report = Report("connect")
+    emu = Emulator(port=0).start()
+    azurite = start_azurite()
+    host = None
+    results: dict[tuple[int, int], float] = {}
+    try:
+        port = free_port()
+        settings = gateway_settings(emu, azurite, port, **{"AzureWebJobs.call_listener.Disabled": "true"})
+        host = HostProcess(ROOT, settings, port=port)
         with OfferPeer() as peer:
-            offer = peer.offer
-        direct_s, gateway_s = requests.Session(), requests.Session()
-        hang = requests.Session()
-
-        def hangup(call_id: str) -> None:  # untimed: keep the emulator from piling up live calls
-            hang.post(
-                f"{emu.url}/openai/v1/realtime/calls/{call_id}/hangup",
-                timeout=10,
-                headers={"Authorization": f"Bearer {entra}"},
-            )
-
-        direct, via = [], []
-        for i in range(args.warmup + args.n):
-            # Alternate which path goes first so drift (GC, other tenants of the CPU) hits both.
-            order = ("d", "g") if i % 2 == 0 else ("g", "d")
-            for which in order:
-                t = time.perf_counter()
-                call_id = (
-                    direct_connect(direct_s, emu, entra, offer)
-                    if which == "d"
-                    else gateway_connect(gateway_s, host.url, offer)
-                )
-                elapsed = (time.perf_counter() - t) * 1000
-                hangup(call_id)
-                if i >= args.warmup:
-                    (direct if which == "d" else via).append(elapsed)
+            paths = Paths(emu, host.url, peer.offer)
+        for _ in range(3):  # warm: imports, the token, the pool's first fill
+            paths.one("gateway")
+            time.sleep(0.5)
+        for latency in args.latency:
+            emu.clear_faults()
+            if latency:
+                for target in ("client_secrets", "calls"):
+                    emu.set_fault(target, delay=latency / 1000, times=0)
+            for callers in args.concurrency:
+                gateway, floor = measure(paths, args.n, callers)
+                label = f"{latency} ms upstream, {callers} caller{'s' if callers > 1 else ''}"
+                results[(latency, callers)] = report.compare(f"/api/connect vs floor, {label}", gateway, floor)
+        emu.clear_faults()
         stats = emu.stats()
-        # The handler's own time as the gateway logs it (request in -> response out, in process).
-        handler_ms = [
-            float(line.rsplit(" ", 2)[-2]) for line in host.logs.splitlines() if "POST connect -> 201" in line
-        ][args.warmup :]
     finally:
         if host:
             host.stop()
         azurite.stop()
         emu.stop()
-
-    def p90(xs):
-        return statistics.quantiles(xs, n=10)[-1]
-
-    md, mg = statistics.median(direct), statistics.median(via)
-    print(
-        f"calls per path: {args.n} (after {args.warmup} warm-up), listener "
-        f"{'on' if args.with_listener else 'off'}; identity endpoint hits: {stats['identity_tokens']}"
-    )
-    print(f"direct to emulator (client_secrets + calls): median {md:7.1f} ms  p90 {p90(direct):7.1f} ms")
-    print(f"through host /api/connect:                  median {mg:7.1f} ms  p90 {p90(via):7.1f} ms")
-    if handler_ms:
-        mh = statistics.median(handler_ms)
-        print(
-            f"  of which inside the gateway handler:      median {mh:7.1f} ms "
-            f"(host transport and dispatch: {mg - mh:.1f} ms)"
+    # The bench fetched one token itself; every other hit is the gateway's.
+    gateway_hits = stats["identity_tokens"] - 1
+    report.line(f"identity endpoint: {gateway_hits} hit(s) from the gateway over {stats['calls']} calls")
+    report.target("identity asked once per token lifetime", gateway_hits == 1, f"{gateway_hits} hit(s)")
+    key = (250, 1)
+    if key in results:
+        report.target(
+            "/api/connect within 1.15x of the floor at 250 ms upstream (median, warm, sequential)",
+            results[key] <= 1.15,
+            f"{results[key]:.2f}x",
         )
-    print(
-        f"added latency (median): {mg - md:.1f} ms; ratio gateway/direct: {mg / md:.2f}x "
-        f"(p90 ratio {p90(via) / p90(direct):.2f}x)"
-    )
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for latency in args.latency:
+        xs = [c for c in args.concurrency if (latency, c) in results]
+        ax.plot(xs, [results[(latency, c)] for c in xs], marker="o", label=f"{latency} ms upstream")
+    ax.axhline(1.15, color="grey", linestyle="--", label="target 1.15x")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(args.concurrency, [str(c) for c in args.concurrency])
+    ax.set_xlabel("concurrent callers")
+    ax.set_ylabel("median /api/connect ÷ floor")
+    ax.legend()
+    report.chart("ratio", fig)
+    report.line(f"medians of the ratios: {median(list(results.values())):.2f}x over {len(results)} settings")
+    report.save()
 
 
 if __name__ == "__main__":

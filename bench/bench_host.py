@@ -9,7 +9,6 @@ Starts its own Azurite and host on free ports; prints medians and the ratio.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import threading
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import requests
 from aiohttp import web
 
+from bench.common import Report, median
 from local.azurite import start_azurite
 from local.processes import free_port, wait_for_port
 from local.testing.host import FIXTURE_APP, HostProcess, fixture_settings
@@ -70,11 +70,12 @@ def main() -> None:
         if host:
             host.stop()
         azurite.stop()
-    mh, mb = statistics.median(times["host"]), statistics.median(times["bare"])
-    print(f"requests per server: {args.n} (after 30 warm-up)")
-    print(f"local host  : median {mh:6.2f} ms")
-    print(f"bare aiohttp: median {mb:6.2f} ms")
-    print(f"host overhead: {mh - mb:.2f} ms per request, ratio {mh / mb:.2f}x")
+    report = Report("host")
+    report.line(f"requests per server: {args.n} (after 30 warm-up)")
+    report.compare("local host vs bare aiohttp, GET /api/hello", times["host"], times["bare"])
+    mh, mb = median(times["host"]), median(times["bare"])
+    report.line(f"host overhead: {mh - mb:.2f} ms per request (median)")
+    report.save()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import uuid
 
 import requests
 
+from bench.common import Report
 from local.azurite import start_azurite
 from local.processes import free_port, wait_for_port
 from local.testing.host import ROOT
@@ -29,6 +30,9 @@ from realtime_gateway.listener.call_listener import Listener
 from realtime_gateway.listener.message import CallMessage
 from realtime_gateway.process import Process
 from realtime_gateway.settings import Settings  # noqa: E402
+
+REPORT_ARGS = ["--events", "10000"]
+LONG_ARGS = ["--events", "40000"]
 
 
 def rss_mib() -> float:
@@ -53,6 +57,7 @@ def main() -> None:
         help="also trace Python allocations (several times slower: the writer falls behind)",
     )
     args = p.parse_args()
+    report = Report("listener_memory")
     az = start_azurite()
     port = free_port()
     emu = subprocess.Popen(
@@ -129,19 +134,19 @@ def main() -> None:
         result = box["r"]
         kept = (cur - base_cur) / max(1, result.events)
         archived = sum(1 for _ in archive.read_events(call_id))
-        print(
+        report.line(
             f"archived {archived} rows ({result.events} service events) in {elapsed:.0f} s "
             f"({result.events / elapsed:.0f} events/s)"
         )
         seen = lst.writer.seen
         seen_bytes = sys.getsizeof(seen) + sum(sys.getsizeof(x) for x in seen)
-        print(
+        report.line(
             f"listener memory over the call: RSS {base_rss:.1f} MiB after attach -> {end_rss:.1f} MiB at the end "
             f"(+{end_rss - base_rss:.1f} MiB for {result.events} events); the event-id set holds "
             f"{seen_bytes / 2**20:.2f} MiB (~{seen_bytes / max(1, len(seen)):.0f} B per event)"
         )
         if args.tracemalloc:
-            print(
+            report.line(
                 f"traced Python allocations: after attach {base_cur / 2**20:.2f} MiB, peak {peak / 2**20:.2f} MiB, "
                 f"after the call {cur / 2**20:.2f} MiB ({kept:.0f} B per event)"
             )
@@ -149,6 +154,7 @@ def main() -> None:
         emu.terminate()
         emu.wait(10)
         az.stop()
+        report.save()
 
 
 if __name__ == "__main__":
