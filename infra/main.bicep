@@ -134,7 +134,7 @@ param sessionsTableName string = 'callsessions'
 @description('Worker threads per Python worker: each live call holds one for the listener (README: concurrency sizing).')
 param pythonThreadpoolThreadCount int = 24
 
-@description('More app settings (REALTIME_INSTRUCTIONS, REALTIME_VOICE, MAX_CALL_SECONDS, ...); they override the defaults below but never the identity settings.')
+@description('More app settings (REALTIME_INSTRUCTIONS, REALTIME_VOICE, MAX_CALL_SECONDS, REALTIME_TOOLS with TOOLS_MODULE, GUARDRAIL_BLOCKED_TERMS, ...); they override the defaults below but never the identity settings.')
 param extraAppSettings object = {}
 
 // ---- Static Web App -----------------------------------------------------------------------

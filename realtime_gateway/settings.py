@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .listener.guardrails import DEFAULT_NOTICE, parse_terms
+from .listener.schema import unsupported
+
 TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -48,6 +51,12 @@ class Settings:
     secret_pool_ttl: int = 600  # lifetime asked for each pooled secret
     secret_pool_lead: int = 120  # a pooled secret with less than this left is replaced, never used
     listener_max_concurrent: int = 160  # listener threads per worker process (listener/threads.py)
+    tools_module: str = ""  # the deployer's module with the tools' functions; empty: no server-side tools
+    tool_timeout: float = 10.0
+    guardrail_terms: tuple[str, ...] = ()  # regular expressions, matched case-insensitively
+    guardrail_hook: str = ""  # module:function
+    guardrail_notice: str = DEFAULT_NOTICE
+    guardrail_max_hits: int = 3  # hang up at this many guardrail hits; 0 never
 
     @property
     def websocket_endpoint(self) -> str:
@@ -128,7 +137,44 @@ def _session_policy(env: Mapping[str, str], deployment: str, errors: list[str]) 
             errors.append("REALTIME_TOOLS must be a JSON list")
         elif tools is not None:
             policy["tools"] = tools
+    for i, tool in enumerate(policy.get("tools") or []):
+        if not isinstance(tool, dict) or not tool.get("name"):
+            errors.append(f"tools[{i}] must be an object with a name")
+        elif tool.get("type", "function") == "function":
+            for where in unsupported(tool.get("parameters") or {}):
+                errors.append(f"tool {tool['name']!r}: {where} is outside the supported JSON-schema subset")
     return policy
+
+
+def _tools_and_guardrail(env: Mapping[str, str], errors: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    module = env.get("TOOLS_MODULE", "").strip()
+    if module and not re.match(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$", module):
+        errors.append(f"TOOLS_MODULE must be a dotted module name, got {module!r}")
+    values["tools_module"] = module
+    if env.get("TOOL_TIMEOUT_SECONDS", "").strip():
+        try:
+            values["tool_timeout"] = float(env["TOOL_TIMEOUT_SECONDS"])
+            if not 0.1 <= values["tool_timeout"] <= 120:
+                errors.append(f"TOOL_TIMEOUT_SECONDS must be between 0.1 and 120, got {values['tool_timeout']}")
+        except ValueError:
+            errors.append(f"TOOL_TIMEOUT_SECONDS must be a number, got {env['TOOL_TIMEOUT_SECONDS']!r}")
+    try:
+        terms = parse_terms(env.get("GUARDRAIL_BLOCKED_TERMS", ""))
+        for term in terms:
+            re.compile(term)
+        values["guardrail_terms"] = tuple(terms)
+    except (ValueError, re.error) as exc:
+        errors.append(f"GUARDRAIL_BLOCKED_TERMS: {exc}")
+    hook = env.get("GUARDRAIL_HOOK", "").strip()
+    if hook and not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", hook):
+        errors.append(f"GUARDRAIL_HOOK must look like module:function, got {hook!r}")
+    values["guardrail_hook"] = hook
+    if "GUARDRAIL_NOTICE" in env:
+        values["guardrail_notice"] = env["GUARDRAIL_NOTICE"].strip()  # empty: no notice
+    if env.get("GUARDRAIL_MAX_HITS", "").strip():
+        values["guardrail_max_hits"] = _int("GUARDRAIL_MAX_HITS", env["GUARDRAIL_MAX_HITS"].strip(), 0, 1000, errors)
+    return values
 
 
 def _archive_tables(env: Mapping[str, str], errors: list[str]) -> dict[str, str]:
@@ -218,6 +264,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             values["sideband_session_update"] = update
 
     policy = _session_policy(env, deployment, errors)
+    values.update(_tools_and_guardrail(env, errors))
     if errors:
         raise SettingsError("invalid settings: " + "; ".join(errors))
     return Settings(

@@ -139,8 +139,12 @@ function turnFor(role, itemId) {
   return li;
 }
 
-function onTranscript({ role, itemId, delta, text, done }) {
+function onTranscript({ role, itemId, delta, text, done, notice }) {
   const li = turnFor(role, itemId);
+  if (notice) {  // said by the service, not the model: label it so (e.g. why an answer stopped)
+    li.classList.add("notice");
+    li.querySelector(".who").textContent = "Notice";
+  }
   const span = li.querySelector(".text");
   if (done) span.textContent = text || span.textContent || (role === "user" ? "(inaudible)" : "");
   else if (delta) span.textContent += delta;

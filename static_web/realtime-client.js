@@ -449,6 +449,12 @@ export class RealtimeClient extends EventTarget {
         const item = event.item || {};
         const audio = (item.content || []).some((c) => c && c.type === "input_audio");
         if (item.role === "user" && audio && item.id) this._userTurn(item.id, "", false);
+        // An assistant item that arrives finished was never streamed by a response: the server put
+        // it in the conversation (the gateway's guardrail notice after it cancelled an answer).
+        if (item.role === "assistant" && item.status === "completed" && item.id) {
+          const text = (item.content || []).map((c) => (c && (c.text || c.transcript)) || "").join(" ").trim();
+          if (text) this._transcript({ role: "assistant", itemId: item.id, delta: "", text, done: true, notice: true });
+        }
         break;
       }
       case "conversation.item.input_audio_transcription.completed":

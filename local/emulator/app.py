@@ -368,7 +368,15 @@ async def admin_stats(request: web.Request) -> web.Response:
 
 async def admin_new_call(request: web.Request) -> web.Response:
     state: EmulatorState = request.app[STATE]
-    call = state.new_call(ev.default_session(state.deployment), webrtc_filter=True)
+    # optional body: {"session": <merged into the default session>, "delta_interval": <seconds>}
+    try:
+        spec = await request.json() if request.can_read_body else {}
+        session = ev.merge(ev.default_session(state.deployment), dict(spec.get("session") or {}))
+        interval = float(spec.get("delta_interval") or 0)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return error_response(400, f"bad call spec: {exc}", "bad_call")
+    call = state.new_call(session, webrtc_filter=True)
+    call.delta_interval = interval
     return web.json_response({"call_id": call.call_id})
 
 

@@ -12,9 +12,9 @@ from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
 from . import events as ev
-from .audio import EnergyVad, ReplyAudioTrack, frame_rms, speech_pcm
+from .audio import RATE, EnergyVad, ReplyAudioTrack, frame_rms, speech_pcm
 from .ids import new_id
-from .replies import SPEECH_TRANSCRIPT, padded, reply_for
+from .replies import SPEECH_TRANSCRIPT, padded, reply_for, tool_reply, tool_request
 
 log = logging.getLogger("realtime-emulator")
 
@@ -86,6 +86,13 @@ class Call:
         self._speech_item: str | None = None
         self._speech_started_ms = 0
         self.closing: asyncio.Future | None = None  # the peer connection's close, once ended
+        self.delta_interval = 0.0  # seconds between transcript deltas when there is no audio to pace them
+        self._tool_names: dict[str, str] = {}  # call_id -> the tool the model called, until its output comes
+        self._tool_output: tuple[str, str] | None = None  # (tool, output) the next response answers with
+        self._active: str | None = None  # the response in progress (response.cancel stops it)
+        self._cancelled = False
+        self.tool_calls = 0
+        self.cancelled_responses = 0
         loop = asyncio.get_running_loop()
         self._deadline = loop.call_later(
             max_call_seconds, lambda: self.spawn(self.end(CLOSE_GOING_AWAY, "max_duration"))
@@ -116,6 +123,8 @@ class Call:
             "max_rms_in": round(self.max_rms_in, 1),
             "audio_frames_out": self.track.frames_sent if self.track else 0,
             "speech_frames_out": self.track.speech_frames_sent if self.track else 0,
+            "tool_calls": self.tool_calls,
+            "cancelled_responses": self.cancelled_responses,
         }
 
     def session_view(self) -> dict:
@@ -131,7 +140,7 @@ class Call:
         self._to_channel(event)
 
     def _to_channel(self, event: dict) -> None:
-        if self.webrtc_filter and event["type"] not in ev.BROWSER_EVENTS:
+        if self.webrtc_filter and not ev.browser_sees(event):
             return
         if self.channel is None or self.channel.readyState != "open":
             if self.pc is not None:
@@ -265,6 +274,9 @@ class Call:
             self.emit(ev.event("session.updated", session=self.session_view()))
         elif kind == "conversation.item.create":
             item = msg.get("item") or {}
+            if item.get("type") == "function_call_output":
+                self._tool_result(item, client_event_id)
+                return
             if item.get("type") != "message" or item.get("role") not in ("user", "system", "assistant"):
                 self.emit(
                     ev.error_event(
@@ -283,11 +295,22 @@ class Call:
         elif kind == "response.create":
             params = msg.get("response") or {}
             self.spawn(self.respond(modalities=params.get("output_modalities")))
+        elif kind == "response.cancel":
+            rid = msg.get("response_id")
+            if self._active is None or (rid and rid != self._active):
+                self.emit(
+                    ev.error_event(
+                        "There is no active response to cancel.",
+                        "response_cancel_not_active",
+                        client_event_id=client_event_id,
+                    )
+                )
+            else:
+                self._cancelled = True  # the response loop stops at its next delta
         elif kind in (
             "input_audio_buffer.clear",
             "input_audio_buffer.commit",
             "output_audio_buffer.clear",
-            "response.cancel",
         ):
             if kind == "output_audio_buffer.clear" and self.track:
                 self.track.clear()
@@ -301,6 +324,22 @@ class Call:
                 )
             )
 
+    def _tool_result(self, item: dict, client_event_id: str | None) -> None:
+        call_id = item.get("call_id")
+        if call_id not in self._tool_names:
+            self.emit(
+                ev.error_event(
+                    "No function call with this call_id awaits an output.",
+                    "invalid_value",
+                    client_event_id=client_event_id,
+                    param="item.call_id",
+                )
+            )
+            return
+        output = str(item.get("output") or "")
+        self._add_item(ev.function_call_output_item(item.get("id") or new_id("item"), call_id, output))
+        self._tool_output = (self._tool_names.pop(call_id), output)
+
     def _add_item(self, item: dict) -> None:
         previous, self._last_item_id = self._last_item_id, item["id"]
         self.emit(ev.event("conversation.item.added", previous_item_id=previous, item=item))
@@ -313,18 +352,62 @@ class Call:
             user_text = text or f"Scripted question {n + 1}"
             self._add_item(ev.user_text_item(new_id("item"), user_text))
             self._last_user_text = user_text
-            reply = reply_for(user_text)
-            if pad_bytes and n == 0:
+            # a tool trigger is answered by the model's function call, not by a scripted reply
+            reply = None if tool_request(user_text, self.session.get("tools")) else reply_for(user_text)
+            if reply is not None and pad_bytes and n == 0:
                 reply = padded(reply, pad_bytes)
             await self.respond(reply=reply)
 
     async def respond(self, reply: str | None = None, modalities: list[str] | None = None) -> None:
         async with self._turn_lock:
-            if self.state == "live":
-                await self._respond(
-                    reply if reply is not None else reply_for(self._last_user_text),
-                    modalities or self.session.get("output_modalities") or ["audio"],
-                )
+            if self.state != "live":
+                return
+            modalities = modalities or self.session.get("output_modalities") or ["audio"]
+            call = tool_request(self._last_user_text, self.session.get("tools")) if reply is None else None
+            if reply is None and self._tool_output is not None:
+                reply = tool_reply(*self._tool_output)
+                self._tool_output = None
+            elif call is not None:
+                self._last_user_text = None  # one call per user turn; the next response uses its output
+                await self._call_tool(*call, modalities)
+                return
+            await self._respond(reply if reply is not None else reply_for(self._last_user_text), modalities)
+
+    async def _call_tool(self, name: str, arguments: str, modalities: list[str]) -> None:
+        """A response whose only output is a function call, in the service's order."""
+        voice = self.session.get("audio", {}).get("output", {}).get("voice", ev.DEFAULT_VOICE)
+        rid, item_id, call_id = new_id("resp"), new_id("item"), new_id("call")
+        self.responses += 1
+        self.tool_calls += 1
+        self._tool_names[call_id] = name
+        self.emit(
+            ev.event(
+                "response.created",
+                response=ev.response_object(rid, self.conversation_id, "in_progress", modalities, voice, [], None),
+            )
+        )
+        item = ev.function_call_item(item_id, call_id, name, "", "in_progress")
+        self.emit(ev.event("response.output_item.added", response_id=rid, output_index=0, item=item))
+        previous, self._last_item_id = self._last_item_id, item_id
+        self.emit(ev.event("conversation.item.added", previous_item_id=previous, item=item))
+        common = {"response_id": rid, "item_id": item_id, "output_index": 0, "call_id": call_id}
+        for i in range(0, max(1, len(arguments)), 16):
+            self.emit(ev.event("response.function_call_arguments.delta", **common, delta=arguments[i : i + 16]))
+            await asyncio.sleep(0)
+        self.emit(ev.event("response.function_call_arguments.done", **common, name=name, arguments=arguments))
+        done_item = ev.function_call_item(item_id, call_id, name, arguments, "completed")
+        self.emit(ev.event("response.output_item.done", response_id=rid, output_index=0, item=done_item))
+        self.emit(ev.event("conversation.item.done", previous_item_id=previous, item=done_item))
+        usage = ev.usage_for(self._last_user_text or name, arguments)
+        self.emit(
+            ev.event(
+                "response.done",
+                response=ev.response_object(
+                    rid, self.conversation_id, "completed", modalities, voice, [done_item], usage
+                ),
+            )
+        )
+        self.emit(ev.event("rate_limits.updated", rate_limits=ev.rate_limits(usage["total_tokens"])))
 
     async def _respond(self, text: str, modalities: list[str]) -> None:
         audio = "audio" in modalities
@@ -332,6 +415,7 @@ class Call:
         rid, item_id = new_id("resp"), new_id("item")
         common = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
         self.responses += 1
+        self._active, self._cancelled = rid, False
         self.emit(
             ev.event(
                 "response.created",
@@ -350,15 +434,29 @@ class Call:
                 part={"type": part_type, "transcript": ""} if audio else {"type": "text", "text": ""},
             )
         )
+        deltas = _deltas(text)
+        interval = self.delta_interval
         if audio:
             if self.track is not None:  # a call without media (admin) has nobody to speak to
                 pcm = await asyncio.get_running_loop().run_in_executor(None, speech_pcm, text)
                 self.track.play(pcm)
+                # the words stream ahead of the audio (over half its length), as a generating model's do
+                interval = min(0.1, len(pcm) / RATE / 2 / len(deltas))
             self.emit(ev.event("output_audio_buffer.started", response_id=rid))
         delta_type = "response.output_audio_transcript.delta" if audio else "response.output_text.delta"
-        for delta in _deltas(text):
+        said = ""
+        for delta in deltas:
+            if self._cancelled:
+                break
             self.emit(ev.event(delta_type, **common, delta=delta))
-            await asyncio.sleep(0)
+            said += delta
+            await asyncio.sleep(interval)
+        cancelled = self._cancelled
+        if cancelled:  # what was said so far is all there is; the audio stops with it
+            text = said
+            self.cancelled_responses += 1
+            if self.track is not None:
+                self.track.clear()
         if audio:
             self.emit(ev.event("response.output_audio_transcript.done", **common, transcript=text))
         else:
@@ -370,16 +468,15 @@ class Call:
                 part={"type": "audio", "transcript": text} if audio else {"type": "text", "text": text},
             )
         )
-        done_item = ev.assistant_item(item_id, "completed", audio, text)
+        done_item = ev.assistant_item(item_id, "incomplete" if cancelled else "completed", audio, text)
         self.emit(ev.event("response.output_item.done", response_id=rid, output_index=0, item=done_item))
         self.emit(ev.event("conversation.item.done", previous_item_id=previous, item=done_item))
         usage = ev.usage_for(self._last_user_text or "", text)
+        self._active, status = None, "cancelled" if cancelled else "completed"
         self.emit(
             ev.event(
                 "response.done",
-                response=ev.response_object(
-                    rid, self.conversation_id, "completed", modalities, voice, [done_item], usage
-                ),
+                response=ev.response_object(rid, self.conversation_id, status, modalities, voice, [done_item], usage),
             )
         )
         self.emit(ev.event("rate_limits.updated", rate_limits=ev.rate_limits(usage["total_tokens"])))

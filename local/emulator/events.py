@@ -25,6 +25,16 @@ BROWSER_EVENTS = frozenset(
     }
 )
 
+
+def browser_sees(event: dict) -> bool:
+    """webrtcfilter=on: the 11 event types, and of the item events only messages (the service
+    keeps function calls and their outputs off the data channel: "no function calls" in DESIGN.md)."""
+    if event["type"] not in BROWSER_EVENTS:
+        return False
+    item = event.get("item")
+    return not isinstance(item, dict) or item.get("type") == "message"
+
+
 PCM = {"type": "audio/pcm", "rate": 24000}
 DEFAULT_VOICE = "alloy"
 TRANSCRIPTION_MODEL = "whisper-1"
@@ -120,6 +130,29 @@ def assistant_item(item_id: str, status: str, audio: bool, text: str | None) -> 
     }
 
 
+def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict:
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
+
+
+def function_call_output_item(item_id: str, call_id: str, output: str) -> dict:
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "function_call_output",
+        "status": "completed",
+        "call_id": call_id,
+        "output": output,
+    }
+
+
 def response_object(
     response_id: str,
     conversation_id: str,
@@ -134,7 +167,7 @@ def response_object(
         "object": "realtime.response",
         "conversation_id": conversation_id,
         "status": status,
-        "status_details": None,
+        "status_details": {"type": "cancelled", "reason": "client_cancelled"} if status == "cancelled" else None,
         "output": output,
         "output_modalities": modalities,
         "max_output_tokens": "inf",

@@ -6,6 +6,9 @@ SPEECH_TRANSCRIPT, whatever was actually said, and answered with reply_for(SPEEC
 
 from __future__ import annotations
 
+import json
+import re
+
 SPEECH_TRANSCRIPT = "Hello, can you hear me?"
 
 
@@ -29,3 +32,31 @@ def padded(text: str, size: int) -> str:
         words.append(text)
         total += len(text) + 1
     return " ".join(words)
+
+
+# The scripted tool trigger: a user text "call tool <name> <arguments>" makes the model call the
+# declared function tool <name> with <arguments> passed verbatim (default "{}", even when not valid
+# JSON, so a test can send bad arguments). A name the session does not declare is answered as text.
+TOOL_TRIGGER = re.compile(r"^\s*call tool ([A-Za-z0-9_-]+)\s*(.*?)\s*$", re.IGNORECASE | re.DOTALL)
+
+
+def tool_request(text: str | None, tools: list | None) -> tuple[str, str] | None:
+    """(tool name, arguments) when the user's text triggers a declared function tool."""
+    m = TOOL_TRIGGER.match(text or "")
+    if not m:
+        return None
+    declared = {t.get("name") for t in tools or [] if isinstance(t, dict) and t.get("type", "function") == "function"}
+    return (m.group(1), m.group(2) or "{}") if m.group(1) in declared else None
+
+
+def tool_reply(name: str, output: str) -> str:
+    """The answer after a tool: its result in words (not the raw JSON), or why it failed."""
+    try:
+        value = json.loads(output)
+    except ValueError:
+        return f"The {name} tool said: {output}"
+    if isinstance(value, dict) and set(value) == {"error"}:
+        return f"The {name} tool failed: {value['error']}"
+    if isinstance(value, dict):
+        return f"From {name}: " + ", ".join(f"{k} is {v}" for k, v in value.items()) + "."
+    return f"From {name}: {value}."

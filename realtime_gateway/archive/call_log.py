@@ -12,6 +12,9 @@ from .codec import EventRecord, event_entities, row_key, utc_iso
 from .store import Archive
 from .summary import CallSummary
 
+# listener rows the session row counts (field name per row type); tool rows also count their errors
+MARK_COUNTS = {"listener.tool": "tool_calls", "listener.guardrail": "guardrail_hits"}
+
 
 def id_key(event_id: str) -> int:
     """A 64-bit digest of an event id: a third of the string's memory in the seen-set of a long call
@@ -41,11 +44,13 @@ class CallLog:
         self.last_received_at: str | None = None
         self.duplicates = 0
         self.gaps = 0
+        self.marks: dict[str, int] = {}  # MARK_COUNTS fields, and tool_errors
 
     def resume(self, archive: Archive, session: dict[str, Any]) -> None:
         """Continue the chain after the rows earlier listeners wrote, and their summary."""
         self.summary = CallSummary.from_fields(session)
         self.gaps = int(session.get("gaps") or 0)
+        self.marks = {f: int(session[f]) for f in (*MARK_COUNTS.values(), "tool_errors") if session.get(f)}
         index = archive.event_index(self.call_id)
         if not index:
             return
@@ -58,6 +63,7 @@ class CallLog:
             for rec in archive.read_events(self.call_id, after_seq=session_seq):
                 self.summary.apply(rec.event_type, rec.event())
                 self.gaps += rec.event_type == "listener.gap"
+                self._count(rec.event_type, rec.event())
 
     def event(self, raw: str, received: float) -> list[dict[str, Any]]:
         """The rows for a service event, or none for one already archived."""
@@ -72,8 +78,16 @@ class CallLog:
     def mark(self, event_type: str, payload: dict[str, Any], received: float) -> list[dict[str, Any]]:
         """The rows for a listener mark (gap, hand-over), chained like the events."""
         self.gaps += event_type == "listener.gap"
+        self._count(event_type, payload)
         raw = json.dumps({"type": event_type, **payload}, sort_keys=True)
         return self._append(f"{event_type}-{self.listener}-{self.next_seq}", event_type, raw, received, "listener")
+
+    def _count(self, event_type: str, payload: Any) -> None:
+        field = MARK_COUNTS.get(event_type)
+        if field:
+            self.marks[field] = self.marks.get(field, 0) + 1
+            if event_type == "listener.tool" and isinstance(payload, dict) and not payload.get("ok"):
+                self.marks["tool_errors"] = self.marks.get("tool_errors", 0) + 1
 
     def _append(self, event_id: str, event_type: str, raw: str, received: float, source: str) -> list[dict[str, Any]]:
         received_at = utc_iso(received)
@@ -96,6 +110,7 @@ class CallLog:
             last_event_at=self.last_received_at,
             gaps=self.gaps,
         )
+        fields.update(self.marks)
         if self.summary.model:
             fields["model_reported"] = self.summary.model
         if self.summary.voice:

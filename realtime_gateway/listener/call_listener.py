@@ -17,8 +17,11 @@ from ..archive.codec import day_of, utc_iso
 from ..archive.store import Archive, ArchiveError
 from ..archive.writer import ArchiveWriter
 from ..retry import Backoff
+from .control import Control
+from .guardrails import Guardrail
 from .message import CallMessage
 from .sideband import CallGone, Sideband, SidebandClosed, SidebandError, SidebandLost, sideband_url
+from .tools import ToolBox
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ class Upstream(Protocol):
 class ListenerResult:
     call_id: str
     outcome: str  # ended | handed_over | not_attached
-    end_reason: str | None  # ended | limit | hangup | error | time_box | None
+    end_reason: str | None  # ended | limit | hangup | guardrail | error | time_box | None
     events: int = 0
     duplicates: int = 0
     gaps: int = 0
@@ -74,6 +77,8 @@ class Listener:
         clock: Callable[[], float] = time.time,
         flush_interval: float = 0.5,
         redelivered: bool = False,
+        tools: ToolBox | None = None,
+        guardrail: Guardrail | None = None,
     ):
         self.msg, self.archive, self.upstream = msg, archive, upstream
         self.url = sideband_url(websocket_endpoint, msg.call_id)
@@ -86,6 +91,8 @@ class Listener:
         self.run_started = 0.0
         self.sb: Sideband | None = None
         self.attach_delay: float | None = None  # seconds from call created to the first sideband open
+        self.tools, self.guardrail = tools, guardrail
+        self.control: Control | None = None  # tools and guardrail acting on the call (control.py)
 
     # ---- the run ---------------------------------------------------------------------------------
     def run(self) -> ListenerResult:
@@ -100,6 +107,7 @@ class Listener:
         except SidebandError as exc:
             first_error = str(exc)
         writer = self._writer()
+        self.control = self._control(writer)
         sb = self.sb
         try:
             if sb is None:
@@ -120,6 +128,7 @@ class Listener:
             if self.sb is not None:
                 self.sb.close()
             log.error("call %s: listener failed: %s", msg.call_id, type(exc).__name__)
+            self._close_control(0)
             writer.close(
                 {
                     "last_error_at": utc_iso(self.clock()),
@@ -139,6 +148,28 @@ class Listener:
             listener=self.msg.continuation,
             flush_interval=self.flush_interval,
         ).start()
+
+    def _control(self, writer: ArchiveWriter) -> Control | None:
+        if self.tools is None and self.guardrail is None:
+            return None
+
+        def send(message: Mapping[str, Any]) -> None:
+            if self.sb is None:
+                raise SidebandError("no sideband")
+            self.sb.send_json(message)
+
+        return Control(
+            self.tools,
+            self.guardrail,
+            send,
+            lambda kind, payload: writer.mark(kind, payload, self.clock()),
+            lambda why: self._hangup(writer, "guardrail", why),
+        )
+
+    def _close_control(self, timeout: float | None = None) -> None:
+        """Before the archive closes: tools in flight finish (within their time limit) and are archived."""
+        if self.control is not None:
+            self.control.close(timeout if timeout is not None else (self.tools.timeout + 1 if self.tools else 0))
 
     def _backoff(self, deadline: float) -> Backoff:
         return Backoff(BACKOFF_FIRST, BACKOFF_MAX, deadline, clock=self.clock)
@@ -208,6 +239,7 @@ class Listener:
                 sb.close()
                 return self._finish(writer, self.end_reason or "limit")
             if now >= box_end:
+                self._close_control()  # tools in flight answer over this socket before it closes
                 sb.close()
                 return self._hand_over(writer)
             try:
@@ -224,6 +256,8 @@ class Listener:
             else:
                 if raw is not None:
                     writer.event(raw, self.clock())
+                    if self.control is not None:
+                        self.control.on_event(raw)
                 continue
             if isinstance(new, ListenerResult):
                 return new
@@ -300,12 +334,14 @@ class Listener:
             fields["close_code"] = close_code
         if detail:
             fields["end_detail"] = detail
+        self._close_control()
         writer.close(fields)
         return self._result(writer, "ended", reason)
 
     def _hand_over(self, writer: ArchiveWriter) -> ListenerResult:
         nxt = self.msg.continued()
         now = self.clock()
+        self._close_control()
         writer.mark("listener.handover", {"continuation": nxt.continuation}, now)
         writer.close({"handed_over_at": utc_iso(now), "end_reason": "time_box", "continuations": nxt.continuation})
         if self.handover is not None:

@@ -11,7 +11,9 @@ from typing import Callable
 
 from ..process import Process, get_process
 from .call_listener import Listener, ListenerResult
+from .guardrails import Guardrail
 from .message import BadCallMessage, CallMessage
+from .tools import ToolBox
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,11 @@ def make_listener(
         session_update=s.sideband_session_update,
         handover=handover,
         redelivered=redelivered,
+        # per listener: importlib caches the modules, so this costs little after the first call
+        tools=ToolBox.load(list(s.session_policy.get("tools") or []), s.tools_module, s.tool_timeout)
+        if s.tools_module
+        else None,
+        guardrail=Guardrail.load(s.guardrail_terms, s.guardrail_hook, s.guardrail_notice, s.guardrail_max_hits),
     )
 
 

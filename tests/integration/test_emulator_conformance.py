@@ -67,6 +67,32 @@ async def _sideband(session, url, token, call_id, sink):
     return ws, asyncio.ensure_future(read())
 
 
+TOOL = {
+    "type": "function",
+    "name": "current_time",
+    "description": "The time in a time zone",
+    "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]},
+}
+
+
+def user_text(text):
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+    }
+
+
+async def wait_side(sink, event_type, where=lambda message: True, timeout=20):
+    """The first sideband event of a type (that `where` accepts), once it has arrived."""
+    end = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < end:
+        for message in sink:
+            if message["type"] == event_type and where(message):
+                return message
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {event_type} on the sideband")
+
+
 async def _call_everything(emu, webrtc_filter):
     async with aiohttp.ClientSession() as http:
         token = await entra_token(emu.url, emu.identity_header, http)
@@ -77,6 +103,7 @@ async def _call_everything(emu, webrtc_filter):
                 "model": emu.deployment,
                 "instructions": "secret",
                 "audio": {"output": {"voice": "marin"}},
+                "tools": [TOOL],
             },
         }
         async with http.post(
@@ -100,6 +127,24 @@ async def _call_everything(emu, webrtc_filter):
         await peer.wait_for("output_audio_buffer.stopped", timeout=20)
         peer.say(speech_pcm("Testing one two three, can you hear me?"))
         await peer.wait_for("output_audio_buffer.stopped", timeout=30, count=2)
+        # a tool call answered over the sideband, then a response cancelled mid-way
+        peer.send(user_text('call tool current_time {"timezone": "Europe/Paris"}'))
+        peer.send({"type": "response.create"})
+        call = await wait_side(side_a, "response.function_call_arguments.done")
+        await ws_a.send_json(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "function_call_output", "call_id": call["call_id"], "output": '{"time": "10:42"}'},
+            }
+        )
+        await ws_a.send_json({"type": "response.create"})
+        await peer.wait_for("output_audio_buffer.stopped", timeout=30, count=3)
+        peer.send(user_text("a long answer " + " ".join(["la"] * 24)))
+        peer.send({"type": "response.create"})
+        delta = await wait_side(side_a, "response.output_audio_transcript.delta", lambda m: " la" in m["delta"])
+        await ws_a.send_json({"type": "response.cancel", "response_id": delta["response_id"]})
+        await peer.wait_for("output_audio_buffer.stopped", timeout=30, count=4)
+        await ws_a.send_json({"type": "response.cancel"})  # nothing to cancel: an error
         peer.send({"type": "no.such.event"})
         await ws_b.send_json({"type": "response.create", "response": {"output_modalities": ["text"]}})
         async with http.post(f"{emu.url}/_emulator/calls/{call_id}/script", json={"responses": 1}) as r:
@@ -147,12 +192,20 @@ def test_every_emitted_message_validates(emulator, webrtc_filter):
         "response.done",
         "rate_limits.updated",
         "error",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
     ):
         assert expected in side_types, expected
     assert side_a[0]["type"] == side_b[0]["type"] == "session.created"
     assert [m["event_id"] for m in side_a[1:]] == [m["event_id"] for m in side_b[1:]]
     transcripts = [m["transcript"] for m in side_a if m["type"] == "response.output_audio_transcript.done"]
-    assert transcripts[:2] == [reply_for("ping"), reply_for(SPEECH_TRANSCRIPT)]
+    assert transcripts[:3] == [reply_for("ping"), reply_for(SPEECH_TRANSCRIPT), "From current_time: time is 10:42."]
+    assert transcripts[3].startswith("You said: a long answer") and not transcripts[3].endswith("la la")
+    statuses = [m["response"]["status"] for m in side_a if m["type"] == "response.done"]
+    assert statuses[:5] == ["completed", "completed", "completed", "completed", "cancelled"]
+    items = [m["item"]["type"] for m in side_a if m["type"] == "conversation.item.added"]
+    assert "function_call" in items and "function_call_output" in items
+    assert [m["error"]["code"] for m in side_a if m["type"] == "error"][0] == "response_cancel_not_active"
     assert any(m["type"] == "error" for m in side_a)
     assert len(channel) > 10
     if webrtc_filter:
@@ -160,6 +213,11 @@ def test_every_emitted_message_validates(emulator, webrtc_filter):
 
         assert {m["type"] for m in channel} <= BROWSER_EVENTS
         assert "secret" not in str(channel) and "Be terse." not in str(channel)
+        # tools stay on the sideband: no definition, call, arguments or raw output on the data channel
+        # (the user's own typed words name the tool; those come back as the user's item)
+        not_user = str([m for m in channel if (m.get("item") or {}).get("role") != "user"])
+        assert "function_call" not in not_user and "Europe/Paris" not in not_user
+        assert '{"time": "10:42"}' not in str(channel) and "call_" not in not_user
     else:
         assert channel[0]["type"] == "session.created"
         assert channel[0]["session"]["instructions"] == "secret"

@@ -1,0 +1,217 @@
+"""Acting on a call from the sideband: run the model's tool calls and apply the output guardrail.
+
+The socket's reader hands every frame to `on_event` and never waits on it: tools and the
+guardrail hook run on a small pool; their results go back over the same socket (websocket-client
+sends from any thread) and into the archive as `listener.tool` / `listener.guardrail` rows, chained
+with the events. A response's tool outputs are sent as each tool finishes; `response.create` follows
+once the response is done and all its tools have answered (the service refuses a second response
+while one is active).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any, Callable
+
+from .guardrails import Guardrail
+from .tools import ToolBox
+
+log = logging.getLogger(__name__)
+
+TOOL_WORKERS = 4
+DELTAS = ("response.output_audio_transcript.delta", "response.output_text.delta")
+DONES = {"response.output_audio_transcript.done": "transcript", "response.output_text.done": "text"}
+
+
+class Control:
+    def __init__(
+        self,
+        tools: ToolBox | None,
+        guardrail: Guardrail | None,
+        send: Callable[[dict[str, Any]], None],
+        mark: Callable[[str, dict[str, Any]], None],
+        hangup: Callable[[str], None],
+    ) -> None:
+        self.tools, self.guardrail = tools, guardrail
+        self._send, self._mark, self._hangup = send, mark, hangup
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(TOOL_WORKERS, thread_name_prefix="call-control")
+        self._futures: set[Future] = set()
+        self._waiting: dict[str, set[str]] = {}  # response id -> call ids whose tool still runs
+        self._done: set[str] = set()  # responses whose response.done came while tools ran
+        self._text: dict[str, str] = {}  # item id -> the assistant's words so far
+        self._hooked: dict[str, int] = {}  # item id -> length of text the hook is checking
+        self._blocked: set[str] = set()  # responses already cancelled
+        self._started: set[str] = set()  # call ids already run (an event seen twice runs nothing twice)
+        self.hits = 0
+
+    # ---- the reader's side: never blocks ---------------------------------------------------------
+    def on_event(self, raw: str) -> None:
+        if '"response.' not in raw:
+            return  # neither a tool call nor the assistant's words
+        try:
+            event = json.loads(raw)
+            kind = event["type"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if self.tools is not None and kind == "response.output_item.done":
+            item = event.get("item") or {}
+            if item.get("type") == "function_call" and item.get("status", "completed") == "completed":
+                self._start_tool(str(event.get("response_id") or ""), item)
+        elif self.tools is not None and kind == "response.done":
+            self._response_done(str((event.get("response") or {}).get("id") or ""))
+        elif self.guardrail is not None and (kind in DELTAS or kind in DONES):
+            item_id, rid = str(event.get("item_id") or ""), str(event.get("response_id") or "")
+            if kind in DELTAS:
+                text = self._text[item_id] = self._text.get(item_id, "") + str(event.get("delta") or "")
+            else:
+                text = str(event.get(DONES[kind]) or self._text.get(item_id, ""))
+                self._text.pop(item_id, None)
+            self._check(rid, item_id, text, final=kind in DONES)
+
+    def close(self, timeout: float) -> None:
+        """Let tools in flight finish (each is bounded by its own time limit) so their rows are kept."""
+        with self._lock:
+            pending = set(self._futures)
+        if pending:
+            wait(pending, timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ---- tools ------------------------------------------------------------------------------------
+    def _start_tool(self, response_id: str, item: dict[str, Any]) -> None:
+        call_id = str(item.get("call_id") or "")
+        with self._lock:
+            if call_id in self._started:
+                return
+            self._started.add(call_id)
+            self._waiting.setdefault(response_id, set()).add(call_id)
+        self._submit(self._tool, response_id, call_id, str(item.get("name") or ""), str(item.get("arguments") or ""))
+
+    def _tool(self, response_id: str, call_id: str, name: str, arguments: str) -> None:
+        assert self.tools is not None
+        outcome = self.tools.run(name, call_id, arguments)
+        sent = self._try_send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "function_call_output", "call_id": call_id, "output": outcome.output},
+            }
+        )
+        self._mark("listener.tool", {**outcome.record(), "response_id": response_id, "sent": sent})
+        with self._lock:
+            waiting = self._waiting.get(response_id, set())
+            waiting.discard(call_id)
+            ready = not waiting and response_id in self._done
+            if ready:
+                self._waiting.pop(response_id, None)
+                self._done.discard(response_id)
+        if ready:
+            self._try_send({"type": "response.create"})
+
+    def _response_done(self, response_id: str) -> None:
+        with self._lock:
+            if response_id not in self._waiting:
+                return  # a response without tool calls
+            ready = not self._waiting[response_id]
+            if ready:
+                del self._waiting[response_id]
+            else:
+                self._done.add(response_id)
+        if ready:
+            self._try_send({"type": "response.create"})
+
+    # ---- guardrail ----------------------------------------------------------------------------------
+    def _check(self, response_id: str, item_id: str, text: str, final: bool) -> None:
+        assert self.guardrail is not None
+        if response_id in self._blocked:
+            return
+        hit = self.guardrail.match(text)
+        if hit is not None:  # acted on off the reader's thread: a hang-up is an HTTP request
+            self._submit(self._hit, response_id, item_id, hit[0], hit[1])
+            return
+        if self.guardrail.hook is not None:
+            with self._lock:
+                busy = item_id in self._hooked
+                if not busy:
+                    self._hooked[item_id] = len(text)
+            if not busy or final:  # one hook call at a time per item; the final text always gets one
+                self._submit(self._ask_hook, response_id, item_id, text, final)
+
+    def _ask_hook(self, response_id: str, item_id: str, text: str, final: bool) -> None:
+        assert self.guardrail is not None
+        reason = self.guardrail.ask_hook(text)
+        with self._lock:
+            self._hooked.pop(item_id, None)
+        if reason is not None:
+            self._hit(response_id, item_id, f"hook: {reason}"[:200], None)
+
+    def _hit(self, response_id: str, item_id: str, rule: str, matched: str | None) -> None:
+        assert self.guardrail is not None
+        with self._lock:
+            if response_id in self._blocked:
+                return
+            self._blocked.add(response_id)
+            self.hits += 1
+            hits = self.hits
+        hang_up = hits == self.guardrail.max_hits  # once; 0 never
+        # Cancel the words, then the audio already queued for the browser (WebRTC only).
+        cancelled = self._try_send({"type": "response.cancel", "response_id": response_id})
+        self._try_send({"type": "output_audio_buffer.clear"})
+        notice = self.guardrail.notice
+        if notice:
+            self._try_send(
+                {
+                    "type": "conversation.item.create",
+                    "item": {
+                        "type": "message",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": notice}],
+                    },
+                }
+            )
+        self._mark(
+            "listener.guardrail",
+            {
+                "response_id": response_id,
+                "item_id": item_id,
+                "rule": rule,
+                "matched": matched,
+                "hits": hits,
+                "action": "cancel+hangup" if hang_up else "cancel",
+                "sent": cancelled,
+                "notice": notice or None,
+            },
+        )
+        if hang_up:
+            self._hangup(f"output guardrail: {hits} hits")
+
+    # ---- plumbing -------------------------------------------------------------------------------------
+    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            future = self._pool.submit(self._guarded, fn, *args)
+        except RuntimeError:  # closed: the listener is finishing
+            return
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    @staticmethod
+    def _guarded(fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:  # a control step must never take the listener down
+            log.exception("call control step failed")
+
+    def _try_send(self, message: dict[str, Any]) -> bool:
+        try:
+            self._send(message)
+            return True
+        except Exception as exc:  # the socket dropped: the archive row says the message was not sent
+            log.warning("sideband send of %s failed: %s", message.get("type"), type(exc).__name__)
+            return False
