@@ -313,6 +313,8 @@ var gatewayAppSettings = union({
   // Flex Consumption: one listener invocation covers a whole 60-minute call (host.json
   // functionTimeout 01:10:00), so no hand-overs. On Consumption use 480 and 00:10:00.
   LISTENER_TIME_BOX_SECONDS: '3900'
+  AUDIT_API_ENABLED: 'false' // the read-only /api/audit/* routes (function keys), off by default
+  ARCHIVE_RETENTION_DAYS: '0' // 0 keeps every call; the retention timer deletes older calls
 }, extraAppSettings)
 
 module api './app/api.bicep' = {

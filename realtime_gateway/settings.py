@@ -43,6 +43,8 @@ class Settings:
     attach_limit_seconds: int = 15
     sideband_session_update: Mapping[str, Any] | None = None  # sent by the listener on every attach
     http_timeout: float = 20.0  # per upstream request; the whole /connect stays under 230 s
+    audit_api_enabled: bool = False  # the read-only /api/audit/* routes (function keys)
+    archive_retention_days: int = 0  # calls older than this are deleted by the retention timer; 0 = keep
 
     @property
     def websocket_endpoint(self) -> str:
@@ -175,6 +177,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("LISTENER_TIME_BOX_SECONDS", "listener_time_box", 10, 86400),
         ("MAX_CALL_SECONDS", "max_call_seconds", 10, 3600),
         ("ATTACH_LIMIT_SECONDS", "attach_limit_seconds", 1, 600),
+        ("ARCHIVE_RETENTION_DAYS", "archive_retention_days", 0, 36500),
     ):
         if env.get(name, "").strip():
             values[attr] = _int(name, env[name].strip(), lo, hi, errors)
@@ -183,6 +186,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("TOKEN_ROUTE_ENABLED", "token_route_enabled"),
         ("REQUIRE_PRINCIPAL", "require_principal"),
         ("STRICT_RECORDING", "strict_recording"),
+        ("AUDIT_API_ENABLED", "audit_api_enabled"),
     ):
         if env.get(name, "").strip():
             values[attr] = _bool(name, env[name], errors)
