@@ -7,10 +7,13 @@ which route or queue calls what. Nothing below it imports azure.functions.
 import azure.functions as func
 
 from realtime_gateway import redact
+from realtime_gateway.archive.retention import purge
+from realtime_gateway.audit import api as audit_api
 from realtime_gateway.gateway import routes
 from realtime_gateway.gateway.http import Request, Response, Route, handle
 from realtime_gateway.listener.handler import handle_call_message
 from realtime_gateway.listener.threads import in_listener_thread
+from realtime_gateway.process import get_process
 
 redact.install_record_factory()  # before any trigger runs: no secret reaches a log record
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -73,3 +76,30 @@ async def call_listener(msg: func.QueueMessage, handover: func.Out[str], poison:
         send_poison=poison.set,
         dequeue_count=getattr(msg, "dequeue_count", None),
     )
+
+
+# --- HTTP: the read-only audit API -------------------------------------------------------
+# Function auth level: every request needs a function key (one per auditor, revocable); the routes
+# answer 404 unless AUDIT_API_ENABLED=true. Logic in realtime_gateway/audit/api.py.
+@app.route(route="audit/sessions", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def audit_sessions(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(audit_api.sessions, req)
+
+
+@app.route(route="audit/sessions/{call_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def audit_session(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(audit_api.session, req, call_id=req.route_params["call_id"])
+
+
+@app.route(route="audit/sessions/{call_id}/verify", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def audit_verify(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(audit_api.verify, req, call_id=req.route_params["call_id"])
+
+
+# --- Timer: archive retention ------------------------------------------------------------
+# Daily at 02:30 UTC; deletes whole calls older than ARCHIVE_RETENTION_DAYS (0 = keep forever).
+# Run it by hand with POST /admin/functions/archive_retention and the master key.
+@app.timer_trigger(schedule="0 30 2 * * *", arg_name="timer", run_on_startup=False)
+def archive_retention(timer: func.TimerRequest) -> None:
+    process = get_process()
+    purge(process.archive, process.settings.archive_retention_days)

@@ -319,6 +319,8 @@ var gatewayAppSettings = union({
   SECRET_POOL_LEAD_SECONDS: '120'
   // Listener threads per worker process: at least host.json batchSize + newBatchThreshold (README: listener capacity).
   LISTENER_MAX_CONCURRENT: '160'
+  AUDIT_API_ENABLED: 'false' // the read-only /api/audit/* routes (function keys), off by default
+  ARCHIVE_RETENTION_DAYS: '0' // 0 keeps every call; the retention timer deletes older calls
 }, extraAppSettings)
 
 module api './app/api.bicep' = {

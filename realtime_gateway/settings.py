@@ -57,6 +57,8 @@ class Settings:
     guardrail_hook: str = ""  # module:function
     guardrail_notice: str = DEFAULT_NOTICE
     guardrail_max_hits: int = 3  # hang up at this many guardrail hits; 0 never
+    audit_api_enabled: bool = False  # the read-only /api/audit/* routes (function keys)
+    archive_retention_days: int = 0  # calls older than this are deleted by the retention timer; 0 = keep
 
     @property
     def websocket_endpoint(self) -> str:
@@ -230,6 +232,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("SECRET_POOL_TTL_SECONDS", "secret_pool_ttl", 10, 7200),
         ("SECRET_POOL_LEAD_SECONDS", "secret_pool_lead", 1, 3600),
         ("LISTENER_MAX_CONCURRENT", "listener_max_concurrent", 1, 1000),
+        ("ARCHIVE_RETENTION_DAYS", "archive_retention_days", 0, 36500),
     ):
         if env.get(name, "").strip():
             values[attr] = _int(name, env[name].strip(), lo, hi, errors)
@@ -238,6 +241,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("TOKEN_ROUTE_ENABLED", "token_route_enabled"),
         ("REQUIRE_PRINCIPAL", "require_principal"),
         ("STRICT_RECORDING", "strict_recording"),
+        ("AUDIT_API_ENABLED", "audit_api_enabled"),
     ):
         if env.get(name, "").strip():
             values[attr] = _bool(name, env[name], errors)

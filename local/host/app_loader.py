@@ -60,7 +60,7 @@ def load_functions(script_root: Path, settings: Mapping[str, str]) -> list[Funct
         # function.json is what the real host reads, so the local host reads the same thing.
         bindings = json.loads(fn.get_function_json())["bindings"]
         for b in bindings:
-            for key in ("queueName", "route", "connection"):
+            for key in ("queueName", "route", "connection", "schedule"):
                 if isinstance(b.get(key), str):
                     b[key] = resolve_setting_refs(b[key], settings)
         triggers = [b for b in bindings if b["type"].endswith("Trigger")]

@@ -18,9 +18,10 @@ from .invoker import Invoker
 from .keys import load_keys
 from .queue_listener import QueueListener
 from .storage import QueueClients, QueueOutputWriter, connection_string
+from .timer import TimerListener
 
 log = logging.getLogger("host")
-SUPPORTED_TRIGGERS = {"httpTrigger", "queueTrigger"}
+SUPPORTED_TRIGGERS = {"httpTrigger", "queueTrigger", "timerTrigger"}
 SUPPORTED_OUTPUTS = {"queue", "http"}
 
 
@@ -70,6 +71,7 @@ class LocalHost:
             for s in self.specs
             if s.trigger_type == "queueTrigger"
         ]
+        self.timers = [TimerListener(s, self.invoker) for s in self.specs if s.trigger_type == "timerTrigger"]
         self.keys, keys_source = load_keys(self.settings, self.script_root)
         self.http = HttpTriggers(
             [s for s in self.specs if s.trigger_type == "httpTrigger"],
@@ -81,6 +83,7 @@ class LocalHost:
             cors_origins,
             cors_credentials,
         )
+        self.http.manual_runs = {t.spec.name: t.fire for t in self.timers}
         self._keys_source = keys_source
         self._tasks: list[asyncio.Task] = []
         self._runner: web.AppRunner | None = None
@@ -101,11 +104,17 @@ class LocalHost:
             task = asyncio.create_task(listener.run(), name=f"queue:{listener.spec.name}")
             task.add_done_callback(_report_crash)
             self._tasks.append(task)
+        for timer in self.timers:
+            task = asyncio.create_task(timer.run(), name=f"timer:{timer.spec.name}")
+            task.add_done_callback(_report_crash)
+            self._tasks.append(task)
         log.info("Functions (keys for function/admin levels from %s):", self._keys_source)
         for line in self.http.describe():
             log.info("  %s", line)
         for listener in self.listeners:
             log.info("  %s: queueTrigger on '%s' (%s)", listener.spec.name, listener.queue_name, listener.connection)
+        for timer in self.timers:
+            log.info("  %s: timerTrigger '%s'", timer.spec.name, timer.schedule.expression)
         return f"http://{host}:{self.port}"
 
     async def stop(self) -> None:

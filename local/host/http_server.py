@@ -3,8 +3,11 @@ and a static folder at `/`."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 from aiohttp import web
@@ -45,6 +48,9 @@ class HttpTriggers:
             level = str(t.get("authLevel") or "function").lower()
             self.routes.append((compile_route(template), spec, methods, level))
         self.routes.sort(key=lambda r: specificity(r[0]))
+        # non-HTTP functions the admin API may run by hand (timers), filled in by the host
+        self.manual_runs: dict[str, Callable[[str], Coroutine[Any, Any, None]]] = {}
+        self._manual_tasks: set[asyncio.Task[None]] = set()
 
     def describe(self) -> list[str]:
         return [
@@ -76,6 +82,8 @@ class HttpTriggers:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
+        if path.lower().startswith("/admin/functions/") and request.method == "POST":
+            return self._run_by_hand(request, path.split("/", 3)[3])
         for route, spec, methods, level in self.routes:
             params = route.match(path)
             if params is None or (methods and request.method not in methods):
@@ -114,6 +122,19 @@ class HttpTriggers:
             return web.Response(status=500)
         http_out = [b["name"] for b in spec.outputs if b["type"] == "http"]
         return to_aiohttp(outs[http_out[0]].get() if http_out else returned)
+
+    def _run_by_hand(self, request: web.Request, name: str) -> web.Response:
+        """The real host's `POST /admin/functions/<name>` (master key): run a non-HTTP function now; 202."""
+        key = request.query.get("code") or request.headers.get("x-functions-key")
+        if not self.keys.allows("admin", name, key):
+            return web.Response(status=401)
+        fire = self.manual_runs.get(name)
+        if fire is None:
+            return web.Response(status=404)
+        task = asyncio.create_task(fire("This function was programmatically called via the host APIs."))
+        self._manual_tasks.add(task)
+        task.add_done_callback(self._manual_tasks.discard)
+        return web.Response(status=202)
 
     @staticmethod
     def _static(root: Path, url_path: str) -> web.StreamResponse:

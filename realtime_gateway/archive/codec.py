@@ -82,6 +82,7 @@ class EventRecord:
     hash: str
     source: str = "service"  # "service" or "listener" (gap and hand-over marks)
     missing_parts: int = 0  # part rows the main row announces but the table no longer holds
+    row: str = ""  # the RowKey it was read from (verify compares it with `seq`)
 
     def event(self) -> Any:
         try:
@@ -132,6 +133,7 @@ def record_from_rows(main: Mapping[str, Any], parts: list[Mapping[str, Any]]) ->
         hash=main.get("hash", ""),
         source=main.get("source", "service"),
         missing_parts=int(main.get("rows") or 1) - 1 - len(parts),
+        row=str(main.get("RowKey", "")),
     )
 
 

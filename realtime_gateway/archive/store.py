@@ -155,6 +155,54 @@ class Archive:
     def sessions_on(self, day: str) -> list[dict[str, Any]]:
         return [session_view(r) for r in self.sessions.query_entities(f"PartitionKey eq '{_escape(day)}'")]
 
+    # ---- ranges, pages and deletion (the audit tools and retention) ------------------------------
+    def session_page(
+        self, first_day: str, last_day: str, page_size: int = 100, token: Any = None
+    ) -> tuple[list[dict[str, Any]], Any]:
+        """One page of the session rows of days first_day..last_day (YYYYMMDD, both included), in
+        day then call-id order, and the service's continuation token for the next page (None: done).
+
+        Index partitions (`idx-...`) sort after every digit, so the day range never includes them.
+        """
+        flt = f"PartitionKey ge '{_escape(first_day)}' and PartitionKey le '{_escape(last_day)}'"
+        pages = self.sessions.query_entities(flt, results_per_page=page_size).by_page(continuation_token=token)
+        page: list[Mapping[str, Any]] = list(next(pages, []))
+        return [session_view(r) for r in page], getattr(pages, "continuation_token", None) or None
+
+    def sessions_between(self, first_day: str, last_day: str) -> Iterator[dict[str, Any]]:
+        token = None
+        while True:
+            rows, token = self.session_page(first_day, last_day, 1000, token)
+            yield from rows
+            if not token:
+                return
+
+    def delete_call(self, call_id: str, day: str, batch: int = 100) -> int:
+        """Delete a whole call: its event rows first, then its index row, then its session row.
+
+        The session row goes last because it is what retention lists by day: a run cut short leaves
+        it in place and the next run deletes what is left. Returns the event rows deleted.
+        """
+        deleted = 0
+        while True:
+            keys = self._event_keys(call_id, batch)
+            if not keys:
+                break
+            self.events.submit_transaction([("delete", {"PartitionKey": call_id, "RowKey": k}) for k in keys])
+            deleted += len(keys)
+        for pk, rk in ((INDEX_PREFIX + call_id, "day"), (day, call_id)):
+            try:
+                self.sessions.delete_entity(pk, rk)
+            except ResourceNotFoundError:
+                pass
+        return deleted
+
+    def _event_keys(self, call_id: str, limit: int) -> list[str]:
+        pages = self.events.query_entities(
+            f"PartitionKey eq '{_escape(call_id)}'", select=["RowKey"], results_per_page=limit
+        ).by_page()
+        return [r["RowKey"] for r in next(pages, [])]
+
 
 def session_view(row: Mapping[str, Any]) -> dict[str, Any]:
     """A session row with split text properties joined back and JSON properties decoded."""

@@ -1,4 +1,5 @@
-"""The auditor's view of the archive: `python -m realtime_gateway.audit` (list, show, verify, report)."""
+"""The auditor's view of the archive: `python -m realtime_gateway.audit` (sessions, show, export,
+verify, report) and the read-only audit API's logic (`api.py`)."""
 
 from .cli import main
 from .verify import VerifyReport, verify_call

@@ -1,9 +1,13 @@
-"""The auditor's command: list calls by day, show a call, verify its hash chain, render its report.
+"""The auditor's command: find calls over a period, read one, export it, verify it, render it.
 
-    python -m realtime_gateway.audit list [--day YYYYMMDD]
-    python -m realtime_gateway.audit show CALL_ID [--events]
-    python -m realtime_gateway.audit verify CALL_ID          (exit 1 when the chain does not verify)
-    python -m realtime_gateway.audit timeline CALL_ID [-o call.html]
+    python -m realtime_gateway.audit sessions --from 2026-11-01 --to 2026-11-30 [--origin O]
+                                              [--principal P] [--ended-by R] [--json]
+    python -m realtime_gateway.audit show CALL_ID [--events | --json]
+    python -m realtime_gateway.audit export CALL_ID [--format jsonl|csv] [-o FILE]
+    python -m realtime_gateway.audit export --from DATE --to DATE -o DIR [--format jsonl|csv]
+    python -m realtime_gateway.audit verify CALL_ID | --from DATE --to DATE   (exit 1 if not intact)
+    python -m realtime_gateway.audit report CALL_ID [-o call.html]            (alias: timeline)
+    python -m realtime_gateway.audit list [--day YYYYMMDD]                    (one day, as before)
 
 Storage comes from AzureWebJobsStorage (connection string) or AzureWebJobsStorage__tableServiceUri
 (signed-in identity via DefaultAzureCredential), or --connection-string.
@@ -16,14 +20,21 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 from .. import redact
 from ..archive.store import Archive
 from ..archive.tables import table_service_from_env
 from ..settings import archive_tables
+from .dates import BadRange, day_range
+from .export import FORMATS, export_call, export_range
 from .report import dumps_row, render_timeline
-from .verify import verify_call
+from .sessions import call_summary, format_table, list_calls
+from .transcript import format_transcript, transcript, turns
+from .verify import VerifyReport, verify_call, verify_range
+
+EXIT_NOT_INTACT, EXIT_USAGE, EXIT_UNKNOWN = 1, 2, 3
 
 
 def _archive(args: argparse.Namespace) -> Archive:
@@ -34,76 +45,211 @@ def _archive(args: argparse.Namespace) -> Archive:
     return Archive(table_service_from_env(env, own_identity=True), args.events_table, args.sessions_table)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    redact.install_record_factory()
+def _range_args(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--from", dest="first", required=required, help="first UTC day, 2026-11-01 or 20261101")
+    parser.add_argument("--to", dest="last", required=required, help="last UTC day (included)")
+
+
+def _parser() -> argparse.ArgumentParser:
     events_table, sessions_table = archive_tables()
-    p = argparse.ArgumentParser(prog="python -m realtime_gateway.audit", description=(__doc__ or "").split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m realtime_gateway.audit",
+        description=(__doc__ or "").split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join((__doc__ or "").split("\n")[2:]),
+    )
     p.add_argument("--connection-string", help="storage connection string (default: AzureWebJobsStorage)")
     p.add_argument("--events-table", default=events_table)
     p.add_argument("--sessions-table", default=sessions_table)
     sub = p.add_subparsers(dest="cmd", required=True)
+    ss = sub.add_parser("sessions", help="the calls of a period, as a table (streamed page by page)")
+    _range_args(ss, True)
+    ss.add_argument("--origin", help="only calls from this exact Origin")
+    ss.add_argument("--principal", help="only calls of this principal (name or id)")
+    ss.add_argument("--ended-by", help="only calls that ended so (ended, hangup, limit, error, time_box)")
+    ss.add_argument("--json", action="store_true", help="one JSON object per call, a line each")
     ls = sub.add_parser("list", help="calls of one day (UTC)")
     ls.add_argument("--day", default=time.strftime("%Y%m%d", time.gmtime()))
     ls.add_argument("--json", action="store_true")
-    sh = sub.add_parser("show", help="a call's session row (and events)")
+    sh = sub.add_parser("show", help="a call's summary and its conversation with times")
     sh.add_argument("call_id")
     sh.add_argument("--events", action="store_true", help="also print every event, one JSON line each")
-    vf = sub.add_parser("verify", help="check the hash chain and the session head")
-    vf.add_argument("call_id")
-    tl = sub.add_parser("timeline", help="write the call as a self-contained HTML page")
-    tl.add_argument("call_id")
-    tl.add_argument("-o", "--output", help="file to write (default: call-<id>.html)")
+    sh.add_argument("--json", action="store_true", help="the session row as JSON instead of the summary")
+    ex = sub.add_parser("export", help="every event of a call (or of every call of a period), whole, in order")
+    ex.add_argument("call_id", nargs="?")
+    _range_args(ex, False)
+    ex.add_argument("--format", choices=FORMATS, default="jsonl")
+    ex.add_argument("-o", "--output", help="file (one call; default stdout) or folder (a period)")
+    vf = sub.add_parser("verify", help="check the hash chain and the session head; exit 1 if not intact")
+    vf.add_argument("call_id", nargs="?")
+    _range_args(vf, False)
+    vf.add_argument("--json", action="store_true")
+    for name in ("report", "timeline"):
+        rp = sub.add_parser(name, help="write the call as a self-contained HTML page")
+        rp.add_argument("call_id")
+        rp.add_argument("-o", "--output", help="file to write (default: call-<id>.html)")
+    return p
+
+
+def _one_call_or_range(p: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, str] | None:
+    """(first, last) day keys for a range, None for a single call; usage errors exit 2."""
+    if args.call_id and (args.first or args.last):
+        p.error("give a CALL_ID or --from/--to, not both")
+    if args.call_id:
+        return None
+    if not (args.first and args.last):
+        p.error("give a CALL_ID, or both --from and --to")
+    try:
+        return day_range(args.first, args.last)
+    except BadRange as exc:
+        p.error(str(exc))
+    raise AssertionError("unreachable")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    redact.install_record_factory()
+    p = _parser()
     args = p.parse_args(argv)
     archive = _archive(args)
+    handler = COMMANDS[args.cmd]
+    return handler(p, args, archive)
 
-    if args.cmd == "list":
-        rows = sorted(archive.sessions_on(args.day), key=lambda r: str(r.get("created_at")))
-        if args.json:
-            print(json.dumps(rows, default=str, indent=2))
-            return 0
-        print(f"{'created (UTC)':27} {'call id':34} {'state':8} {'ended by':9} {'events':>6} origin / principal")
-        for r in rows:
-            print(
-                f"{str(r.get('created_at', ''))[:26]:27} {r['call_id']:34} {str(r.get('state')):8} "
-                f"{str(r.get('end_reason') or ''):9} {int(r.get('events') or 0):>6} "
-                f"{r.get('origin') or '-'} / {r.get('principal_name') or r.get('principal_id') or '-'}"
-            )
-        print(f"{len(rows)} call(s) on {args.day}")
+
+def _sessions(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive) -> int:
+    try:
+        first, last = day_range(args.first, args.last)
+    except BadRange as exc:
+        p.error(str(exc))
+    n = 0
+    for page in list_calls(archive, first, last, origin=args.origin, principal=args.principal, ended_by=args.ended_by):
+        lines = (json.dumps(s, default=str) for s in page) if args.json else format_table(page, header=n == 0)
+        for line in lines:
+            print(line)
+        n += len(page)
+    if not args.json:
+        print(f"{n} call(s) from {first} to {last}")
+    return 0
+
+
+def _list(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive) -> int:
+    rows = sorted(archive.sessions_on(args.day), key=lambda r: str(r.get("created_at")))
+    if args.json:
+        print(json.dumps(rows, default=str, indent=2))
         return 0
-    if args.cmd == "show":
-        session = archive.find_session(args.call_id)
-        if session is None:
-            print(f"no call {args.call_id} in the archive", file=sys.stderr)
-            return 2
+    for line in format_table(map(call_summary, rows)):
+        print(line)
+    print(f"{len(rows)} call(s) on {args.day}")
+    return 0
+
+
+def _unknown(call_id: str) -> int:
+    print(f"no call {call_id} in the archive", file=sys.stderr)
+    return EXIT_UNKNOWN
+
+
+def _show(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive) -> int:
+    session = archive.find_session(args.call_id)
+    if session is None:
+        return _unknown(args.call_id)
+    if args.json:
         print(dumps_row(session))
-        if args.events:
-            for rec in archive.read_events(args.call_id):
-                print(
-                    json.dumps(
-                        {
-                            "seq": rec.seq,
-                            "received_at": rec.received_at,
-                            "type": rec.event_type,
-                            "event_id": rec.event_id,
-                            "source": rec.source,
-                            "event": rec.event(),
-                        }
-                    )
-                )
         return 0
-    if args.cmd == "verify":
-        report = verify_call(archive, args.call_id)
-        if report.ok:
-            print(f"OK: {report.events} rows, chain head {report.head}")
-            return 0
-        print(f"FAILED: {args.call_id}", *report.problems, sep="\n  ")
-        return 1
-    if args.cmd == "timeline":
-        report = verify_call(archive, args.call_id)
-        page = render_timeline(archive.find_session(args.call_id), list(archive.read_events(args.call_id)), report)
-        out = args.output or f"call-{args.call_id}.html"
-        with open(out, "w", encoding="utf-8") as f:
-            f.write(page)
-        print(f"wrote {out} ({len(page)} bytes; chain {'verified' if report.ok else 'FAILED'})")
-        return 0 if report.ok else 1
-    return 2
+    records = list(archive.read_events(args.call_id))
+    s = call_summary(session)
+    print(f"Call {s['call_id']}")
+    for key in ("start", "duration_s", "state", "ended_by", "end_detail", "origin", "principal", "events", "gaps"):
+        if s[key] not in (None, ""):
+            print(f"  {key:11} {s[key]}")
+    for key in ("model", "voice", "attach_delay_ms", "continuations"):
+        if session.get(key) not in (None, ""):
+            print(f"  {key:11} {session[key]}")
+    for key, value in s["usage"].items():
+        print(f"  {key:11} {value}")
+    for t in turns(records):
+        print(f"  turn {t.n}: {t.latency_ms:.0f} ms from {t.basis} to the first {t.reply}")
+    print("\nConversation (UTC time, seconds from the first event):")
+    for line in format_transcript(transcript(records)):
+        print("  " + line)
+    if args.events:
+        for rec in records:
+            print(
+                json.dumps(
+                    {
+                        "seq": rec.seq,
+                        "received_at": rec.received_at,
+                        "type": rec.event_type,
+                        "event_id": rec.event_id,
+                        "source": rec.source,
+                        "event": rec.event(),
+                    }
+                )
+            )
+    return 0
+
+
+def _export(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive) -> int:
+    days = _one_call_or_range(p, args)
+    if days is None:
+        if archive.find_session(args.call_id) is None:
+            return _unknown(args.call_id)
+        n = export_call(archive, args.call_id, Path(args.output) if args.output else None, args.format)
+        print(f"exported {n} events of {args.call_id}" + (f" to {args.output}" if args.output else ""), file=sys.stderr)
+        return 0
+    if not args.output:
+        p.error("exporting a period needs -o DIR")
+    done = export_range(archive, *days, Path(args.output), args.format)
+    print(f"exported {len(done)} call(s), {sum(n for _, n in done)} events, to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _print_verdict(report: VerifyReport) -> None:
+    if report.ok:
+        print(f"OK {report.call_id}: {report.events} rows, chain head {report.head}")
+        return
+    first = report.first
+    assert first is not None
+    print(f"FAILED {report.call_id}: {first.kind} row {first.row or '(session)'}: {first.message}")
+    for finding in report.findings[1:]:
+        print(f"  then: {finding.kind} {finding.row}: {finding.message}")
+
+
+def _verify(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive) -> int:
+    days = _one_call_or_range(p, args)
+    if days is None and archive.find_session(args.call_id) is None and not any(archive.read_events(args.call_id)):
+        return _unknown(args.call_id)
+    reports = [verify_call(archive, args.call_id)] if days is None else verify_range(archive, *days)
+    failed = total = 0
+    for report in reports:
+        total += 1
+        failed += not report.ok
+        if args.json:
+            print(json.dumps(report.to_json()))
+        else:
+            _print_verdict(report)
+    if days is not None and not args.json:
+        print(f"{total - failed} of {total} call(s) intact from {days[0]} to {days[1]}")
+    return EXIT_NOT_INTACT if failed else 0
+
+
+def _report(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive) -> int:
+    session = archive.find_session(args.call_id)
+    if session is None:
+        return _unknown(args.call_id)
+    report = verify_call(archive, args.call_id)
+    page = render_timeline(session, list(archive.read_events(args.call_id)), report)
+    out = args.output or f"call-{args.call_id}.html"
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(page)
+    print(f"wrote {out} ({len(page)} bytes; chain {'verified' if report.ok else 'FAILED'})")
+    return 0 if report.ok else EXIT_NOT_INTACT
+
+
+COMMANDS = {
+    "sessions": _sessions,
+    "list": _list,
+    "show": _show,
+    "export": _export,
+    "verify": _verify,
+    "report": _report,
+    "timeline": _report,
+}

@@ -9,6 +9,8 @@ from typing import Any, Iterable
 
 from ..archive.codec import EventRecord
 from ..archive.summary import turn_text
+from .sessions import usage_fields
+from .transcript import reported_usage, spans, transcript, turns, when
 from .verify import VerifyReport
 
 CSS = """
@@ -29,6 +31,12 @@ li.control:before{background:#6c757d}
 .bubble{display:block;margin:2px 0 0;padding:6px 10px;border-radius:8px;max-width:760px;white-space:pre-wrap}
 li.user .bubble{background:#e0f2ef}li.assistant .bubble{background:#e3edf5}
 li details{display:inline-block;margin-left:8px;font-size:12px}li details[open]{display:block;margin-left:0}
+h2{font-size:17px;margin:22px 0 8px}svg.chart{background:#fff;border:1px solid #e1e5ea;max-width:100%}
+svg.chart text{font:11px system-ui,sans-serif;fill:#1d232a}
+table.grid{border-collapse:collapse;margin:6px 0 12px}table.grid td,table.grid th{border:1px solid #e1e5ea;
+padding:3px 10px;text-align:left;font-variant-numeric:tabular-nums}table.grid th{background:#eef1f4}
+p.say{margin:3px 0}p.say b{display:inline-block;width:84px}p.say.user b{color:#2a9d8f}p.say.assistant b{color:#457b9d}
+p.say.gap,p.say.handover{background:#fff3cd}
 details pre{white-space:pre-wrap;word-break:break-all;font-size:12px;background:#fff;border:1px solid #e1e5ea;
 padding:6px;max-height:320px;overflow:auto}
 """
@@ -69,6 +77,99 @@ def _groups(records: Iterable[EventRecord]) -> Iterable[tuple[EventRecord, int]]
         run = [rec]
     if run:
         yield run[0], len(run)
+
+
+LANE_COLOURS = {"user speech": "#2a9d8f", "assistant audio": "#457b9d", "gap": "#e9a100"}
+MAX_TYPE_LANES = 14
+
+
+def _chart(records: list[EventRecord]) -> str:
+    """An SVG: one lane per event type (the busiest ones) with a tick per event, and lanes for user
+    speech, assistant audio and gaps as bars, on one time axis."""
+    times = [t for t in map(when, records) if t is not None]
+    if not times:
+        return "<p>No events.</p>"
+    start, total = times[0], max((times[-1] - times[0]).total_seconds(), 0.001)
+    counts: dict[str, int] = {}
+    for rec in records:
+        counts[rec.event_type] = counts.get(rec.event_type, 0) + 1
+    types = sorted(counts, key=lambda t: -counts[t])[:MAX_TYPE_LANES]
+    lanes = ["user speech", "assistant audio", "gap", *types]
+    left, width, row = 270, 800, 18
+    height = row * len(lanes) + 30
+
+    def x(at: str) -> float:
+        try:
+            moment = datetime.fromisoformat(at)
+        except ValueError:
+            return float(left)
+        return left + width * max(0.0, (moment - start).total_seconds()) / total
+
+    e = html.escape
+    parts = [f'<svg class="chart" width="{left + width + 20}" height="{height}" role="img" aria-label="timeline">']
+    for i, lane in enumerate(lanes):
+        y = 10 + i * row
+        label = lane if lane in LANE_COLOURS else f"{lane} ({counts[lane]})"
+        parts.append(f'<text x="4" y="{y + 12}">{e(label)}</text>')
+        parts.append(f'<line x1="{left}" x2="{left + width}" y1="{y + 9}" y2="{y + 9}" stroke="#eef1f4"/>')
+    for lane, a, b in spans(records):
+        y = 10 + lanes.index(lane) * row
+        x1, x2 = x(a), x(b)
+        parts.append(
+            f'<rect x="{x1:.1f}" y="{y + 2}" width="{max(x2 - x1, 3):.1f}" height="14" fill="{LANE_COLOURS[lane]}">'
+            f"<title>{e(lane)} {e(a)} → {e(b)}</title></rect>"
+        )
+    for rec in records:
+        if rec.event_type in types:
+            y = 10 + lanes.index(rec.event_type) * row
+            xx = x(rec.received_at)
+            parts.append(f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{y + 3}" y2="{y + 15}" stroke="#1d3557"/>')
+    axis = 10 + len(lanes) * row + 12
+    for k in range(6):
+        parts.append(f'<text x="{left + width * k / 5 - 10:.0f}" y="{axis}">+{total * k / 5:.1f} s</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _sections(session: dict[str, Any], records: list[EventRecord]) -> str:
+    e = html.escape
+    out = ["<h2>Timeline</h2>", _chart(records)]
+    rows = "".join(
+        f"<tr><td>{t.n}</td><td>{e(t.user_done_at[11:23])}</td><td>{e(t.basis)}</td>"
+        f"<td>{e(t.first_reply_at[11:23])}</td><td>{e(t.reply)}</td><td>{t.latency_ms:.0f} ms</td></tr>"
+        for t in turns(records)
+    )
+    out.append("<h2>Response latency per turn</h2>")
+    out.append(
+        '<table class="grid turns"><tr><th>turn</th><th>user done</th><th>from</th><th>first reply</th>'
+        f"<th>reply</th><th>latency</th></tr>{rows}</table>"
+        if rows
+        else "<p>No complete turns.</p>"
+    )
+    lines = transcript(records)
+    marks = [ln for ln in lines if ln.who in ("gap", "handover")]
+    out.append("<h2>Gaps and hand-overs</h2>")
+    out.append(
+        "<ul>" + "".join(f"<li>{e(m.at)} {e(m.who)}: {e(m.text)}</li>" for m in marks) + "</ul>"
+        if marks
+        else "<p>None: the listener observed the call without interruption.</p>"
+    )
+    usage = {**usage_fields(session), **{f"reported {k}": v for k, v in reported_usage(records).items()}}
+    out.append("<h2>Usage and cost</h2>")
+    out.append(
+        '<table class="grid usage">'
+        + "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in usage.items())
+        + "</table>"
+        if usage
+        else "<p>No usage recorded.</p>"
+    )
+    out.append('<h2>Transcript</h2><div class="transcript">')
+    for ln in lines:
+        who = {"user": "User", "assistant": "Assistant"}.get(ln.who, ln.who)
+        offset = f"+{ln.offset:.1f} s" if ln.offset is not None else ""
+        out.append(f'<p class="say {e(ln.who)}"><b>{e(who)}</b> <small>{e(offset)}</small> {e(ln.text)}</p>')
+    out.append("</div>")
+    return "".join(out)
 
 
 def render_timeline(session: dict[str, Any] | None, records: list[EventRecord], report: VerifyReport) -> str:
@@ -132,7 +233,8 @@ def render_timeline(session: dict[str, Any] | None, records: list[EventRecord], 
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Call {e(call_id)}</title>'
         f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head>'
         f"<body><header><h1>Call {e(call_id)}</h1>{e(str(session.get('created_at') or ''))}</header><main>"
-        f'<p>{verdict}</p><table class="kv">{kv}</table><h2>Timeline</h2><ol class="tl">{"".join(items)}</ol>'
+        f'<p>{verdict}</p><table class="kv">{kv}</table>{_sections(session, records)}'
+        f'<h2>Every event</h2><ol class="tl">{"".join(items)}</ol>'
         f"</main></body></html>"
     )
 

@@ -1,12 +1,29 @@
-"""Verify a call's archive: every row present, in order, unaltered, and matching the session head."""
+"""Verify a call's archive: every row present, in order, unaltered, and matching the session head.
+
+Each finding names a row and says what happened to it: `altered` (its content no longer hashes to
+its link), `missing` (a sequence number, a part row or the tail is gone), `extra` (a row that was
+never written by the listener: a duplicate, one inserted in the middle with the rest shifted, or
+one appended after the session's head) or `reordered` (rows swapped or moved).
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from ..archive.chain import genesis, link
-from ..archive.codec import row_key
+from ..archive.codec import EventRecord, row_key
 from ..archive.store import Archive
+
+CANONICAL_KEY = re.compile(r"^\d{10}$")
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # altered | missing | extra | reordered | session
+    row: str  # the RowKey it concerns ("" for the session row)
+    message: str
 
 
 @dataclass
@@ -14,48 +31,169 @@ class VerifyReport:
     call_id: str
     events: int = 0
     head: str | None = None
-    problems: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.findings
+
+    @property
+    def problems(self) -> list[str]:
+        return [f.message for f in self.findings]
+
+    @property
+    def first(self) -> Finding | None:
+        return self.findings[0] if self.findings else None
+
+    def to_json(self) -> dict:
+        return {
+            "call_id": self.call_id,
+            "ok": self.ok,
+            "rows": self.events,
+            "head": self.head,
+            "findings": [f.__dict__ for f in self.findings],
+        }
+
+
+def _digest(prev: str, seq: int, rec: EventRecord) -> str:
+    return link(prev, seq, rec.event_id, rec.event_type, rec.received_at, rec.payload)
+
+
+def _pairs(records: Iterator[EventRecord]) -> Iterator[tuple[EventRecord, EventRecord | None]]:
+    """Each record with the one after it (the checks look one row ahead)."""
+    rec = next(records, None)
+    while rec is not None:
+        nxt = next(records, None)
+        yield rec, nxt
+        rec = nxt
 
 
 def verify_call(archive: Archive, call_id: str) -> VerifyReport:
     report = VerifyReport(call_id)
+    add = report.findings.append
     prev, expected, service_events = genesis(call_id), 0, 0
-    for rec in archive.read_events(call_id):
-        if rec.seq != expected:
-            report.problems.append(f"rows {row_key(expected)}..{row_key(rec.seq - 1)} missing (gap in sequence)")
-        digest = link(prev, rec.seq, rec.event_id, rec.event_type, rec.received_at, rec.payload)
-        if digest != rec.hash:
-            report.problems.append(
-                f"row {row_key(rec.seq)} ({rec.event_type}) does not match its hash: "
-                "altered, or a row before it was removed"
-            )
-        if rec.missing_parts:
-            report.problems.append(
-                f"row {row_key(rec.seq)}: {abs(rec.missing_parts)} part rows "
-                + ("missing" if rec.missing_parts > 0 else "more than it announces")
-            )
-        prev, expected = rec.hash, rec.seq + 1
+    before = ""  # the link before `prev`: a row chained there sits one place after where it belongs
+    seen: set[int] = set()
+    shift = 0  # rows after an inserted one carry seq + 1 but still their original hash
+    skip_next = False
+    for rec, nxt in _pairs(iter(archive.read_events(call_id))):
         report.events += 1
         service_events += rec.source == "service"
+        if skip_next:  # the second row of a swapped pair, already reported
+            skip_next, expected = False, rec.seq + 1
+            seen.add(rec.seq)
+            continue
+        seq = rec.seq - shift
+        if not CANONICAL_KEY.match(rec.row) or rec.seq in seen:
+            add(
+                Finding("extra", rec.row, f"row {rec.row} is extra: not a sequence row, or it repeats event #{rec.seq}")
+            )
+            continue
+        if rec.row != row_key(rec.seq):
+            add(Finding("reordered", rec.row, f"row {rec.row} holds event #{rec.seq}: rows were reordered"))
+        elif seq > expected:
+            add(
+                Finding(
+                    "missing",
+                    row_key(expected),
+                    f"rows {row_key(expected)}..{row_key(seq - 1)} are missing (the sequence jumps to {rec.row})",
+                )
+            )
+        elif _digest(prev, seq, rec) != rec.hash:
+            if before and _digest(before, seq - 1, rec) == rec.hash:
+                inserted = row_key(rec.seq - 1)
+                add(
+                    Finding(
+                        "extra",
+                        inserted,
+                        f"row {inserted} was inserted: the rows from {rec.row} on hold the events that belong "
+                        "one place earlier",
+                    )
+                )
+                shift += 1
+                seen.add(rec.seq)
+                before, prev, expected = prev, rec.hash, seq
+                continue
+            follows = nxt is not None and _digest(prev, seq, nxt) == nxt.hash
+            if follows and nxt is not None and _digest(nxt.hash, seq + 1, rec) == rec.hash:
+                add(Finding("reordered", rec.row, f"rows {rec.row} and {nxt.row} were swapped"))
+                prev, skip_next = rec.hash, True
+                seen.add(rec.seq)
+                continue
+            if follows:
+                add(
+                    Finding(
+                        "extra",
+                        rec.row,
+                        f"row {rec.row} ({rec.event_type}) was inserted: the row after it holds the event "
+                        "that belongs here, and the rest are shifted by one",
+                    )
+                )
+                shift += 1
+                seen.add(rec.seq)
+                continue
+            add(
+                Finding(
+                    "altered",
+                    rec.row,
+                    f"row {rec.row} ({rec.event_type}) does not match its hash: its content was altered",
+                )
+            )
+        if rec.missing_parts:
+            add(
+                Finding(
+                    "missing" if rec.missing_parts > 0 else "extra",
+                    rec.row,
+                    f"row {rec.row}: {abs(rec.missing_parts)} part rows "
+                    + ("missing" if rec.missing_parts > 0 else "more than it announces"),
+                )
+            )
+        seen.add(rec.seq)
+        before, prev, expected = prev, rec.hash, max(expected, seq + 1)
     report.head = prev if report.events else None
-    session = archive.find_session(call_id)
+    _check_session(archive, report, expected - 1, service_events)
+    return report
+
+
+def _check_session(archive: Archive, report: VerifyReport, last: int, service_events: int) -> None:
+    add = report.findings.append
+    session = archive.find_session(report.call_id)
     if session is None:
-        report.problems.append("no session row for this call")
-        return report
-    if session.get("head_hash") not in (None, "") and session.get("head_hash") != report.head:
-        report.problems.append(
-            f"the session's chain head ({str(session.get('head_hash'))[:12]}, row "
-            f"{session.get('head_row')}) is not the last row's hash: rows removed at the end "
-            "or rewritten"
-        )
-    if session.get("head_seq") is not None and int(session["head_seq"]) != expected - 1:
-        report.problems.append(
-            f"the session says the last row is {session.get('head_seq')}, the table ends at {expected - 1}"
+        add(Finding("session", "", "no session row for this call"))
+        return
+    head_seq = session.get("head_seq")
+    if head_seq is not None and int(head_seq) != last:
+        head = int(head_seq)
+        if last > head:
+            add(
+                Finding(
+                    "extra",
+                    row_key(head + 1),
+                    f"rows {row_key(head + 1)}..{row_key(last)} are extra: the session's chain head is row {row_key(head)}",
+                )
+            )
+        else:
+            add(
+                Finding(
+                    "missing",
+                    row_key(last + 1),
+                    f"rows {row_key(last + 1)}..{row_key(head)} are missing at the end: the session's chain head is "
+                    f"row {row_key(head)}",
+                )
+            )
+    elif session.get("head_hash") not in (None, "") and session.get("head_hash") != report.head:
+        add(
+            Finding(
+                "altered",
+                str(session.get("head_row") or ""),
+                f"the session's chain head ({str(session.get('head_hash'))[:12]}, row {session.get('head_row')}) "
+                "is not the last row's hash: the rows were rewritten",
+            )
         )
     if session.get("events") is not None and int(session["events"]) != service_events:
-        report.problems.append(f"the session counts {session['events']} events, the table holds {service_events}")
-    return report
+        add(Finding("session", "", f"the session counts {session['events']} events, the table holds {service_events}"))
+
+
+def verify_range(archive: Archive, first_day: str, last_day: str) -> Iterator[VerifyReport]:
+    for session in archive.sessions_between(first_day, last_day):
+        yield verify_call(archive, str(session.get("call_id") or session.get("RowKey")))

@@ -111,3 +111,8 @@ def sync_sleep(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="boom")
 def boom(req: func.HttpRequest) -> func.HttpResponse:
     raise ValueError("boom")
+
+
+@app.timer_trigger(schedule="%TICK_SCHEDULE%", arg_name="timer", run_on_startup=True)
+def tick(timer: func.TimerRequest) -> None:
+    record(fn="tick", past_due=timer.past_due, at=time.time(), next=timer.schedule_status.get("Next"))

@@ -1,0 +1,119 @@
+"""The read-only audit API's routes (`/api/audit/...`), off unless AUDIT_API_ENABLED=true.
+
+They run under `gateway/http.handle` like every route; function_app.py registers them at the
+`function` auth level, so the Functions host refuses a request without a key before this runs.
+Lists and events are paged; `continuation` in an answer goes back as `?continuation=`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from ..errors import ApiError
+from ..gateway.http import Request, Response, json_response
+from ..process import Process
+from ..upstream.answers import valid_call_id
+from .dates import BadRange, day_range
+from .sessions import call_summary
+from .verify import verify_call
+
+MAX_RANGE_DAYS = 31
+MAX_PAGE = 1000
+EVENTS_PAGE_CHARS = 4_000_000  # an events page stops after this much payload (at least one event)
+
+
+def _enabled(p: Process) -> None:
+    if not p.settings.audit_api_enabled:
+        raise ApiError(404, "audit_api_disabled", "the audit API is switched off (AUDIT_API_ENABLED)")
+
+
+def _page_size(req: Request, default: int) -> int:
+    raw = req.params.get("page_size", "") or str(default)
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise ApiError(400, "invalid_page_size", f"page_size must be a whole number from 1 to {MAX_PAGE}")
+    return int(raw)
+
+
+def _token_in(req: Request) -> Any:
+    raw = req.params.get("continuation", "")
+    if not raw:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(raw.encode("ascii")))
+    except (ValueError, binascii.Error, UnicodeEncodeError):
+        raise ApiError(400, "invalid_continuation", "the continuation token is not one this API issued") from None
+
+
+def _token_out(token: Any) -> str | None:
+    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode("ascii") if token else None
+
+
+def _known_call(p: Process, call_id: str) -> dict[str, Any]:
+    if not valid_call_id(call_id):
+        raise ApiError(400, "invalid_call_id", "the call id is malformed")
+    session = p.archive.find_session(call_id)
+    if session is None:
+        raise ApiError(404, "call_not_found", f"no call {call_id} in the archive")
+    return session
+
+
+def sessions(p: Process, req: Request, rid: str) -> Response:
+    """GET /api/audit/sessions?from=&to=[&page_size=&continuation=]"""
+    _enabled(p)
+    try:
+        first, last = day_range(req.params.get("from", ""), req.params.get("to", ""), MAX_RANGE_DAYS)
+    except BadRange as exc:
+        raise ApiError(400, exc.code, str(exc)) from None
+    token = _token_in(req)
+    if token is not None and not isinstance(token, dict):
+        raise ApiError(400, "invalid_continuation", "the continuation token is not one this API issued")
+    rows, nxt = p.archive.session_page(first, last, _page_size(req, 100), token)
+    return json_response(
+        200, {"from": first, "to": last, "sessions": [call_summary(r) for r in rows], "continuation": _token_out(nxt)}
+    )
+
+
+def session(p: Process, req: Request, rid: str, call_id: str) -> Response:
+    """GET /api/audit/sessions/{call_id}[?page_size=&continuation=]: the summary and a page of events."""
+    _enabled(p)
+    row = _known_call(p, call_id)
+    token = _token_in(req)
+    if token is not None and not (isinstance(token, dict) and isinstance(token.get("after"), int)):
+        raise ApiError(400, "invalid_continuation", "the continuation token is not one this API issued")
+    after = token["after"] if token else -1
+    limit = _page_size(req, 500)
+    events: list[dict[str, Any]] = []
+    chars, more = 0, False
+    for rec in p.archive.read_events(call_id, after_seq=after):
+        if len(events) >= limit or (events and chars + len(rec.payload) > EVENTS_PAGE_CHARS):
+            more = True
+            break
+        chars += len(rec.payload)
+        events.append(
+            {
+                "seq": rec.seq,
+                "received_at": rec.received_at,
+                "type": rec.event_type,
+                "event_id": rec.event_id,
+                "source": rec.source,
+                "hash": rec.hash,
+                "payload": rec.payload,
+            }
+        )
+    body = {
+        "summary": call_summary(row),
+        "session": row if after < 0 else None,
+        "events": events,
+        "continuation": _token_out({"after": events[-1]["seq"]}) if more else None,
+    }
+    return Response(200, json.dumps(body, default=str).encode("utf-8"), {}, "application/json")
+
+
+def verify(p: Process, req: Request, rid: str, call_id: str) -> Response:
+    """GET /api/audit/sessions/{call_id}/verify"""
+    _enabled(p)
+    _known_call(p, call_id)
+    return json_response(200, verify_call(p.archive, call_id).to_json())
