@@ -6,12 +6,13 @@ which route or queue calls what. Nothing below it imports azure.functions.
 
 import azure.functions as func
 
-from realtime_gateway import redact
+from realtime_gateway import redact, telemetry
 from realtime_gateway.gateway import routes
 from realtime_gateway.gateway.http import Request, Response, Route, handle
 from realtime_gateway.listener.handler import handle_call_message
 
 redact.install_record_factory()  # before any trigger runs: no secret reaches a log record
+telemetry.setup()  # exporters from the app settings (README: Telemetry); off when none is set
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 

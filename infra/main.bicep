@@ -313,6 +313,7 @@ var gatewayAppSettings = union({
   // Flex Consumption: one listener invocation covers a whole 60-minute call (host.json
   // functionTimeout 01:10:00), so no hand-overs. On Consumption use 480 and 00:10:00.
   LISTENER_TIME_BOX_SECONDS: '3900'
+  OTEL_SERVICE_NAME: functionAppName // cloud_RoleName of the app's own traces (realtime_gateway/telemetry.py)
 }, extraAppSettings)
 
 module api './app/api.bicep' = {
