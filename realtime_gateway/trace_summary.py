@@ -32,7 +32,11 @@ def summarize(spans: list[ReadableSpan]) -> str:
     parts = []
     for sp in spans:
         if sp.name == "connect":
-            steps = [_step(c) for c in spans if c.parent is not None and c.parent.span_id == sp.context.span_id]
+            steps = [
+                _step(c)
+                for c in spans
+                if c.name != "listener" and c.parent is not None and c.parent.span_id == sp.context.span_id
+            ]
             parts.append(_step(sp) + (f" ({', '.join(steps)})" if steps else ""))
         elif sp.name == "listener":
             attrs = dict(sp.attributes or {})

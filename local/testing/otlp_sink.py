@@ -14,7 +14,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-_KINDS = {
+_KINDS: dict[str, Any] = {
     "/v1/traces": ExportTraceServiceRequest,
     "/v1/metrics": ExportMetricsServiceRequest,
     "/v1/logs": ExportLogsServiceRequest,
@@ -100,6 +100,7 @@ class OtlpSink:
                         out.append(
                             {
                                 "name": sp["name"],
+                                "kind": sp.get("kind"),
                                 "trace_id": _id(sp["traceId"]),
                                 "span_id": _id(sp["spanId"]),
                                 "parent": _id(sp.get("parentSpanId")),

@@ -68,7 +68,7 @@ def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] |
     try:
         if enqueue is None:
             raise RuntimeError("no queue output binding")
-        with telemetry.span("enqueue"):
+        with telemetry.span("enqueue", kind="producer"):
             enqueue(message.to_json())
     except Exception as exc:  # the call works without its recording; say so, don't fail it
         listener = "not-queued"

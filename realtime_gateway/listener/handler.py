@@ -70,7 +70,13 @@ def handle_call_message(
     listener = make_listener(msg, process, lambda nxt: send_handover(nxt.to_json()), redelivered)
     with telemetry.listener_span(msg, redelivered):
         result = listener.run()
-        telemetry.annotate(outcome=result.outcome, end_reason=result.end_reason, events=result.events, gaps=result.gaps)
+        telemetry.annotate(
+            outcome=result.outcome,
+            end_reason=result.end_reason,
+            events=result.events,
+            gaps=result.gaps,
+            attach_delay_ms=round(result.attach_delay * 1000) if result.attach_delay is not None else None,
+        )
         # the chain head in the log is a copy outside the tables an auditor can compare against
         log.info(
             "call %s: listener %d done: %s (%s), %d events, %d duplicates skipped, %d gaps, chain head %s%s",

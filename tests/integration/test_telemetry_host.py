@@ -96,7 +96,8 @@ def test_one_call_is_one_trace_from_connect_to_the_archive(gateway_stack_factory
     assert connect["attributes"]["origin"] == ORIGIN
     assert listener["attributes"]["request_id"] == "req-telemetry-1"
     assert listener["attributes"]["origin"] == ORIGIN
-    assert listener["attributes"]["outcome"] == "ended"
+    assert listener["attributes"]["outcome"] == "ended" and listener["attributes"]["attach_delay_ms"] >= 0
+    assert (connect["kind"], listener["kind"]) == ("SPAN_KIND_SERVER", "SPAN_KIND_CONSUMER")
     assert listener["attributes"]["end_reason"] == status["end_reason"] and status["state"] == "ended"
     events = [name for name, _ in listener["events"]]
     assert events[0] == "attached" and "reconnected" in events and "listener.gap" in events
@@ -136,6 +137,7 @@ def test_one_call_is_one_trace_from_connect_to_the_archive(gateway_stack_factory
 
     # the local stack's summary: one line for the call, one for the failed connect
     summary = [line for line in stack.logs.splitlines() if line.startswith(f"trace {trace_id} call {call_id}: connect")]
+    print("\n".join(line for line in stack.logs.splitlines() if line.startswith("trace ")))
     assert len(summary) == 1 and "(secret " in summary[0] and "listener#0 " in summary[0], stack.logs[-3000:]
     assert f"{archived} events in {len(flushes)} flushes" in summary[0] and ", 1 reconnects, 1 gaps" in summary[0]
     assert any("connect" in line and "ERROR upstream_error (secret" in line for line in stack.logs.splitlines())
