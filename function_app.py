@@ -6,7 +6,7 @@ which route or queue calls what. Nothing below it imports azure.functions.
 
 import azure.functions as func
 
-from realtime_gateway import redact
+from realtime_gateway import redact, telemetry
 from realtime_gateway.archive.retention import purge
 from realtime_gateway.audit import api as audit_api
 from realtime_gateway.gateway import routes
@@ -16,6 +16,7 @@ from realtime_gateway.listener.threads import in_listener_thread
 from realtime_gateway.process import get_process
 
 redact.install_record_factory()  # before any trigger runs: no secret reaches a log record
+telemetry.setup()  # exporters from the app settings (README: Telemetry); off when none is set
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 

@@ -321,6 +321,7 @@ var gatewayAppSettings = union({
   LISTENER_MAX_CONCURRENT: '160'
   AUDIT_API_ENABLED: 'false' // the read-only /api/audit/* routes (function keys), off by default
   ARCHIVE_RETENTION_DAYS: '0' // 0 keeps every call; the retention timer deletes older calls
+  OTEL_SERVICE_NAME: functionAppName // cloud_RoleName of the app's own traces (realtime_gateway/telemetry.py)
 }, extraAppSettings)
 
 module api './app/api.bicep' = {

@@ -152,6 +152,8 @@ def main() -> int:
             log_file=local_dir / "azurite.log",
         )
         settings = {**values, "AzureWebJobsStorage": azurite.connection_string}
+        if not settings.get("OTEL_TRACE_SUMMARY"):  # one line per call trace in this output (README: Telemetry)
+            settings["OTEL_TRACE_SUMMARY"] = "true"
         settings.setdefault("AZURE_OPENAI_DEPLOYMENT", "gpt-realtime")
         print(f"ready: storage {azurite.connection_string}", flush=True)
 

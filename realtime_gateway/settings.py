@@ -283,3 +283,42 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sessions_table=tables["sessions_table"],
         **values,
     )
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    connection_string: str | None = None  # APPLICATIONINSIGHTS_CONNECTION_STRING: export to Azure Monitor
+    aad_client_id: str | None = None  # ClientId of APPLICATIONINSIGHTS_AUTHENTICATION_STRING; "" system identity
+    otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: export over OTLP/HTTP (the exporter reads it)
+    summary: bool = False  # OTEL_TRACE_SUMMARY: one line per call trace on stdout (the local stack)
+    service_name: str = "realtime-gateway"  # OTEL_SERVICE_NAME: cloud_RoleName in Application Insights
+
+
+def telemetry_settings(env: Mapping[str, str] | None = None) -> TelemetrySettings:
+    """The telemetry settings, apart from `load_settings` so a bad one never blocks a call."""
+    env = os.environ if env is None else env
+    errors: list[str] = []
+    values: dict[str, Any] = {}
+    conn = env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip()
+    if conn:
+        if "InstrumentationKey=" not in conn and "IngestionEndpoint=" not in conn:
+            errors.append("APPLICATIONINSIGHTS_CONNECTION_STRING must be App Insights' connection string")
+        values["connection_string"] = conn
+    auth = env.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "").strip()
+    if auth:
+        parts = dict(p.split("=", 1) for p in auth.split(";") if "=" in p)
+        if parts.get("Authorization", "").upper() != "AAD":
+            errors.append(f"APPLICATIONINSIGHTS_AUTHENTICATION_STRING must say Authorization=AAD, got {auth!r}")
+        values["aad_client_id"] = parts.get("ClientId", "").strip()
+    otlp = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if otlp:
+        if not re.match(r"^https?://[^/\s]+", otlp):
+            errors.append(f"OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL, got {otlp!r}")
+        values["otlp_endpoint"] = otlp
+    if env.get("OTEL_TRACE_SUMMARY", "").strip():
+        values["summary"] = _bool("OTEL_TRACE_SUMMARY", env["OTEL_TRACE_SUMMARY"], errors)
+    if env.get("OTEL_SERVICE_NAME", "").strip():
+        values["service_name"] = env["OTEL_SERVICE_NAME"].strip()
+    if errors:
+        raise SettingsError("invalid telemetry settings: " + "; ".join(errors))
+    return TelemetrySettings(**values)

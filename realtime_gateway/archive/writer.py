@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from azure.core.exceptions import HttpResponseError
 
+from .. import telemetry
 from ..retry import Backoff
 from .call_log import CallLog
 from .store import Archive, ArchiveError
@@ -54,6 +55,9 @@ class ArchiveWriter:
         self.error: BaseException | None = None
         self.ready = threading.Event()  # session row opened and earlier events loaded
         self._thread = threading.Thread(target=self._run, name=f"archive-{call_id}", daemon=True)
+        self._trace = telemetry.current()  # the listener's span: flushes are its children
+        self._turns = telemetry.TurnClock()
+        self._pending_events = 0
 
     # ---- called from the reader thread ------------------------------------------------------------
     def start(self) -> ArchiveWriter:
@@ -66,6 +70,7 @@ class ArchiveWriter:
     def mark(self, event_type: str, payload: dict[str, Any], received: float) -> None:
         """A listener mark (gap, hand-over) archived in order with the events and chained like them."""
         self._queue.put(("mark", event_type, payload, received))
+        telemetry.mark(event_type, payload)
 
     def session_update(self, fields: dict[str, Any], urgent: bool = False) -> None:
         self._queue.put(("session", fields, urgent))
@@ -99,6 +104,7 @@ class ArchiveWriter:
 
     # ---- the writer thread -----------------------------------------------------------------------
     def _run(self) -> None:
+        telemetry.attach(self._trace)
         try:
             self._write(self._open)
             self.ready.set()
@@ -147,7 +153,10 @@ class ArchiveWriter:
                 self._flush(force_session=True)
             return
         rows = self.call_log.event(*item[1:]) if kind == "event" else self.call_log.mark(*item[1:])
+        if kind == "event":
+            self._turns.see(*item[1:])
         if rows:
+            self._pending_events += 1
             self._pending.extend(rows)
             if self._pending_since is None:
                 self._pending_since = time.monotonic()
@@ -155,8 +164,10 @@ class ArchiveWriter:
     def _flush(self, force_session: bool = False) -> None:
         if self._pending:
             pending = self._pending
-            self._write(lambda: self.archive.write_entities(pending))
-            self._pending, self._pending_since = [], None
+            with telemetry.span("archive.flush", rows=len(pending), events=self._pending_events):
+                self._write(lambda: self.archive.write_entities(pending))
+            telemetry.count(telemetry.EVENTS_ARCHIVED, self._pending_events)
+            self._pending, self._pending_since, self._pending_events = [], None, 0
             self._session_dirty.update(self.call_log.committed())
         if self._session_dirty and (force_session or time.monotonic() - self._session_written >= self.session_interval):
             fields = dict(self._session_dirty)
@@ -165,10 +176,12 @@ class ArchiveWriter:
             self._session_written = time.monotonic()
 
     def _write(self, op: Callable[[], None]) -> None:
+        started = time.monotonic()
         backoff = Backoff(0.2, 2.0, time.monotonic() + SERVER_ERROR_RETRY_SECONDS, sleep=self._sleep)
         while True:
             try:
                 op()
+                telemetry.observe(telemetry.WRITE_LATENCY, (time.monotonic() - started) * 1000)
                 return
             except ArchiveError:
                 raise  # a conflict is not transient

@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any, Callable
 
+from .. import telemetry
 from ..archive.status import call_status
 from ..errors import ApiError
 from ..listener.message import CallMessage
@@ -40,11 +41,14 @@ def _call_id(call_id: str) -> str:
     return call_id
 
 
+@telemetry.traced("connect")
 def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] | None = None) -> Response:
     principal = _principal(p, req)
+    telemetry.annotate(principal_id=(principal or {}).get("id"))
     offer = offer_from_body(req.headers.get("content-type"), req.body)
     deadline = _deadline(p)
     answer = p.secret_pool.start_call(offer, deadline, rid)  # a pooled secret, else minted inline
+    telemetry.annotate(call_id=answer.call_id)
     started = p.clock()
     message = CallMessage(
         call_id=answer.call_id,
@@ -55,12 +59,14 @@ def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] |
         request_id=rid,
         model=p.settings.deployment,
         voice=(p.settings.session_policy.get("audio") or {}).get("output", {}).get("voice"),
+        traceparent=telemetry.traceparent(),  # the listener's span joins this call's trace
     )
     listener = "queued"
     try:
         if enqueue is None:
             raise RuntimeError("no queue output binding")
-        enqueue(message.to_json())
+        with telemetry.span("enqueue", kind="producer"):
+            enqueue(message.to_json())
     except Exception as exc:  # the call works without its recording; say so, don't fail it
         listener = "not-queued"
         log.error(

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
+from .. import telemetry
 from ..archive.codec import day_of, utc_iso
 from ..archive.store import Archive, ArchiveError
 from ..archive.writer import ArchiveWriter
@@ -222,6 +223,9 @@ class Listener:
                 now,
             )
         writer.session_update(fields, urgent=True)
+        telemetry.event("attached", first=first, attach_delay_ms=fields.get("attach_delay_ms"))
+        if self.attach_delay is not None:
+            telemetry.observe(telemetry.ATTACH_DELAY, self.attach_delay * 1000)
         self._send_policy(sb)
         log.info("call %s: sideband attached (listener %d)", self.msg.call_id, self.msg.continuation)
 
@@ -308,6 +312,8 @@ class Listener:
                 now,
             )
             writer.session_update({"reconnects": attempts})
+            telemetry.event("reconnected", attempts=attempts, seconds=round(now - lost_at, 3))
+            telemetry.count(telemetry.RECONNECTS)
             self._send_policy(sb)
             return sb
 
@@ -315,6 +321,7 @@ class Listener:
         self.hung_up_at = self.clock()
         self.end_reason = reason
         log.info("call %s: hanging up (%s)", self.msg.call_id, why)
+        telemetry.event("hangup", reason=reason)
         writer.session_update({"hangup_requested_at": utc_iso(self.hung_up_at), "end_detail": why})
         try:
             self.upstream.hangup(self.msg.call_id)

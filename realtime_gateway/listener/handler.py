@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+from .. import telemetry
 from ..process import Process, get_process
 from .call_listener import Listener, ListenerResult
 from .guardrails import Guardrail
@@ -74,18 +75,26 @@ def handle_call_message(
     if redelivered:
         log.warning("call %s: message redelivered (try %d); resuming from the archive", msg.call_id, dequeue_count)
     listener = make_listener(msg, process, lambda nxt: send_handover(nxt.to_json()), redelivered)
-    result = listener.run()
-    # the chain head in the log is a copy outside the tables an auditor can compare against
-    log.info(
-        "call %s: listener %d done: %s (%s), %d events, %d duplicates skipped, %d gaps, chain head %s%s",
-        msg.call_id,
-        msg.continuation,
-        result.outcome,
-        result.end_reason,
-        result.events,
-        result.duplicates,
-        result.gaps,
-        result.head,
-        f", attach delay {result.attach_delay * 1000:.0f} ms" if result.attach_delay is not None else "",
-    )
+    with telemetry.listener_span(msg, redelivered):
+        result = listener.run()
+        telemetry.annotate(
+            outcome=result.outcome,
+            end_reason=result.end_reason,
+            events=result.events,
+            gaps=result.gaps,
+            attach_delay_ms=round(result.attach_delay * 1000) if result.attach_delay is not None else None,
+        )
+        # the chain head in the log is a copy outside the tables an auditor can compare against
+        log.info(
+            "call %s: listener %d done: %s (%s), %d events, %d duplicates skipped, %d gaps, chain head %s%s",
+            msg.call_id,
+            msg.continuation,
+            result.outcome,
+            result.end_reason,
+            result.events,
+            result.duplicates,
+            result.gaps,
+            result.head,
+            f", attach delay {result.attach_delay * 1000:.0f} ms" if result.attach_delay is not None else "",
+        )
     return result

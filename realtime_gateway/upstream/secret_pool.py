@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Callable
 
+from .. import telemetry
 from ..errors import ApiError
 from ..retry import Backoff
 from ..settings import Settings
@@ -61,15 +62,19 @@ class SecretPool:
     def start_call(self, offer_sdp: str, deadline: float | None = None, request_id: str | None = None) -> Answer:
         secret = self.take()
         if secret is None:
-            return self.api.post_offer(self._mint_inline(deadline, request_id), offer_sdp, deadline, request_id)
+            return self._post(self._mint_inline(deadline, request_id), offer_sdp, deadline, request_id)
         try:
-            return self.api.post_offer(secret, offer_sdp, deadline, request_id)
+            return self._post(secret, offer_sdp, deadline, request_id)
         except SecretRefused:
             # Revoked, or the service no longer honours what the pool holds: none of it is worth trying.
             log.warning("a pooled client secret was refused (401); emptying the pool and minting one inline")
             self.empty()
             self.stats["retried_401"] += 1
-            return self.api.post_offer(self._mint_inline(deadline, request_id), offer_sdp, deadline, request_id)
+            return self._post(self._mint_inline(deadline, request_id), offer_sdp, deadline, request_id)
+
+    def _post(self, secret: ClientSecret, offer_sdp: str, deadline: float | None, request_id: str | None) -> Answer:
+        with telemetry.span("sdp"):
+            return self.api.post_offer(secret, offer_sdp, deadline, request_id)
 
     def take(self) -> ClientSecret | None:
         """A fresh pooled secret for the current policy, or None (the caller mints inline)."""
@@ -82,12 +87,14 @@ class SecretPool:
             secret = self._items.pop(0)[0] if self._items else None  # the oldest: used before it goes stale
             if secret is not None:
                 self.stats["pooled"] += 1
+                telemetry.event("secret", source="pooled")
             self._cond.notify_all()  # one slot is free: a refill thread mints its replacement
             return secret
 
     def _mint_inline(self, deadline: float | None, request_id: str | None) -> ClientSecret:
         self.stats["inline"] += 1
-        return self.api.mint_client_secret(deadline, request_id)
+        with telemetry.span("secret", source="minted"):
+            return self.api.mint_client_secret(deadline, request_id)
 
     # --- pool state ---------------------------------------------------------------------------
     def empty(self) -> None:

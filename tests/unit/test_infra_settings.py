@@ -130,3 +130,22 @@ def test_endpoint_expression_has_the_shape_the_loader_accepts():
     m = re.search(r"^var openAiEndpoint = .*'(https://\$\{\w+\}\.openai\.azure\.com)'", MAIN, re.M)
     assert m, "new-account endpoint expression changed"
     assert APP_SETTINGS["AZURE_OPENAI_ENDPOINT"] == "openAiEndpoint"
+
+
+def test_app_insights_export_uses_the_identity_the_telemetry_loader_reads():
+    """App Insights has local auth disabled: the app's exporter needs an Entra token from the same
+    identity that holds Monitoring Metrics Publisher (test_infra_security), named in the auth string."""
+    from realtime_gateway.settings import telemetry_settings
+
+    conn = APP_SETTINGS["APPLICATIONINSIGHTS_CONNECTION_STRING"]
+    assert conn == "applicationInsights.properties.ConnectionString"
+    auth = APP_SETTINGS["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"].strip("'").replace("${identityClientId}", "CID")
+    ts = telemetry_settings(
+        {
+            "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x;IngestionEndpoint=https://e/",
+            "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": auth,
+            "OTEL_SERVICE_NAME": "api",
+        }
+    )
+    assert ts.aad_client_id == "CID" and ts.connection_string and ts.service_name == "api"
+    assert "OTEL_SERVICE_NAME" in APP_SETTINGS

@@ -1,0 +1,80 @@
+"""Tracing overhead on POST /api/connect: two local hosts side by side in one run, one with the OTLP
+exporters on (spans, metrics and logs sent to a receiver on loopback), one with telemetry off.
+
+    .venv/bin/python -m bench.bench_telemetry [--n 40]
+
+Starts its own emulator, Azurite, OTLP receiver and two hosts on free ports (listener disabled, so
+the sideband work does not share the cores with the timed requests); prints medians, p90 and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import requests
+
+from local.azurite import start_azurite
+from local.emulator import Emulator
+from local.processes import free_port
+from local.testing.host import ROOT, HostProcess, gateway_settings
+from local.testing.offer import OfferPeer
+from local.testing.otlp_sink import OtlpSink
+
+from .bench_connect import gateway_connect
+
+NO_LISTENER = {"AzureWebJobs.call_listener.Disabled": "true"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=40, help="timed calls per host")
+    ap.add_argument("--warmup", type=int, default=3)
+    args = ap.parse_args()
+
+    emu = Emulator(port=0).start()
+    azurite = start_azurite()
+    sink = OtlpSink()
+    hosts: dict[str, HostProcess] = {}
+    try:
+        on = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_BSP_SCHEDULE_DELAY": "500"}
+        for name, extra in (("off", {}), ("on", on)):
+            port = free_port()
+            hosts[name] = HostProcess(ROOT, gateway_settings(emu, azurite, port, **NO_LISTENER, **extra), port=port)
+        with OfferPeer() as peer:
+            offer = peer.offer
+        sessions = {name: requests.Session() for name in hosts}
+        times: dict[str, list[float]] = {name: [] for name in hosts}
+        for i in range(args.warmup + args.n):
+            for name in ("off", "on") if i % 2 == 0 else ("on", "off"):  # alternate: drift hits both
+                t = time.perf_counter()
+                call_id = gateway_connect(sessions[name], hosts[name].url, offer)
+                elapsed = (time.perf_counter() - t) * 1000
+                requests.post(f"{hosts[name].url}/api/calls/{call_id}/hangup", timeout=10)  # untimed
+                if i >= args.warmup:
+                    times[name].append(elapsed)
+        time.sleep(1.0)  # the last batch reaches the receiver
+        exported = sum(1 for s in sink.spans() if s["name"] == "connect")
+    finally:
+        for host in hosts.values():
+            host.stop()
+        sink.stop()
+        azurite.stop()
+        emu.stop()
+
+    def p90(xs):
+        return statistics.quantiles(xs, n=10)[-1]
+
+    off, on_ = statistics.median(times["off"]), statistics.median(times["on"])
+    print(f"calls per host: {args.n} (after {args.warmup} warm-up); connect spans exported: {exported}")
+    print(f"telemetry off: median {off:7.1f} ms  p90 {p90(times['off']):7.1f} ms")
+    print(f"OTLP on:       median {on_:7.1f} ms  p90 {p90(times['on']):7.1f} ms")
+    print(
+        f"added (median): {on_ - off:.1f} ms; ratio on/off: {on_ / off:.2f}x "
+        f"(p90 ratio {p90(times['on']) / p90(times['off']):.2f}x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
