@@ -15,6 +15,7 @@ from . import events as ev
 from .audio import EnergyVad, ReplyAudioTrack, frame_rms, speech_pcm
 from .ids import new_id
 from .replies import SPEECH_TRANSCRIPT, padded, reply_for
+from .usage import UsageMeter
 
 log = logging.getLogger("realtime-emulator")
 
@@ -76,6 +77,7 @@ class Call:
         self._channel_pending: list[dict] = []
         self._last_item_id: str | None = None
         self._last_user_text: str | None = None
+        self.meter = UsageMeter()
         self._turn_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self.audio_frames_in = 0
@@ -231,6 +233,7 @@ class Call:
                 usage={"type": "duration", "seconds": round((end_ms - start_ms) / 1000, 3)},
             )
         )
+        self.meter.user_audio((end_ms - start_ms) / 1000)
         self._last_user_text = SPEECH_TRANSCRIPT
         td = self.session.get("audio", {}).get("input", {}).get("turn_detection") or {}
         if td.get("create_response", True):
@@ -302,6 +305,10 @@ class Call:
             )
 
     def _add_item(self, item: dict) -> None:
+        if item.get("role") == "user":
+            for part in item.get("content") or []:
+                if isinstance(part, dict) and part.get("type") == "input_text":
+                    self.meter.user_text(str(part.get("text") or ""))
         previous, self._last_item_id = self._last_item_id, item["id"]
         self.emit(ev.event("conversation.item.added", previous_item_id=previous, item=item))
         self.emit(ev.event("conversation.item.done", previous_item_id=previous, item=item))
@@ -373,7 +380,7 @@ class Call:
         done_item = ev.assistant_item(item_id, "completed", audio, text)
         self.emit(ev.event("response.output_item.done", response_id=rid, output_index=0, item=done_item))
         self.emit(ev.event("conversation.item.done", previous_item_id=previous, item=done_item))
-        usage = ev.usage_for(self._last_user_text or "", text)
+        usage = self.meter.response(str(self.session.get("instructions") or ""), text, audio)
         self.emit(
             ev.event(
                 "response.done",

@@ -42,10 +42,15 @@ def _call_id(call_id: str) -> str:
 
 def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] | None = None) -> Response:
     principal = _principal(p, req)
-    offer = offer_from_body(req.headers.get("content-type"), req.body)
-    deadline = _deadline(p)
-    secret = p.api.mint_client_secret(deadline, rid)
-    answer = p.api.post_offer(secret, offer, deadline, rid)
+    slot = p.limits.admit(req.headers, principal, rid)  # before any mint: a refusal costs nothing upstream
+    try:
+        offer = offer_from_body(req.headers.get("content-type"), req.body)
+        deadline = _deadline(p)
+        secret = p.api.mint_client_secret(deadline, rid)
+        answer = p.api.post_offer(secret, offer, deadline, rid)
+    except BaseException:
+        slot.release()
+        raise
     started = p.clock()
     message = CallMessage(
         call_id=answer.call_id,
@@ -56,6 +61,7 @@ def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] |
         request_id=rid,
         model=p.settings.deployment,
         voice=(p.settings.session_policy.get("audio") or {}).get("output", {}).get("voice"),
+        slot=slot.id,
     )
     listener = "queued"
     try:
@@ -83,7 +89,7 @@ def token(p: Process, req: Request, rid: str) -> Response:
             "token_route_disabled",
             "GET /api/token is switched off (TOKEN_ROUTE_ENABLED=false); use POST /api/connect",
         )
-    _principal(p, req)
+    p.limits.admit(req.headers, _principal(p, req), rid, call=False)
     secret = p.api.mint_client_secret(_deadline(p), rid)
     log.info("token rid=%s minted a client secret expiring at %d", rid, secret.expires_at)
     # Only what a client needs for its own SDP exchange: never the session policy.
@@ -128,4 +134,6 @@ def health(p: Process, req: Request, rid: str) -> Response:
             checks["identity"] = exc.message
     checks["storage"] = storage_reachable(p.env)[1]
     healthy = all(v == "ok" or v.startswith("not used") for v in checks.values())
-    return json_response(200 if healthy else 503, {"status": "ok" if healthy else "unhealthy", "checks": checks})
+    body: dict[str, Any] = {"status": "ok" if healthy else "unhealthy", "checks": checks}
+    body["refusals"] = dict(p.limits.refusals)  # this instance's limit refusals by code, since it started
+    return json_response(200 if healthy else 503, body)

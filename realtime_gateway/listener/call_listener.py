@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from ..archive.codec import day_of, utc_iso
 from ..archive.store import Archive, ArchiveError
+from ..archive.summary import CallSummary
 from ..archive.writer import ArchiveWriter
 from ..retry import Backoff
 from .message import CallMessage
@@ -56,6 +57,8 @@ class ListenerResult:
     continuation: CallMessage | None = None
     head: str | None = None  # the hash chain's head after this listener (for external logs)
     detail: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, float] = field(default_factory=dict)  # the call's usage sums after this listener
+    usage_before: dict[str, float] = field(default_factory=dict)  # ... as earlier listeners left them
 
 
 class Listener:
@@ -74,6 +77,7 @@ class Listener:
         clock: Callable[[], float] = time.time,
         flush_interval: float = 0.5,
         redelivered: bool = False,
+        on_attach: Callable[[], None] | None = None,
     ):
         self.msg, self.archive, self.upstream = msg, archive, upstream
         self.url = sideband_url(websocket_endpoint, msg.call_id)
@@ -81,6 +85,7 @@ class Listener:
         self.session_update, self.handover, self.clock = session_update, handover, clock
         self.flush_interval = flush_interval
         self.redelivered = redelivered  # an earlier try of this message failed mid-call
+        self.on_attach = on_attach  # the call is live (limits: hold its slot until its deadline)
         self.hung_up_at: float | None = None
         self.end_reason: str | None = None
         self.run_started = 0.0
@@ -192,6 +197,8 @@ class Listener:
             )
         writer.session_update(fields, urgent=True)
         self._send_policy(sb)
+        if first and self.on_attach is not None:
+            self.on_attach()
         log.info("call %s: sideband attached (listener %d)", self.msg.call_id, self.msg.continuation)
 
     # ---- reading -----------------------------------------------------------------------------------
@@ -355,4 +362,6 @@ class Listener:
             gaps=done.gaps,
             attach_delay=self.attach_delay,
             head=done.committed_head if done.committed_seq >= 0 else None,
+            usage=dict(done.summary.usage),
+            usage_before=CallSummary.from_fields(writer.session).usage,
         )

@@ -7,8 +7,10 @@ poison output bindings); nothing here knows about azure.functions.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Callable
 
+from ..limits.accounting import account_for, hold_slot
 from ..process import Process, get_process
 from .call_listener import Listener, ListenerResult
 from .message import BadCallMessage, CallMessage
@@ -31,6 +33,8 @@ def make_listener(
         session_update=s.sideband_session_update,
         handover=handover,
         redelivered=redelivered,
+        # off the reader thread: a slow limits table never delays the archive
+        on_attach=lambda: threading.Thread(target=hold_slot, args=(process, msg), daemon=True).start(),
     )
 
 
@@ -68,6 +72,7 @@ def handle_call_message(
         log.warning("call %s: message redelivered (try %d); resuming from the archive", msg.call_id, dequeue_count)
     listener = make_listener(msg, process, lambda nxt: send_handover(nxt.to_json()), redelivered)
     result = listener.run()
+    account_for(process, msg, result, listener.run_started)
     # the chain head in the log is a copy outside the tables an auditor can compare against
     log.info(
         "call %s: listener %d done: %s (%s), %d events, %d duplicates skipped, %d gaps, chain head %s%s",

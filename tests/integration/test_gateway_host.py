@@ -38,6 +38,7 @@ def stack(host_factory, emulator, azurite, request):
         "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
         "ALLOWED_ORIGINS": f"http://127.0.0.1:{port},{PAGE_ORIGIN}",
         "LISTENER_QUEUE": queue,
+        "LIMITS_TABLE": f"limits{_s.token_hex(4)}",  # the tests' connects from 127.0.0.1 never share a rate
         "HTTP_TIMEOUT_SECONDS": "2",
         "MAX_CALL_SECONDS": "900",
         **LISTENER_OFF,
