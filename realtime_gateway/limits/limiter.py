@@ -313,15 +313,18 @@ class Limiter:
             return new, None
 
         for rk in ["app"] + ([pkey] if pkey else []):
-            self._quietly(f"charge {rk}", partial(self.rows.change, f"usage-{day}", rk, change))
+            self._quietly(f"charge {rk}", partial(self._change, f"usage-{day}", rk, change))
 
     def day_usage(self, day: str, rk: str = "app") -> dict[str, Any]:
         return self.rows.read(f"usage-{day}", rk)
+
+    def _change(self, pk: str, rk: str, change: Any) -> Any:
+        return self.rows.change(pk, rk, change)  # self.rows inside: built (or failing) under _quietly
 
     def _quietly(self, what: str, op: Callable[[], Any]) -> None:
         # The listener never fails a call for its accounting: a lost slot expires, a lost charge is
         # still in the session rows.
         try:
             op()
-        except STORAGE_ERRORS as exc:
+        except Exception as exc:  # storage down or not configured alike
             log.error("limits: %s failed (%s)", what, type(exc).__name__)

@@ -130,3 +130,21 @@ def test_endpoint_expression_has_the_shape_the_loader_accepts():
     m = re.search(r"^var openAiEndpoint = .*'(https://\$\{\w+\}\.openai\.azure\.com)'", MAIN, re.M)
     assert m, "new-account endpoint expression changed"
     assert APP_SETTINGS["AZURE_OPENAI_ENDPOINT"] == "openAiEndpoint"
+
+
+def test_limit_and_price_settings_are_passed_through():
+    # every limits/price setting of local.settings.json.example reaches the app, except the test clock
+    import json
+
+    example = json.loads((ROOT / "local.settings.json.example").read_text(encoding="utf-8"))["Values"]
+    wanted = {
+        n
+        for n in example
+        if n.startswith(("PRICE_", "RATE_LIMIT", "DAILY_", "PRINCIPAL_DAILY", "CLIENT_IP", "BUDGET_"))
+        or n in ("MAX_ACTIVE_CALLS", "LIMITS_TABLE")
+    }
+    prices = set(re.findall(r"^\s*(PRICE_[A-Z_]+):", MAIN, re.M))
+    assert len(wanted) >= 17
+    assert wanted <= APP_SETTINGS.keys() | prices, wanted - APP_SETTINGS.keys() - prices
+    assert "}, prices, extraAppSettings)" in MAIN
+    assert "LIMITS_CLOCK_OFFSET_SECONDS" not in MAIN + API
