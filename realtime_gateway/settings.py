@@ -114,10 +114,7 @@ def _limits(env: Mapping[str, str], errors: list[str]) -> Limits:
     ):
         if env.get(name, "").strip():
             values[attr] = _int(name, env[name].strip(), lo, hi, errors)
-    for name, attr in (
-        ("RATE_LIMIT_FAIL_OPEN", "rate_fail_open"),
-        ("BUDGET_FAIL_OPEN", "budget_fail_open"),
-    ):
+    for name, attr in (("RATE_LIMIT_FAIL_OPEN", "rate_fail_open"), ("BUDGET_FAIL_OPEN", "budget_fail_open")):
         if env.get(name, "").strip():
             values[attr] = _bool(name, env[name], errors)
     table = env.get("LIMITS_TABLE", "").strip() or Limits.table
