@@ -131,6 +131,48 @@ param eventsTableName string = 'callevents'
 @description('Archive table for call summaries (ARCHIVE_SESSIONS_TABLE).')
 param sessionsTableName string = 'callsessions'
 
+@description('Table of the cost and abuse limits shared by every instance (LIMITS_TABLE): rate windows, active-call slots, daily usage.')
+param limitsTableName string = 'gatewaylimits'
+
+@description('Requests a minute per client on /api/connect and /api/token (RATE_LIMIT_PER_MINUTE; 0 = off).')
+param rateLimitPerMinute int = 10
+
+@description('Calls not yet ended across the app (MAX_ACTIVE_CALLS; 0 = off, at most 500).')
+param maxActiveCalls int = 100
+
+@description('Call minutes a UTC day may spend, whole app (DAILY_CALL_MINUTES; 0 = unlimited).')
+param dailyCallMinutes int = 0
+
+@description('Tokens a UTC day may spend, whole app (DAILY_TOKEN_BUDGET; 0 = unlimited).')
+param dailyTokenBudget int = 0
+
+@description('Per signed-in principal: call minutes a day (PRINCIPAL_DAILY_CALL_MINUTES; 0 = no per-principal budget).')
+param principalDailyCallMinutes int = 0
+
+@description('Per signed-in principal: tokens a day (PRINCIPAL_DAILY_TOKEN_BUDGET; 0 = no per-principal budget).')
+param principalDailyTokenBudget int = 0
+
+@description('Limits table unreachable: let requests through the rate limit (RATE_LIMIT_FAIL_OPEN).')
+param rateLimitFailOpen bool = true
+
+@description('Limits table unreachable: let calls through the budgets and the active-call cap (BUDGET_FAIL_OPEN).')
+param budgetFailOpen bool = false
+
+@description('Header with the client address and how many trusted front ends append to it (CLIENT_IP_HEADER, CLIENT_IP_HOP). Behind Front Door: 2 (README: Cost and abuse control).')
+param clientIpHeader string = 'x-forwarded-for'
+param clientIpHop int = 1
+
+@description('USD per million tokens for the cost estimate (PRICE_*_PER_MTOK) and per minute of duration-billed transcription.')
+param prices object = {
+  PRICE_INPUT_TEXT_PER_MTOK: '4.00'
+  PRICE_INPUT_AUDIO_PER_MTOK: '32.00'
+  PRICE_CACHED_INPUT_PER_MTOK: '0.40'
+  PRICE_OUTPUT_TEXT_PER_MTOK: '16.00'
+  PRICE_OUTPUT_AUDIO_PER_MTOK: '64.00'
+  PRICE_TRANSCRIPTION_PER_MTOK: '6.00'
+  PRICE_TRANSCRIPTION_PER_MINUTE: '0.006'
+}
+
 @description('Worker threads per Python worker: each live call holds one for the listener (README: concurrency sizing).')
 param pythonThreadpoolThreadCount int = 24
 
@@ -232,6 +274,7 @@ module storageData './app/storage-data.bicep' = {
     tableNames: [
       eventsTableName
       sessionsTableName
+      limitsTableName
     ]
   }
 }
@@ -322,7 +365,18 @@ var gatewayAppSettings = union({
   AUDIT_API_ENABLED: 'false' // the read-only /api/audit/* routes (function keys), off by default
   ARCHIVE_RETENTION_DAYS: '0' // 0 keeps every call; the retention timer deletes older calls
   OTEL_SERVICE_NAME: functionAppName // cloud_RoleName of the app's own traces (realtime_gateway/telemetry.py)
-}, extraAppSettings)
+  LIMITS_TABLE: limitsTableName
+  RATE_LIMIT_PER_MINUTE: string(rateLimitPerMinute)
+  MAX_ACTIVE_CALLS: string(maxActiveCalls)
+  DAILY_CALL_MINUTES: string(dailyCallMinutes)
+  DAILY_TOKEN_BUDGET: string(dailyTokenBudget)
+  PRINCIPAL_DAILY_CALL_MINUTES: string(principalDailyCallMinutes)
+  PRINCIPAL_DAILY_TOKEN_BUDGET: string(principalDailyTokenBudget)
+  RATE_LIMIT_FAIL_OPEN: string(rateLimitFailOpen)
+  BUDGET_FAIL_OPEN: string(budgetFailOpen)
+  CLIENT_IP_HEADER: clientIpHeader
+  CLIENT_IP_HOP: string(clientIpHop)
+}, prices, extraAppSettings)
 
 module api './app/api.bicep' = {
   name: 'api'

@@ -16,12 +16,17 @@ from typing import Callable, Mapping
 from . import redact
 from .archive.store import Archive
 from .archive.tables import table_service_from_env
+from .limits.limiter import Limiter
 from .settings import Settings, SettingsError, load_settings
 from .upstream.client import RealtimeApi
 from .upstream.identity import BearerTokenProvider
 from .upstream.secret_pool import SecretPool
 
 log = logging.getLogger(__name__)
+
+# The limits sit on the request path: fail fast (and by the fail-open/closed settings) rather than
+# wait out the archive's patient retries when storage is slow or down.
+LIMITS_STORAGE = {"retry_total": 1, "retry_backoff_factor": 0.2, "connection_timeout": 2, "read_timeout": 5}
 
 
 class Process:
@@ -41,6 +46,7 @@ class Process:
         self.secret_pool = SecretPool(self.api)  # its threads start on the first /connect
         self._archive = archive
         self._archive_lock = threading.Lock()
+        self.limits = Limiter(settings.limits, lambda: table_service_from_env(self.env, False, **LIMITS_STORAGE), clock)
 
     @property
     def archive(self) -> Archive:

@@ -59,6 +59,7 @@ class Settings:
     guardrail_max_hits: int = 3  # hang up at this many guardrail hits; 0 never
     audit_api_enabled: bool = False  # the read-only /api/audit/* routes (function keys)
     archive_retention_days: int = 0  # calls older than this are deleted by the retention timer; 0 = keep
+    limits: Limits = field(default_factory=lambda: Limits())
 
     @property
     def websocket_endpoint(self) -> str:
@@ -68,6 +69,93 @@ class Settings:
         if not origin:
             return True  # not a browser cross-origin request (curl, same-origin GET)
         return "*" in self.allowed_origins or origin in self.allowed_origins
+
+
+# USD per million tokens (gpt-realtime list prices, 2025-08); transcription per million tokens of
+# token-billed models and per minute of duration-billed ones.
+PRICES = {
+    "input_text": 4.0,
+    "input_audio": 32.0,
+    "cached_input": 0.4,
+    "output_text": 16.0,
+    "output_audio": 64.0,
+    "transcription": 6.0,
+    "transcription_minute": 0.006,
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Cost and abuse limits (README: Cost and abuse control). 0 switches a limit off."""
+
+    table: str = "gatewaylimits"
+    rate_per_minute: int = 10  # per client on /api/connect and /api/token
+    max_active_calls: int = 100
+    slot_attach_seconds: int = 120  # a reserved slot whose call never attached expires after this
+    daily_call_minutes: int = 0
+    daily_tokens: int = 0
+    principal_daily_call_minutes: int = 0
+    principal_daily_tokens: int = 0
+    rate_fail_open: bool = True  # limits table unreachable: rate limit lets calls through
+    budget_fail_open: bool = False  # ... budgets and the active-call cap refuse them
+    client_ip_header: str = "x-forwarded-for"
+    client_ip_hop: int = 1  # which entry from the right: 1 = the one the platform's front end appended
+    clock_offset: float = 0.0  # seconds added to the limits' clock: tests reach "tomorrow" with it
+    prices: Mapping[str, float] = field(default_factory=lambda: dict(PRICES))
+
+
+PRICE_SETTINGS = {
+    "PRICE_INPUT_TEXT_PER_MTOK": "input_text",
+    "PRICE_INPUT_AUDIO_PER_MTOK": "input_audio",
+    "PRICE_CACHED_INPUT_PER_MTOK": "cached_input",
+    "PRICE_OUTPUT_TEXT_PER_MTOK": "output_text",
+    "PRICE_OUTPUT_AUDIO_PER_MTOK": "output_audio",
+    "PRICE_TRANSCRIPTION_PER_MTOK": "transcription",
+    "PRICE_TRANSCRIPTION_PER_MINUTE": "transcription_minute",
+}
+
+
+def _limits(env: Mapping[str, str], errors: list[str]) -> Limits:
+    values: dict[str, Any] = {}
+    for name, attr, lo, hi in (
+        ("RATE_LIMIT_PER_MINUTE", "rate_per_minute", 0, 100000),
+        # one table row holds every slot (32K characters): beyond this, put API Management in front
+        ("MAX_ACTIVE_CALLS", "max_active_calls", 0, 500),
+        ("CALL_SLOT_ATTACH_SECONDS", "slot_attach_seconds", 10, 3600),
+        ("DAILY_CALL_MINUTES", "daily_call_minutes", 0, 10**9),
+        ("DAILY_TOKEN_BUDGET", "daily_tokens", 0, 10**15),
+        ("PRINCIPAL_DAILY_CALL_MINUTES", "principal_daily_call_minutes", 0, 10**9),
+        ("PRINCIPAL_DAILY_TOKEN_BUDGET", "principal_daily_tokens", 0, 10**15),
+        ("CLIENT_IP_HOP", "client_ip_hop", 1, 20),
+    ):
+        if env.get(name, "").strip():
+            values[attr] = _int(name, env[name].strip(), lo, hi, errors)
+    for name, attr in (("RATE_LIMIT_FAIL_OPEN", "rate_fail_open"), ("BUDGET_FAIL_OPEN", "budget_fail_open")):
+        if env.get(name, "").strip():
+            values[attr] = _bool(name, env[name], errors)
+    table = env.get("LIMITS_TABLE", "").strip() or Limits.table
+    if not TABLE_NAME.match(table):
+        errors.append(f"LIMITS_TABLE must match ^[A-Za-z][A-Za-z0-9]{{2,62}}$, got {table!r}")
+    header = env.get("CLIENT_IP_HEADER", "").strip().lower() or Limits.client_ip_header
+    if not re.match(r"^[a-z0-9-]+$", header):
+        errors.append(f"CLIENT_IP_HEADER must be a header name, got {header!r}")
+    prices = dict(PRICES)
+    for name, key in PRICE_SETTINGS.items():
+        raw = env.get(name, "").strip()
+        if raw:
+            try:
+                prices[key] = float(raw)
+                if prices[key] < 0:
+                    raise ValueError
+            except ValueError:
+                errors.append(f"{name} must be a price of zero or more (USD), got {raw!r}")
+    offset = env.get("LIMITS_CLOCK_OFFSET_SECONDS", "").strip()
+    if offset:
+        try:
+            values["clock_offset"] = float(offset)
+        except ValueError:
+            errors.append(f"LIMITS_CLOCK_OFFSET_SECONDS must be a number, got {offset!r}")
+    return Limits(table=table, client_ip_header=header, prices=prices, **values)
 
 
 def _bool(name: str, raw: str, errors: list[str]) -> bool:
@@ -269,6 +357,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     policy = _session_policy(env, deployment, errors)
     values.update(_tools_and_guardrail(env, errors))
+    limits = _limits(env, errors)
     if errors:
         raise SettingsError("invalid settings: " + "; ".join(errors))
     return Settings(
@@ -281,6 +370,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         listener_queue=queue,
         events_table=tables["events_table"],
         sessions_table=tables["sessions_table"],
+        limits=limits,
         **values,
     )
 

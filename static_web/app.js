@@ -16,6 +16,28 @@ const STATE_TEXT = {
 };
 const RECORDER_TEXT = { waiting: "Waiting for the recorder…", attached: "Recorded", unrecorded: "Not recorded" };
 
+function waitText(seconds) {
+  if (seconds == null) return "in a minute";
+  if (seconds < 120) return `in ${seconds} second${seconds === 1 ? "" : "s"}`;
+  if (seconds < 7200) return `in ${Math.ceil(seconds / 60)} minutes`;
+  return `in ${Math.ceil(seconds / 3600)} hours`;
+}
+
+/** A 429 says which limit it hit (`code`): tell the person which, and when to come back. */
+function throttledMessage(detail, ref) {
+  const when = waitText(detail.retryAfter);
+  switch (detail.code) {
+    case "rate_limited":
+      return `You have started too many calls in a short time. Try again ${when}.${ref}`;
+    case "too_many_active_calls":
+      return `All lines are busy: the service is running as many calls as it allows. Try again ${when}.${ref}`;
+    case "budget_exhausted":
+      return `Today's allowance for voice calls is used up. Calls open again ${when} (at midnight UTC).${ref}`;
+    default:
+      return `The voice service is busy. Try again ${when}.${ref}`;
+  }
+}
+
 /** A sentence a person can act on, for every error kind the client reports. */
 export function messageFor(detail) {
   const ref = detail.requestId ? ` Reference: ${detail.requestId}.` : "";
@@ -35,9 +57,7 @@ export function messageFor(detail) {
     case ErrorKind.FORBIDDEN:
       return `You are not allowed to start a call here. Sign in and try again.${ref}`;
     case ErrorKind.THROTTLED:
-      return detail.retryAfter != null
-        ? `The voice service is busy. Try again in ${detail.retryAfter} second${detail.retryAfter === 1 ? "" : "s"}.${ref}`
-        : `The voice service is busy. Try again in a minute.${ref}`;
+      return throttledMessage(detail, ref);
     case ErrorKind.TIMEOUT:
       return `The voice service took too long to answer. Try again.${ref}`;
     case ErrorKind.SERVICE_ERROR:

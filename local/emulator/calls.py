@@ -15,6 +15,7 @@ from . import events as ev
 from .audio import RATE, EnergyVad, ReplyAudioTrack, frame_rms, speech_pcm
 from .ids import new_id
 from .replies import SPEECH_TRANSCRIPT, padded, reply_for, tool_reply, tool_request
+from .usage import UsageMeter
 
 log = logging.getLogger("realtime-emulator")
 
@@ -76,6 +77,7 @@ class Call:
         self._channel_pending: list[dict] = []
         self._last_item_id: str | None = None
         self._last_user_text: str | None = None
+        self.meter = UsageMeter()
         self._turn_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self.audio_frames_in = 0
@@ -240,6 +242,7 @@ class Call:
                 usage={"type": "duration", "seconds": round((end_ms - start_ms) / 1000, 3)},
             )
         )
+        self.meter.user_audio((end_ms - start_ms) / 1000)
         self._last_user_text = SPEECH_TRANSCRIPT
         td = self.session.get("audio", {}).get("input", {}).get("turn_detection") or {}
         if td.get("create_response", True):
@@ -341,6 +344,10 @@ class Call:
         self._tool_output = (self._tool_names.pop(call_id), output)
 
     def _add_item(self, item: dict) -> None:
+        if item.get("role") == "user":
+            for part in item.get("content") or []:
+                if isinstance(part, dict) and part.get("type") == "input_text":
+                    self.meter.user_text(str(part.get("text") or ""))
         previous, self._last_item_id = self._last_item_id, item["id"]
         self.emit(ev.event("conversation.item.added", previous_item_id=previous, item=item))
         self.emit(ev.event("conversation.item.done", previous_item_id=previous, item=item))
@@ -398,7 +405,8 @@ class Call:
         done_item = ev.function_call_item(item_id, call_id, name, arguments, "completed")
         self.emit(ev.event("response.output_item.done", response_id=rid, output_index=0, item=done_item))
         self.emit(ev.event("conversation.item.done", previous_item_id=previous, item=done_item))
-        usage = ev.usage_for(self._last_user_text or name, arguments)
+        # a function call is a text response: its arguments are the output text it is billed for
+        usage = self.meter.response(str(self.session.get("instructions") or ""), arguments, False)
         self.emit(
             ev.event(
                 "response.done",
@@ -471,7 +479,7 @@ class Call:
         done_item = ev.assistant_item(item_id, "incomplete" if cancelled else "completed", audio, text)
         self.emit(ev.event("response.output_item.done", response_id=rid, output_index=0, item=done_item))
         self.emit(ev.event("conversation.item.done", previous_item_id=previous, item=done_item))
-        usage = ev.usage_for(self._last_user_text or "", text)
+        usage = self.meter.response(str(self.session.get("instructions") or ""), text, audio)
         self._active, status = None, "cancelled" if cancelled else "completed"
         self.emit(
             ev.event(

@@ -177,19 +177,6 @@ def response_object(
     }
 
 
-def usage_for(input_text: str, output_text: str) -> dict:
-    # A rough, deterministic token count (~4 characters a token), not a tokenizer.
-    inp = max(1, len(input_text) // 4)
-    out = max(1, len(output_text) // 4)
-    return {
-        "total_tokens": inp + out,
-        "input_tokens": inp,
-        "output_tokens": out,
-        "input_token_details": {"text_tokens": inp, "audio_tokens": 0, "cached_tokens": 0},
-        "output_token_details": {"text_tokens": out, "audio_tokens": 0},
-    }
-
-
 def rate_limits(tokens_used: int) -> list[dict]:
     return [
         {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 0.06},

@@ -103,6 +103,13 @@ class HttpTriggers:
         for name, value in request.headers.items():
             lower = name.lower()
             headers[lower] = f"{headers[lower]}, {value}" if lower in headers else value
+        # As the App Service front end does: append the peer it saw (ip:port) to what the caller sent.
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer:
+            seen = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+            headers["x-forwarded-for"] = (
+                f"{headers['x-forwarded-for']}, {seen}" if "x-forwarded-for" in headers else seen
+            )
         req = func.HttpRequest(
             method=request.method,
             url=str(request.url),

@@ -121,6 +121,7 @@ def gateway_settings(emulator, azurite, port: int, origins=(), **overrides) -> d
         "LISTENER_QUEUE": f"call-listener-{suffix}",
         "ARCHIVE_EVENTS_TABLE": f"callevents{suffix}",
         "ARCHIVE_SESSIONS_TABLE": f"callsessions{suffix}",
+        "LIMITS_TABLE": f"gatewaylimits{suffix}",  # each app its own rate windows and slots
         "FUNCTIONS_KEYS": json.dumps(make_keys()),
     }
     settings.update({k: str(v) for k, v in overrides.items()})

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..limits import usage as usage_
+
 ASSISTANT_TEXT = {"response.output_audio_transcript.done": "transcript", "response.output_text.done": "text"}
 
 
@@ -41,11 +43,15 @@ class CallSummary:
     assistant: list[str] = field(default_factory=list)
     model: str | None = None
     voice: str | None = None
+    usage: dict[str, float] = field(default_factory=dict)  # limits.usage.FIELDS, summed over the call
 
     def apply(self, event_type: str, event: Mapping[str, Any] | None) -> None:
         self.counts[event_type] = self.counts.get(event_type, 0) + 1
         if not isinstance(event, Mapping):
             return
+        reported = usage_.usage_of(event_type, event)
+        if reported:
+            usage_.add(self.usage, reported)
         turn = turn_text(event_type, event)
         if turn is not None:
             (self.user if turn[0] == "user" else self.assistant).append(turn[1])
@@ -65,6 +71,7 @@ class CallSummary:
             "events": self.total,
             "user_transcript": "\n".join(self.user),
             "assistant_transcript": "\n".join(self.assistant),
+            **usage_.to_row(self.usage),
         }
 
     @classmethod
@@ -81,4 +88,5 @@ class CallSummary:
             assistant=assistant.split("\n") if assistant else [],
             model=row.get("model"),
             voice=row.get("voice"),
+            usage=usage_.from_row(row),
         )

@@ -45,9 +45,15 @@ def _call_id(call_id: str) -> str:
 def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] | None = None) -> Response:
     principal = _principal(p, req)
     telemetry.annotate(principal_id=(principal or {}).get("id"))
-    offer = offer_from_body(req.headers.get("content-type"), req.body)
-    deadline = _deadline(p)
-    answer = p.secret_pool.start_call(offer, deadline, rid)  # a pooled secret, else minted inline
+    with telemetry.span("limiter"):
+        slot = p.limits.admit(req.headers, principal, rid)  # before any mint: a refusal costs nothing upstream
+    try:
+        offer = offer_from_body(req.headers.get("content-type"), req.body)
+        deadline = _deadline(p)
+        answer = p.secret_pool.start_call(offer, deadline, rid)  # a pooled secret, else minted inline
+    except BaseException:
+        slot.release()
+        raise
     telemetry.annotate(call_id=answer.call_id)
     started = p.clock()
     message = CallMessage(
@@ -60,6 +66,7 @@ def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] |
         model=p.settings.deployment,
         voice=(p.settings.session_policy.get("audio") or {}).get("output", {}).get("voice"),
         traceparent=telemetry.traceparent(),  # the listener's span joins this call's trace
+        slot=slot.id,
     )
     listener = "queued"
     try:
@@ -88,7 +95,7 @@ def token(p: Process, req: Request, rid: str) -> Response:
             "token_route_disabled",
             "GET /api/token is switched off (TOKEN_ROUTE_ENABLED=false); use POST /api/connect",
         )
-    _principal(p, req)
+    p.limits.admit(req.headers, _principal(p, req), rid, call=False)
     secret = p.api.mint_client_secret(_deadline(p), rid)
     log.info("token rid=%s minted a client secret expiring at %d", rid, secret.expires_at)
     # Only what a client needs for its own SDP exchange: never the session policy.
@@ -133,4 +140,6 @@ def health(p: Process, req: Request, rid: str) -> Response:
             checks["identity"] = exc.message
     checks["storage"] = storage_reachable(p.env)[1]
     healthy = all(v == "ok" or v.startswith("not used") for v in checks.values())
-    return json_response(200 if healthy else 503, {"status": "ok" if healthy else "unhealthy", "checks": checks})
+    body: dict[str, Any] = {"status": "ok" if healthy else "unhealthy", "checks": checks}
+    body["refusals"] = dict(p.limits.refusals)  # this instance's limit refusals by code, since it started
+    return json_response(200 if healthy else 503, body)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Protocol
 from .. import telemetry
 from ..archive.codec import day_of, utc_iso
 from ..archive.store import Archive, ArchiveError
+from ..archive.summary import CallSummary
 from ..archive.writer import ArchiveWriter
 from ..retry import Backoff
 from .control import Control
@@ -60,6 +61,8 @@ class ListenerResult:
     continuation: CallMessage | None = None
     head: str | None = None  # the hash chain's head after this listener (for external logs)
     detail: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, float] = field(default_factory=dict)  # the call's usage sums after this listener
+    usage_before: dict[str, float] = field(default_factory=dict)  # ... as earlier listeners left them
 
 
 class Listener:
@@ -80,6 +83,7 @@ class Listener:
         redelivered: bool = False,
         tools: ToolBox | None = None,
         guardrail: Guardrail | None = None,
+        on_attach: Callable[[], None] | None = None,
     ):
         self.msg, self.archive, self.upstream = msg, archive, upstream
         self.url = sideband_url(websocket_endpoint, msg.call_id)
@@ -87,6 +91,7 @@ class Listener:
         self.session_update, self.handover, self.clock = session_update, handover, clock
         self.flush_interval = flush_interval
         self.redelivered = redelivered  # an earlier try of this message failed mid-call
+        self.on_attach = on_attach  # the call is live (limits: hold its slot until its deadline)
         self.hung_up_at: float | None = None
         self.end_reason: str | None = None
         self.run_started = 0.0
@@ -227,6 +232,8 @@ class Listener:
         if self.attach_delay is not None:
             telemetry.observe(telemetry.ATTACH_DELAY, self.attach_delay * 1000)
         self._send_policy(sb)
+        if first and self.on_attach is not None:
+            self.on_attach()
         log.info("call %s: sideband attached (listener %d)", self.msg.call_id, self.msg.continuation)
 
     # ---- reading -----------------------------------------------------------------------------------
@@ -398,4 +405,6 @@ class Listener:
             gaps=done.gaps,
             attach_delay=self.attach_delay,
             head=done.committed_head if done.committed_seq >= 0 else None,
+            usage=dict(done.summary.usage),
+            usage_before=CallSummary.from_fields(writer.session).usage,
         )

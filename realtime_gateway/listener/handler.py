@@ -7,9 +7,11 @@ poison output bindings); nothing here knows about azure.functions.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Callable
 
 from .. import telemetry
+from ..limits.accounting import account_for, hold_slot
 from ..process import Process, get_process
 from .call_listener import Listener, ListenerResult
 from .guardrails import Guardrail
@@ -39,6 +41,8 @@ def make_listener(
         if s.tools_module
         else None,
         guardrail=Guardrail.load(s.guardrail_terms, s.guardrail_hook, s.guardrail_notice, s.guardrail_max_hits),
+        # off the reader thread: a slow limits table never delays the archive
+        on_attach=lambda: threading.Thread(target=hold_slot, args=(process, msg), daemon=True).start(),
     )
 
 
@@ -77,6 +81,7 @@ def handle_call_message(
     listener = make_listener(msg, process, lambda nxt: send_handover(nxt.to_json()), redelivered)
     with telemetry.listener_span(msg, redelivered):
         result = listener.run()
+        account_for(process, msg, result, listener.run_started)
         telemetry.annotate(
             outcome=result.outcome,
             end_reason=result.end_reason,

@@ -31,6 +31,7 @@ class CallMessage:
     voice: str | None = None
     continuation: int = 0  # 0 for the first listener, +1 at each time-box hand-over
     traceparent: str | None = None  # W3C trace context of /connect (absent in older messages)
+    slot: str | None = None  # the call's active-call slot (limits), released when it ends
 
     def to_json(self) -> str:
         return json.dumps({"v": VERSION, **asdict(self)}, separators=(",", ":"))

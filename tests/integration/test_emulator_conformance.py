@@ -207,6 +207,20 @@ def test_every_emitted_message_validates(emulator, webrtc_filter):
     assert "function_call" in items and "function_call_output" in items
     assert [m["error"]["code"] for m in side_a if m["type"] == "error"][0] == "response_cancel_not_active"
     assert any(m["type"] == "error" for m in side_a)
+    # usage as the service reports it: each response's input is the conversation so far (so it
+    # grows), audio replies are billed as audio plus their transcript, the parts add up
+    usages = [m["response"]["usage"] for m in side_a if m["type"] == "response.done"]
+    assert len(usages) >= 3
+    assert all(b["input_tokens"] > a["input_tokens"] for a, b in zip(usages, usages[1:], strict=False))
+    assert (
+        usages[0]["output_token_details"]["audio_tokens"] > 0 and usages[1]["input_token_details"]["audio_tokens"] > 0
+    )
+    for usage in usages:
+        inp, cached = usage["input_token_details"], usage["input_token_details"]["cached_tokens_details"]
+        assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+        assert usage["input_tokens"] == inp["text_tokens"] + inp["audio_tokens"] + inp["image_tokens"]
+        assert inp["cached_tokens"] == sum(cached.values()) <= usage["input_tokens"]
+        assert usage["output_tokens"] == sum(usage["output_token_details"].values())
     assert len(channel) > 10
     if webrtc_filter:
         from local.emulator.events import BROWSER_EVENTS

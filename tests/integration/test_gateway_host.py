@@ -38,6 +38,9 @@ def stack(host_factory, emulator, azurite, request):
         "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
         "ALLOWED_ORIGINS": f"http://127.0.0.1:{port},{PAGE_ORIGIN}",
         "LISTENER_QUEUE": queue,
+        # these tests make many requests from 127.0.0.1: limits are tested in test_limits_host
+        "LIMITS_TABLE": f"limits{_s.token_hex(4)}",
+        "RATE_LIMIT_PER_MINUTE": "0",
         "HTTP_TIMEOUT_SECONDS": "2",
         "MAX_CALL_SECONDS": "900",
         "SECRET_POOL_SIZE": "0",  # the mint's faults reach /connect only inline (the pool: test_secret_pool.py)

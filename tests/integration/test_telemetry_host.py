@@ -91,7 +91,7 @@ def test_one_call_is_one_trace_from_connect_to_the_archive(gateway_stack_factory
     # the listener, in another invocation of the host, is a child of /connect: one trace
     assert listener["parent"] == connect["span_id"]
     steps = {s["name"] for s in in_trace if s["parent"] == connect["span_id"]}
-    assert {"secret", "sdp", "enqueue", "listener"} <= steps
+    assert {"limiter", "secret", "sdp", "enqueue", "listener"} <= steps
     flushes = [s for s in in_trace if s["name"] == "archive.flush"]
     assert flushes and all(f["parent"] == listener["span_id"] for f in flushes)
     assert connect["attributes"]["call_id"] == call_id
@@ -113,8 +113,9 @@ def test_one_call_is_one_trace_from_connect_to_the_archive(gateway_stack_factory
     failed = [s for s in spans if s["attributes"].get("request_id") == "req-fails-1"]
     (failed_connect,) = failed
     failed_steps = [s for s in spans if s["parent"] == failed_connect["span_id"]]
-    assert [s["name"] for s in failed_steps] == ["secret"]
-    for sp in (failed_connect, failed_steps[0]):
+    assert [s["name"] for s in failed_steps] == ["limiter", "secret"]  # the limiter let it through
+    assert failed_steps[0]["status"].get("code") != "STATUS_CODE_ERROR"
+    for sp in (failed_connect, failed_steps[1]):
         assert sp["status"].get("code") == "STATUS_CODE_ERROR" and sp["status"].get("message") == "upstream_error"
         assert sp["attributes"]["error.code"] == "upstream_error"
 
@@ -141,9 +142,14 @@ def test_one_call_is_one_trace_from_connect_to_the_archive(gateway_stack_factory
     # the local stack's summary: one line for the call, one for the failed connect
     summary = [line for line in stack.logs.splitlines() if line.startswith(f"trace {trace_id} call {call_id}: connect")]
     print("\n".join(line for line in stack.logs.splitlines() if line.startswith("trace ")))
-    assert len(summary) == 1 and "(secret " in summary[0] and "listener#0 " in summary[0], stack.logs[-3000:]
+    assert (
+        len(summary) == 1 and "(limiter " in summary[0] and ", secret " in summary[0] and "listener#0 " in summary[0]
+    ), stack.logs[-3000:]
     assert f"{archived} events in {len(flushes)} flushes" in summary[0] and ", 1 reconnects, 1 gaps" in summary[0]
-    assert any("connect" in line and "ERROR upstream_error (secret" in line for line in stack.logs.splitlines())
+    assert any(
+        "connect" in line and "ERROR upstream_error (limiter" in line and "secret" in line
+        for line in stack.logs.splitlines()
+    )
 
     # nothing any exporter sent holds a secret issued in this run
     creds = emulator.state.creds

@@ -44,6 +44,8 @@ def gw(emulator, monkeypatch):
             "AZURE_OPENAI_ENDPOINT": emulator.url,
             "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
             "ALLOWED_ORIGINS": ORIGIN,
+            "RATE_LIMIT_PER_MINUTE": "0",  # no storage here (env={}): limits are tested on the host
+            "MAX_ACTIVE_CALLS": "0",
             "HTTP_TIMEOUT_SECONDS": "2",
             "MAX_CALL_SECONDS": "600",
             "SECRET_POOL_SIZE": "0",  # each fault here hits the inline mint; tests/unit/test_secret_pool.py covers the pool
@@ -210,6 +212,8 @@ def test_api_key_resources_work_and_the_key_is_never_logged(caplog, offer):
                 "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
                 "AZURE_OPENAI_API_KEY": key,
                 "ALLOWED_ORIGINS": ORIGIN,
+                "RATE_LIMIT_PER_MINUTE": "0",  # no storage here (env={}): limits are tested on the host
+                "MAX_ACTIVE_CALLS": "0",
             }
         )
         gateway = Process(settings, env={})

@@ -21,6 +21,9 @@ ENV = {
     "AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:9",
     "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
     "ALLOWED_ORIGINS": "https://app.example.com,http://127.0.0.1:8080",
+    # no storage here (env={}): the limits, which live in storage, are tested in test_limits_host
+    "RATE_LIMIT_PER_MINUTE": "0",
+    "MAX_ACTIVE_CALLS": "0",
 }
 
 

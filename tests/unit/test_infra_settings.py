@@ -149,3 +149,21 @@ def test_app_insights_export_uses_the_identity_the_telemetry_loader_reads():
     )
     assert ts.aad_client_id == "CID" and ts.connection_string and ts.service_name == "api"
     assert "OTEL_SERVICE_NAME" in APP_SETTINGS
+
+
+def test_limit_and_price_settings_are_passed_through():
+    # every limits/price setting of local.settings.json.example reaches the app, except the test clock
+    import json
+
+    example = json.loads((ROOT / "local.settings.json.example").read_text(encoding="utf-8"))["Values"]
+    wanted = {
+        n
+        for n in example
+        if n.startswith(("PRICE_", "RATE_LIMIT", "DAILY_", "PRINCIPAL_DAILY", "CLIENT_IP", "BUDGET_"))
+        or n in ("MAX_ACTIVE_CALLS", "LIMITS_TABLE")
+    }
+    prices = set(re.findall(r"^\s*(PRICE_[A-Z_]+):", MAIN, re.M))
+    assert len(wanted) >= 17
+    assert wanted <= APP_SETTINGS.keys() | prices, wanted - APP_SETTINGS.keys() - prices
+    assert "}, prices, extraAppSettings)" in MAIN
+    assert "LIMITS_CLOCK_OFFSET_SECONDS" not in MAIN + API

@@ -41,6 +41,8 @@ def make_gateway(emulator, monkeypatch, **env):
             "AZURE_OPENAI_ENDPOINT": emulator.url,
             "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
             "SECRET_POOL_SIZE": "2",
+            "RATE_LIMIT_PER_MINUTE": "0",  # no storage here (env={}): limits are tested on the host
+            "MAX_ACTIVE_CALLS": "0",
             **env,
         }
     )

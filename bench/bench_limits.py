@@ -1,0 +1,79 @@
+"""What the limiter costs on POST /api/connect: two local hosts side by side in one run, one with
+every limit on (rate, active-call slots, daily budget: all checked, none refusing), one with all
+off, the same offer alternately sent to each. The gateway's own handler time comes from its log.
+
+    .venv/bin/python -m bench.bench_limits [--n 40]
+
+Starts its own emulator, Azurite and hosts on free ports (listeners off); prints medians and the
+added milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import requests
+
+from bench.bench_connect import gateway_connect
+from local.azurite import start_azurite
+from local.emulator import Emulator
+from local.processes import free_port
+from local.testing.host import ROOT, HostProcess, gateway_settings
+from local.testing.offer import OfferPeer
+
+LISTENER_OFF = {"AzureWebJobs.call_listener.Disabled": "true"}
+ON = {"RATE_LIMIT_PER_MINUTE": 10**5, "MAX_ACTIVE_CALLS": 500, "DAILY_TOKEN_BUDGET": 10**12}
+OFF = {"RATE_LIMIT_PER_MINUTE": 0, "MAX_ACTIVE_CALLS": 0, "DAILY_TOKEN_BUDGET": 0}
+
+
+def handler_ms(host: HostProcess, skip: int) -> list[float]:
+    return [float(line.rsplit(" ", 2)[-2]) for line in host.logs.splitlines() if "POST connect -> 201" in line][skip:]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=40, help="timed calls per host (at most 480: the slots)")
+    ap.add_argument("--warmup", type=int, default=3)
+    args = ap.parse_args()
+
+    emu = Emulator(port=0).start()
+    azurite = start_azurite()
+    hosts: dict[str, HostProcess] = {}
+    try:
+        for name, limits in (("on", ON), ("off", OFF)):
+            port = free_port()
+            hosts[name] = HostProcess(ROOT, gateway_settings(emu, azurite, port, **LISTENER_OFF, **limits), port=port)
+        with OfferPeer() as peer:
+            offer = peer.offer
+        sessions = {name: requests.Session() for name in hosts}
+        wall: dict[str, list[float]] = {name: [] for name in hosts}
+        for i in range(args.warmup + args.n):
+            for name in ("on", "off") if i % 2 == 0 else ("off", "on"):  # drift hits both
+                t = time.perf_counter()
+                call_id = gateway_connect(sessions[name], hosts[name].url, offer)
+                elapsed = (time.perf_counter() - t) * 1000
+                requests.post(f"{emu.url}/_emulator/calls/{call_id}/end", timeout=10)  # untimed: no pile-up
+                if i >= args.warmup:
+                    wall[name].append(elapsed)
+        inside = {name: handler_ms(host, args.warmup) for name, host in hosts.items()}
+    finally:
+        for host in hosts.values():
+            host.stop()
+        azurite.stop()
+        emu.stop()
+
+    med = {name: statistics.median(xs) for name, xs in wall.items()}
+    med_in = {name: statistics.median(xs) for name, xs in inside.items()}
+    print(f"/api/connect, {args.n} calls per host after {args.warmup} warm-up, listeners off")
+    for name in ("off", "on"):
+        print(f"limiter {name:3}: median {med[name]:7.1f} ms end to end, {med_in[name]:7.1f} ms in the handler")
+    print(
+        f"added by the limiter (median): {med['on'] - med['off']:.1f} ms end to end, "
+        f"{med_in['on'] - med_in['off']:.1f} ms in the handler; ratio {med['on'] / med['off']:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
