@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -20,10 +19,8 @@ import uuid
 
 import requests
 
-from bench.common import Report
+from bench.common import Report, emulator_process
 from local.azurite import start_azurite
-from local.processes import free_port, wait_for_port
-from local.testing.host import ROOT
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env  # noqa: E402
 from realtime_gateway.listener.call_listener import Listener
@@ -59,17 +56,8 @@ def main() -> None:
     args = p.parse_args()
     report = Report("listener_memory")
     az = start_azurite()
-    port = free_port()
-    emu = subprocess.Popen(
-        [sys.executable, "-m", "local.emulator"],
-        cwd=ROOT,
-        start_new_session=True,
-        env={**os.environ, "EMULATOR_PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-    )
+    emu, url = emulator_process()
     try:
-        wait_for_port(port)
-        url = f"http://127.0.0.1:{port}"
         os.environ.update(IDENTITY_ENDPOINT=url + "/msi/token", IDENTITY_HEADER="local-identity-header")
         settings = Settings(endpoint=url, deployment="gpt-realtime", managed_identity_client_id="bench")
         archive = Archive(

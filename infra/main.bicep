@@ -131,7 +131,7 @@ param eventsTableName string = 'callevents'
 @description('Archive table for call summaries (ARCHIVE_SESSIONS_TABLE).')
 param sessionsTableName string = 'callsessions'
 
-@description('Worker threads per Python worker: each live call holds one for the listener (README: concurrency sizing).')
+@description('Worker threads per Python worker for the HTTP functions; listeners run on their own pool (LISTENER_MAX_CONCURRENT; README: listener capacity).')
 param pythonThreadpoolThreadCount int = 24
 
 @description('More app settings (REALTIME_INSTRUCTIONS, REALTIME_VOICE, MAX_CALL_SECONDS, ...); they override the defaults below but never the identity settings.')
