@@ -127,7 +127,14 @@ def main() -> None:
     results: dict[tuple[int, int], float] = {}
     try:
         port = free_port()
-        settings = gateway_settings(emu, azurite, port, **{"AzureWebJobs.call_listener.Disabled": "true"})
+        # As infra deploys it: 24 worker threads for the HTTP functions (the local host's default is cores + 4).
+        settings = gateway_settings(
+            emu,
+            azurite,
+            port,
+            PYTHON_THREADPOOL_THREAD_COUNT="24",
+            **{"AzureWebJobs.call_listener.Disabled": "true"},
+        )
         host = HostProcess(ROOT, settings, port=port)
         with OfferPeer() as peer:
             paths = Paths(emu, host.url, peer.offer)

@@ -41,8 +41,8 @@ def rss_mib() -> float:
 
 
 def lst_writer_backlog(lst) -> int:
-    writer = getattr(lst, "writer", None)
-    return writer.backlog if writer is not None else -1
+    writers = getattr(lst, "bench_writers", [])
+    return writers[-1].backlog if writers else -1
 
 
 def main() -> None:
@@ -81,6 +81,9 @@ def main() -> None:
             time_box=3600,
             session_update={"type": "realtime", "output_modalities": ["text"]},
         )
+        # Keep the writer the listener builds (it holds the event-id set) for the figures below.
+        lst.bench_writers, build = [], lst._writer  # type: ignore[attr-defined]
+        lst._writer = lambda: lst.bench_writers.append(build()) or lst.bench_writers[-1]  # type: ignore[method-assign,attr-defined]
         box = {}
 
         def run():
@@ -126,7 +129,7 @@ def main() -> None:
             f"archived {archived} rows ({result.events} service events) in {elapsed:.0f} s "
             f"({result.events / elapsed:.0f} events/s)"
         )
-        seen = lst.writer.seen
+        seen = lst.bench_writers[-1].call_log.seen  # type: ignore[attr-defined]
         seen_bytes = sys.getsizeof(seen) + sum(sys.getsizeof(x) for x in seen)
         report.line(
             f"listener memory over the call: RSS {base_rss:.1f} MiB after attach -> {end_rss:.1f} MiB at the end "
