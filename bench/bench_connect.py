@@ -127,9 +127,17 @@ def main() -> None:
     results: dict[tuple[int, int], float] = {}
     try:
         port = free_port()
-        # the limiter stays on (its cost is part of /api/connect) but never refuses the benchmark's clients
-        unlimited = {"RATE_LIMIT_PER_MINUTE": 10**5, "MAX_ACTIVE_CALLS": 500}
-        settings = gateway_settings(emu, azurite, port, **{"AzureWebJobs.call_listener.Disabled": "true"}, **unlimited)
+        # As infra deploys it: 24 worker threads for the HTTP functions (the local host's default is cores + 4);
+        # the limiter stays on (its cost is part of /api/connect) but never refuses the benchmark's clients.
+        settings = gateway_settings(
+            emu,
+            azurite,
+            port,
+            PYTHON_THREADPOOL_THREAD_COUNT="24",
+            RATE_LIMIT_PER_MINUTE=10**5,
+            MAX_ACTIVE_CALLS=500,
+            **{"AzureWebJobs.call_listener.Disabled": "true"},
+        )
         host = HostProcess(ROOT, settings, port=port)
         with OfferPeer() as peer:
             paths = Paths(emu, host.url, peer.offer)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -20,10 +19,8 @@ import uuid
 
 import requests
 
-from bench.common import Report
+from bench.common import Report, emulator_process
 from local.azurite import start_azurite
-from local.processes import free_port, wait_for_port
-from local.testing.host import ROOT
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env  # noqa: E402
 from realtime_gateway.listener.call_listener import Listener
@@ -44,8 +41,8 @@ def rss_mib() -> float:
 
 
 def lst_writer_backlog(lst) -> int:
-    writer = getattr(lst, "writer", None)
-    return writer.backlog if writer is not None else -1
+    writers = getattr(lst, "bench_writers", [])
+    return writers[-1].backlog if writers else -1
 
 
 def main() -> None:
@@ -59,17 +56,8 @@ def main() -> None:
     args = p.parse_args()
     report = Report("listener_memory")
     az = start_azurite()
-    port = free_port()
-    emu = subprocess.Popen(
-        [sys.executable, "-m", "local.emulator"],
-        cwd=ROOT,
-        start_new_session=True,
-        env={**os.environ, "EMULATOR_PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-    )
+    emu, url = emulator_process()
     try:
-        wait_for_port(port)
-        url = f"http://127.0.0.1:{port}"
         os.environ.update(IDENTITY_ENDPOINT=url + "/msi/token", IDENTITY_HEADER="local-identity-header")
         settings = Settings(endpoint=url, deployment="gpt-realtime", managed_identity_client_id="bench")
         archive = Archive(
@@ -93,6 +81,9 @@ def main() -> None:
             time_box=3600,
             session_update={"type": "realtime", "output_modalities": ["text"]},
         )
+        # Keep the writer the listener builds (it holds the event-id set) for the figures below.
+        lst.bench_writers, build = [], lst._writer  # type: ignore[attr-defined]
+        lst._writer = lambda: lst.bench_writers.append(build()) or lst.bench_writers[-1]  # type: ignore[method-assign,attr-defined]
         box = {}
 
         def run():
@@ -138,7 +129,7 @@ def main() -> None:
             f"archived {archived} rows ({result.events} service events) in {elapsed:.0f} s "
             f"({result.events / elapsed:.0f} events/s)"
         )
-        seen = lst.writer.seen
+        seen = lst.bench_writers[-1].call_log.seen  # type: ignore[attr-defined]
         seen_bytes = sys.getsizeof(seen) + sum(sys.getsizeof(x) for x in seen)
         report.line(
             f"listener memory over the call: RSS {base_rss:.1f} MiB after attach -> {end_rss:.1f} MiB at the end "

@@ -20,8 +20,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -29,9 +27,9 @@ from types import SimpleNamespace
 
 import requests
 
-from bench.common import Report, p95, pyplot
+from bench.common import Report, emulator_process, p95, pyplot
 from local.azurite import start_azurite
-from local.processes import free_port, wait_for_port
+from local.processes import free_port
 from local.testing.host import ROOT, HostProcess, gateway_settings, queue
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
@@ -136,18 +134,9 @@ def main() -> None:
     report = Report("listeners")
 
     az = start_azurite()
-    port = free_port()
-    emu = subprocess.Popen(
-        [sys.executable, "-m", "local.emulator"],
-        cwd=ROOT,
-        start_new_session=True,
-        env={**os.environ, "EMULATOR_PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-    )
+    emu, url = emulator_process()
     host = None
     try:
-        wait_for_port(port)
-        url = f"http://127.0.0.1:{port}"
         emulator = SimpleNamespace(
             url=url, identity_endpoint=url + "/msi/token", identity_header="local-identity-header"
         )
@@ -251,6 +240,14 @@ def main() -> None:
             f"p95 {p95(cap_first):.0f} ms, max {max(cap_first):.0f} ms)",
         )
         b.end_all([*live, *more])
+        trouble = [
+            line
+            for line in host.logs.splitlines()
+            if any(w in line.lower() for w in ("not open yet", "failed", "error", "warning", "traceback"))
+        ]
+        report.line(f"host log: {len(trouble)} warning/failure lines over the run")
+        for line in trouble[:10]:
+            report.line(f"  {line[:300]}")
 
         plt = pyplot()
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -267,12 +264,12 @@ def main() -> None:
         ax2.set_ylabel("host RSS (MiB)")
         report.chart("attach_and_memory", fig)
     finally:
+        report.save()  # what was measured, even when a later phase failed
         if host:
             host.stop()
         emu.terminate()
         emu.wait(10)
         az.stop()
-        report.save()
 
 
 if __name__ == "__main__":

@@ -13,8 +13,14 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Sequence
+
+from local.processes import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def median(xs: Sequence[float]) -> float:
@@ -91,3 +97,22 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def emulator_process() -> tuple[subprocess.Popen, str]:
+    """The emulator in a process of its own (its CPU apart from the measured one), on a free port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local.emulator"],
+        cwd=ROOT,
+        start_new_session=True,
+        env={**os.environ, "EMULATOR_PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+    except BaseException:
+        proc.terminate()
+        proc.wait(10)
+        raise
+    return proc, f"http://127.0.0.1:{port}"

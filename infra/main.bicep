@@ -173,7 +173,7 @@ param prices object = {
   PRICE_TRANSCRIPTION_PER_MINUTE: '0.006'
 }
 
-@description('Worker threads per Python worker: each live call holds one for the listener (README: concurrency sizing).')
+@description('Worker threads per Python worker for the HTTP functions; listeners run on their own pool (LISTENER_MAX_CONCURRENT; README: listener capacity).')
 param pythonThreadpoolThreadCount int = 24
 
 @description('More app settings (REALTIME_INSTRUCTIONS, REALTIME_VOICE, MAX_CALL_SECONDS, REALTIME_TOOLS with TOOLS_MODULE, GUARDRAIL_BLOCKED_TERMS, ...); they override the defaults below but never the identity settings.')
