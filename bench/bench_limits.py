@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import requests
 
-from bench.bench_connect import gateway_connect
+from bench.common import alternate_connects
 from local.azurite import start_azurite
 from local.emulator import Emulator
 from local.processes import free_port
@@ -47,16 +46,14 @@ def main() -> None:
             hosts[name] = HostProcess(ROOT, gateway_settings(emu, azurite, port, **LISTENER_OFF, **limits), port=port)
         with OfferPeer() as peer:
             offer = peer.offer
-        sessions = {name: requests.Session() for name in hosts}
-        wall: dict[str, list[float]] = {name: [] for name in hosts}
-        for i in range(args.warmup + args.n):
-            for name in ("on", "off") if i % 2 == 0 else ("off", "on"):  # drift hits both
-                t = time.perf_counter()
-                call_id = gateway_connect(sessions[name], hosts[name].url, offer)
-                elapsed = (time.perf_counter() - t) * 1000
-                requests.post(f"{emu.url}/_emulator/calls/{call_id}/end", timeout=10)  # untimed: no pile-up
-                if i >= args.warmup:
-                    wall[name].append(elapsed)
+        # ending each call (untimed) keeps them from piling up in the slots
+        wall = alternate_connects(
+            hosts,
+            offer,
+            args.n,
+            args.warmup,
+            lambda name, call_id: requests.post(f"{emu.url}/_emulator/calls/{call_id}/end", timeout=10),
+        )
         inside = {name: handler_ms(host, args.warmup) for name, host in hosts.items()}
     finally:
         for host in hosts.values():

@@ -15,14 +15,13 @@ import time
 
 import requests
 
+from bench.common import alternate_connects
 from local.azurite import start_azurite
 from local.emulator import Emulator
 from local.processes import free_port
 from local.testing.host import ROOT, HostProcess, gateway_settings
 from local.testing.offer import OfferPeer
 from local.testing.otlp_sink import OtlpSink
-
-from .bench_connect import gateway_connect
 
 NO_LISTENER = {"AzureWebJobs.call_listener.Disabled": "true"}
 
@@ -44,16 +43,13 @@ def main() -> None:
             hosts[name] = HostProcess(ROOT, gateway_settings(emu, azurite, port, **NO_LISTENER, **extra), port=port)
         with OfferPeer() as peer:
             offer = peer.offer
-        sessions = {name: requests.Session() for name in hosts}
-        times: dict[str, list[float]] = {name: [] for name in hosts}
-        for i in range(args.warmup + args.n):
-            for name in ("off", "on") if i % 2 == 0 else ("on", "off"):  # alternate: drift hits both
-                t = time.perf_counter()
-                call_id = gateway_connect(sessions[name], hosts[name].url, offer)
-                elapsed = (time.perf_counter() - t) * 1000
-                requests.post(f"{hosts[name].url}/api/calls/{call_id}/hangup", timeout=10)  # untimed
-                if i >= args.warmup:
-                    times[name].append(elapsed)
+        times = alternate_connects(
+            hosts,
+            offer,
+            args.n,
+            args.warmup,
+            lambda name, call_id: requests.post(f"{hosts[name].url}/api/calls/{call_id}/hangup", timeout=10),
+        )
         time.sleep(1.0)  # the last batch reaches the receiver
         exported = sum(1 for s in sink.spans() if s["name"] == "connect")
     finally:

@@ -116,3 +116,33 @@ def emulator_process() -> tuple[subprocess.Popen, str]:
         proc.wait(10)
         raise
     return proc, f"http://127.0.0.1:{port}"
+
+
+def alternate_connects(
+    hosts: dict[str, Any], offer: str, n: int, warmup: int, after: Any = None
+) -> dict[str, list[float]]:
+    """POST /api/connect to each host in turn, alternating the order so drift hits both; returns
+    the timed milliseconds per host (warm-up dropped). `after(name, call_id)` runs untimed."""
+    import time
+
+    import requests
+
+    sessions = {name: requests.Session() for name in hosts}
+    times: dict[str, list[float]] = {name: [] for name in hosts}
+    names = list(hosts)
+    for i in range(warmup + n):
+        for name in names if i % 2 == 0 else names[::-1]:
+            t = time.perf_counter()
+            r = sessions[name].post(
+                f"{hosts[name].url}/api/connect",
+                data=offer.encode(),
+                timeout=30,
+                headers={"Content-Type": "application/sdp"},
+            )
+            elapsed = (time.perf_counter() - t) * 1000
+            assert r.status_code == 201, (r.status_code, r.text)
+            if after is not None:
+                after(name, r.headers["x-call-id"])
+            if i >= warmup:
+                times[name].append(elapsed)
+    return times

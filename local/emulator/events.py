@@ -94,26 +94,23 @@ def event(type_: str, **fields: Any) -> dict:
     return {"type": type_, "event_id": new_id("event"), **fields}
 
 
-def user_text_item(item_id: str, text: str) -> dict:
+def _user_item(item_id: str, content: dict) -> dict:
     return {
         "id": item_id,
         "object": "realtime.item",
         "type": "message",
         "status": "completed",
         "role": "user",
-        "content": [{"type": "input_text", "text": text}],
+        "content": [content],
     }
+
+
+def user_text_item(item_id: str, text: str) -> dict:
+    return _user_item(item_id, {"type": "input_text", "text": text})
 
 
 def user_audio_item(item_id: str, transcript: str | None) -> dict:
-    return {
-        "id": item_id,
-        "object": "realtime.item",
-        "type": "message",
-        "status": "completed",
-        "role": "user",
-        "content": [{"type": "input_audio", "transcript": transcript}],
-    }
+    return _user_item(item_id, {"type": "input_audio", "transcript": transcript})
 
 
 def assistant_item(item_id: str, status: str, audio: bool, text: str | None) -> dict:
