@@ -10,6 +10,7 @@ from urllib3 import encode_multipart_formdata
 
 from local.testing.offer import OfferPeer
 from realtime_gateway import process as process_state
+from realtime_gateway import redact
 from realtime_gateway.gateway import routes
 from realtime_gateway.gateway.http import Request, handle
 from realtime_gateway.listener.message import CallMessage
@@ -202,6 +203,7 @@ def test_no_secret_in_any_log_or_error(gw, emulator, offer, caplog):
 def test_api_key_resources_work_and_the_key_is_never_logged(caplog, offer):
     from local.emulator import Emulator
 
+    redact.install_record_factory()  # as function_app.py does at start-up (this test may run alone)
     key = "emulator-api-key-0123456789"
     emu = Emulator(port=0, api_key=key).start()
     try:
