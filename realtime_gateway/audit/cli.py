@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Sequence
 
+from azure.core.exceptions import AzureError
+
 from .. import redact
 from ..archive.store import Archive
 from ..archive.tables import table_service_from_env
@@ -35,6 +37,8 @@ def _archive(args: argparse.Namespace) -> Archive:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command; a storage failure (no archive tables yet, storage unreachable, no access) is one
+    line on stderr and exit code 2, never a traceback."""
     redact.install_record_factory()
     events_table, sessions_table = archive_tables()
     p = argparse.ArgumentParser(prog="python -m realtime_gateway.audit", description=(__doc__ or "").split("\n")[0])
@@ -54,7 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     tl.add_argument("call_id")
     tl.add_argument("-o", "--output", help="file to write (default: call-<id>.html)")
     args = p.parse_args(argv)
-    archive = _archive(args)
+    try:
+        return _run(args, _archive(args))
+    except AzureError as exc:
+        code = getattr(exc, "error_code", None) or type(exc).__name__
+        print(f"error: the archive cannot be read ({code})", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, archive: Archive) -> int:
 
     if args.cmd == "list":
         rows = sorted(archive.sessions_on(args.day), key=lambda r: str(r.get("created_at")))
