@@ -8,6 +8,8 @@ is printed (`-s`) and kept in the README."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 import pytest
 
@@ -45,6 +47,14 @@ DOCUMENTED = {
     (400, "sdp_rejected"),
 }
 ROWS: list[tuple[str, str, str, str, str]] = []
+# Secret hygiene: everything a caller or an operator sees, and every secret the emulator issued.
+SEEN: list[str] = []
+ISSUED: set[str] = set()
+SECRET = re.compile(r"(?:entra|ek)_[0-9a-f]{48}")  # the emulator's Entra tokens and ephemeral keys
+
+
+def remember_issued(response, *args, **kwargs):
+    ISSUED.update(SECRET.findall(response.text or ""))
 
 
 def gateway(endpoint: str, emulator) -> Process:
@@ -58,16 +68,20 @@ def gateway(endpoint: str, emulator) -> Process:
     )
     gw = Process(settings, env={})
     gw.tokens = gw.api.tokens = BearerTokenProvider(gw.settings)  # no cached token: each case fetches
+    gw.api.session.hooks["response"].append(remember_issued)
     process_state.reset_process(gw)
     return gw
 
 
 @pytest.fixture
-def identity_env(emulator, monkeypatch):
+def identity_env(emulator, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("IDENTITY_ENDPOINT", emulator.identity_endpoint)
     monkeypatch.setenv("IDENTITY_HEADER", emulator.identity_header)
     monkeypatch.delenv("AZURE_CLIENT_ID", raising=False)
     yield
+    SEEN.append(caplog.text)
+    ISSUED.update(SECRET.findall(caplog.text))  # a leak would be counted as issued and found
     process_state.reset_process()
 
 
@@ -85,6 +99,7 @@ def connect(offer: str, enqueue=None):
         enqueue=enqueue or queued.append,
     )
     code = json.loads(resp.body)["error"]["code"] if resp.status >= 400 else ""
+    SEEN.extend([resp.body.decode("utf-8", "replace"), json.dumps(resp.headers), *queued])
     return resp, code, queued
 
 
@@ -134,3 +149,9 @@ def test_print_the_matrix():
     for row in ROWS:
         print("| " + " | ".join(row) + " |")
     print(f"{len(ROWS)} cases")
+    found = [secret for secret in ISSUED if any(secret in text for text in SEEN)]
+    print(
+        f"secret hygiene: {len(SEEN)} log captures, bodies, headers and queue messages; "
+        f"{len(ISSUED)} secrets seen on the wire; secrets found: {len(found)}"
+    )
+    assert not found
