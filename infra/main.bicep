@@ -123,6 +123,8 @@ param extraAllowedOrigins array = []
 param platformCors bool = false
 
 @description('Queue the /connect route feeds and the sideband listener drains (LISTENER_QUEUE); `<name>-poison` is created too.')
+@minLength(3)
+@maxLength(56) // queue names stop at 63 characters, and `-poison` adds 7
 param listenerQueueName string = 'call-listener'
 
 @description('Archive table for call events (ARCHIVE_EVENTS_TABLE).')

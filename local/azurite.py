@@ -1,7 +1,9 @@
 """Start and stop Azurite (tables, queues, blobs) from the npm package, on chosen ports.
 
 `npx azurite` leaves its node child running under SIGTERM, so we start node on the script
-directly in its own process group and signal the group.
+directly in its own process group and signal the group. With telemetry on, Azurite closes its ports
+at once on SIGTERM but then lingers ~15 s trying to reach its telemetry service (offline here), so
+it runs with --disableTelemetry and is SIGKILLed soon after its ports close.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from local.processes import free_port, stop_group, wait_for_port
+from local.processes import die_with_parent, free_port, stop_group, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "devstoreaccount1"
@@ -37,7 +39,7 @@ class Azurite:
 
     def stop(self) -> None:
         if self.process:
-            stop_group(self.process)
+            stop_group(self.process, grace=5, ports=(self.blob_port, self.queue_port, self.table_port))
 
 
 def start_azurite(
@@ -69,6 +71,7 @@ def start_azurite(
         str(az.table_port),
         "--skipApiVersionCheck",
         "--disableProductStyleUrl",
+        "--disableTelemetry",
     ]
     if data_dir is None:
         args.append("--inMemoryPersistence")
@@ -76,7 +79,9 @@ def start_azurite(
         data_dir.mkdir(parents=True, exist_ok=True)
         args += ["--location", str(data_dir)]
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 (Azurite's stdout for its life)
-    az.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    az.process = subprocess.Popen(
+        args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent()
+    )
     try:
         for port in (az.blob_port, az.queue_port, az.table_port):
             wait_for_port(port)

@@ -3,11 +3,16 @@ a child's whole process group (node and Python children would otherwise outlive 
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterable
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def free_port() -> int:
@@ -27,13 +32,52 @@ def wait_for_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> 
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f} s")
 
 
-def stop_group(process: subprocess.Popen, grace: float = 10.0) -> int | None:
-    """SIGTERM the process group started with start_new_session=True; SIGKILL after `grace` s."""
+def die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn after which the kernel SIGKILLs the child when its parent dies, even by SIGKILL,
+    so a killed launcher leaves no child holding a port. Linux only; the death signal follows the
+    forking thread, so spawn long-lived children from the main thread."""
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork: no dlopen in the child
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died between fork and prctl
+            os._exit(1)
+
+    return preexec
+
+
+def ports_closed(ports: Iterable[int], host: str = "127.0.0.1") -> bool:
+    for port in ports:
+        with socket.socket() as s:
+            if s.connect_ex((host, port)) == 0:
+                return False
+    return True
+
+
+def stop_group(
+    process: subprocess.Popen, grace: float = 10.0, ports: Iterable[int] = (), after_ports: float = 1.0
+) -> int | None:
+    """SIGTERM the process group started with start_new_session=True; SIGKILL after `grace` s, or
+    `after_ports` s after all of `ports` stopped listening (its work is done; only the exit lingers)."""
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
+        ports = tuple(ports)
         try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        end = time.monotonic() + grace
+        while process.poll() is None and time.monotonic() < end:
+            if ports and ports_closed(ports):
+                end = min(end, time.monotonic() + after_ports)
+                ports = ()
+            time.sleep(0.02)
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.wait()
     return process.returncode

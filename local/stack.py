@@ -7,6 +7,10 @@ AZURE_OPENAI_ENDPOINT names a real resource (not loopback), the emulator is not 
 IDENTITY_* are not set, so the app uses the developer's signed-in credential.
 Ports: AZURITE_BLOB_PORT/AZURITE_QUEUE_PORT/AZURITE_TABLE_PORT (10000-10002, free ones if busy),
 EMULATOR_PORT (7081), FUNCTIONS_PORT (7071). Azurite's data: STACK_DATA_DIR (.local)/azurite.
+
+Lifecycle: SIGINT (Ctrl-C), SIGTERM and SIGHUP (the terminal closed) stop every child, all at once;
+losing stdout (a closed pipe or terminal) stops the stack too, and shutdown never writes to a
+stdout that is gone. Each child also gets PR_SET_PDEATHSIG, so a SIGKILLed launcher takes them along.
 """
 
 from __future__ import annotations
@@ -26,9 +30,29 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from local.azurite import ROOT, start_azurite
-from local.processes import free_port, stop_group
+from local.processes import die_with_parent, free_port, stop_group
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+stopping = threading.Event()
+_output_lock = threading.Lock()
+_output_lost = False
+
+
+def say(line: str, err: bool = False) -> None:
+    """Print a line; when the terminal or pipe is gone (EIO, EPIPE) stop the stack instead of
+    raising, and print nothing more, so shutdown cannot fail half-way on a write."""
+    global _output_lost
+    with _output_lock:
+        if _output_lost:
+            return
+        try:
+            print(line, file=sys.stderr if err else sys.stdout, flush=True)
+        except (OSError, ValueError):
+            _output_lost = True
+            # The stale buffer would fail again at exit ("Exception ignored ..."): write nowhere.
+            sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
+            stopping.set()
 
 
 def port_free(port: int) -> bool:
@@ -65,7 +89,7 @@ def user_settings() -> tuple[dict, dict]:
             data = json.loads(path.read_text(encoding="utf-8"))
             values.update({k: str(v) for k, v in (data.get("Values") or {}).items()})
             host.update(data.get("Host") or {})
-            print(f"settings: {name}", flush=True)
+            say(f"settings: {name}")
     for key in list(values) + ["AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_DEPLOYMENT", "ALLOWED_ORIGINS"]:
         if os.environ.get(key):
             values[key] = os.environ[key]
@@ -88,7 +112,15 @@ class Child:
         self.ready_url: str | None = None
         self._ready = threading.Event()
         self.process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            args,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         threading.Thread(target=self._echo, daemon=True).start()
 
@@ -99,7 +131,7 @@ class Child:
             if line.startswith("ready: ") and not self._ready.is_set():
                 self.ready_url = line.split(" ", 2)[2]
                 self._ready.set()
-            print(f"[{self.name}] {line}", flush=True)
+            say(f"[{self.name}] {line}")
         self._ready.set()
 
     def wait_ready(self, timeout: float, stopping: threading.Event) -> str:
@@ -134,10 +166,29 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
+def stop_all(children: list[Child], azurite) -> None:
+    """Signal every child at once and wait for them together: shutdown takes the slowest one's
+    time, not the sum."""
+    stops = [(child.name, child.stop) for child in children]
+    if azurite:
+        stops.append(("azurite", azurite.stop))
+
+    def stop(name: str, fn) -> None:
+        started = time.monotonic()
+        fn()
+        say(f"stopped {name} ({time.monotonic() - started:.1f} s)")
+
+    threads = [threading.Thread(target=stop, args=item) for item in stops]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def main() -> int:
-    stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, lambda *_: stopping.set())
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a closed stdout is an EPIPE error (handled), not death
     values, host_section = user_settings()
     children: list[Child] = []
     azurite = None
@@ -155,14 +206,14 @@ def main() -> int:
         if not settings.get("OTEL_TRACE_SUMMARY"):  # one line per call trace in this output (README: Telemetry)
             settings["OTEL_TRACE_SUMMARY"] = "true"
         settings.setdefault("AZURE_OPENAI_DEPLOYMENT", "gpt-realtime")
-        print(f"ready: storage {azurite.connection_string}", flush=True)
+        say(f"ready: storage {azurite.connection_string}")
 
         endpoint = values.get("AZURE_OPENAI_ENDPOINT", "")
         if is_real_endpoint(endpoint):
             # Their own resource: DefaultAzureCredential uses the signed-in developer, not IDENTITY_*.
             for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
                 settings.pop(key, None)
-            print(f"ready: azure-openai {endpoint}", flush=True)
+            say(f"ready: azure-openai {endpoint}")
         else:
             identity_header = secrets.token_hex(16)
             emulator = Child(
@@ -186,7 +237,7 @@ def main() -> int:
                     "IDENTITY_HEADER": identity_header,
                 }
             )
-            print(f"ready: realtime-emulator {url}", flush=True)
+            say(f"ready: realtime-emulator {url}")
 
         port = required_port("FUNCTIONS_PORT", 7071)
         gateway = f"http://127.0.0.1:{port}"
@@ -219,29 +270,25 @@ def main() -> int:
         children.append(host)
         host.wait_ready(60, stopping)
         wait_http(gateway + "/")
-        print(f"ready: gateway {gateway}", flush=True)
-        print(f"open {gateway}/", flush=True)
+        say(f"ready: gateway {gateway}")
+        say(f"open {gateway}/")
 
         while not stopping.wait(0.5):
             for child in children:
                 if child.process.poll() is not None:
-                    print(f"{child.name} exited with {child.process.returncode}; stopping", flush=True)
+                    say(f"{child.name} exited with {child.process.returncode}; stopping")
                     return 1
         return 0
     except Interrupted:
         return 0
     except (RuntimeError, OSError, TimeoutError) as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        say(f"error: {exc}", err=True)
         return 1
     finally:
-        for child in reversed(children):
-            started = time.monotonic()
-            child.stop()
-            print(f"stopped {child.name} ({time.monotonic() - started:.1f} s)", flush=True)
-        if azurite:
-            started = time.monotonic()
-            azurite.stop()
-            print(f"stopped azurite ({time.monotonic() - started:.1f} s)", flush=True)
+        # No signal may interrupt the stopping itself.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        stop_all(children, azurite)
 
 
 if __name__ == "__main__":

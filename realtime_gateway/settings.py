@@ -346,6 +346,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     queue = env.get("LISTENER_QUEUE", "").strip() or Settings.listener_queue
     if not QUEUE_NAME.match(queue):
         errors.append(f"LISTENER_QUEUE must be 3-63 lowercase letters, digits and single hyphens, got {queue!r}")
+    elif len(queue) > 56:  # the host's `<queue>-poison` must be a valid queue name too (63 at most)
+        errors.append(f"LISTENER_QUEUE must be at most 56 characters (its -poison queue adds 7), got {len(queue)}")
     tables = _archive_tables(env, errors)
 
     if env.get("LISTENER_SESSION_UPDATE", "").strip():

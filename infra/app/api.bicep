@@ -77,7 +77,7 @@ module api 'br/public:avm/res/web/site:0.15.1' = {
     siteConfig: {
       alwaysOn: false
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
+      // No ftpsState: Flex Consumption documents it as unsupported (deploys go through the package container).
       cors: empty(corsAllowedOrigins) ? null : {
         allowedOrigins: corsAllowedOrigins
         supportCredentials: false

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from azure.core.exceptions import AzureError
+
 from .. import redact
 from ..archive.store import Archive
 from ..archive.tables import table_service_from_env
@@ -107,12 +109,17 @@ def _one_call_or_range(p: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command; a storage failure (no archive tables yet, storage unreachable, no access) is one
+    line on stderr and exit code 2, never a traceback."""
     redact.install_record_factory()
     p = _parser()
     args = p.parse_args(argv)
-    archive = _archive(args)
-    handler = COMMANDS[args.cmd]
-    return handler(p, args, archive)
+    try:
+        return COMMANDS[args.cmd](p, args, _archive(args))
+    except AzureError as exc:
+        code = getattr(exc, "error_code", None) or type(exc).__name__
+        print(f"error: the archive cannot be read ({code})", file=sys.stderr)
+        return 2
 
 
 def _sessions(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive) -> int:

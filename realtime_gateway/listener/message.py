@@ -7,12 +7,14 @@ versioned and parsed strictly: a malformed message is rejected with a clear reas
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ..archive.codec import utc_iso
 
 VERSION = 1
+LAST_SECOND = 253402300799  # 9999-12-31T23:59:59Z, the last instant an ISO timestamp can show
 
 
 class BadCallMessage(ValueError):
@@ -61,7 +63,7 @@ class CallMessage:
     def from_json(cls, text: str | bytes) -> CallMessage:
         try:
             data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting: RecursionError
             raise BadCallMessage(f"not JSON: {exc}") from None
         if not isinstance(data, dict) or data.get("v") != VERSION:
             raise BadCallMessage(f"expected an object with v={VERSION}")
@@ -75,7 +77,22 @@ class CallMessage:
         ):
             raise BadCallMessage("call_id is missing or not a valid table key")
         for key in ("started_at", "deadline"):
-            if not isinstance(data.get(key), (int, float)):
+            value = data.get(key)
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or not 0 <= value <= LAST_SECOND
+            ):
                 raise BadCallMessage(f"{key} must be epoch seconds")
+        # The optional fields reach the archive's session row: a wrong type would fail there, on every retry.
+        for key in ("origin", "request_id", "model", "voice"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise BadCallMessage(f"{key} must be a string")
+        if data.get("principal") is not None and not isinstance(data["principal"], dict):
+            raise BadCallMessage("principal must be an object")
+        continuation = data.get("continuation", 0)
+        if not isinstance(continuation, int) or isinstance(continuation, bool) or continuation < 0:
+            raise BadCallMessage("continuation must be a whole number")
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
