@@ -26,11 +26,18 @@ def classify(raw: str) -> tuple[str, str, Any]:
     """(event_type, event_id, parsed event) of a frame as received; odd frames still get a type."""
     try:
         event = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return "invalid.json", "", None
     if not isinstance(event, dict):
         return "invalid.json", "", event
-    return str(event.get("type") or "unknown"), str(event.get("event_id") or ""), event
+    return _identifier(event.get("type") or "unknown"), _identifier(event.get("event_id") or ""), event
+
+
+def _identifier(value: Any) -> str:
+    """Type and id go into the chain's hash and the row's properties as text: a lone surrogate
+    (`"\\ud800"` in JSON, or invalid UTF-8 in a binary frame) becomes U+FFFD there; the payload
+    keeps the frame exactly."""
+    return str(value).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 class CallLog:

@@ -2,7 +2,9 @@
 
 Every HTTP route through `gateway.http.handle` (bodies, content types, headers, call ids in the
 route), the listener's queue message (`CallMessage.from_json` and `handle_call_message`), the
-archive's property split/join, and the audit command's arguments against Azurite. None may answer
+archive's property split/join, the audit command's arguments against Azurite, and sideband frames
+(odd types and ids, lone surrogates, invalid JSON, 200 KB payloads) through the archive writer into
+Azurite with the chain verified. None may answer
 a 5xx other than a documented upstream one, raise, or print a traceback.
 
 Default: 10,100 inputs in total (printed). Long mode: FUZZ_EXAMPLES=<inputs per target>,
@@ -38,7 +40,7 @@ from realtime_gateway.settings import load_settings
 
 LONG = int(os.environ.get("FUZZ_EXAMPLES") or 0)
 TRIED: Counter[str] = Counter()
-TARGETS = 6
+TARGETS = 7
 
 
 def budget(default: int):
@@ -293,6 +295,57 @@ def monkeypatch_module(azurite, tmp_path_factory):
     mp.chdir(tmp_path_factory.mktemp("audit"))  # timeline pages land here
     yield mp
     mp.undo()
+
+
+FRAME_TEXT = st.one_of(
+    st.text(max_size=200),  # includes lone surrogates, as invalid UTF-8 in a binary frame decodes to
+    st.binary(max_size=200).map(lambda b: b.decode("utf-8", "surrogateescape")),
+    st.builds(
+        lambda t, i, extra: json.dumps({"type": t, "event_id": i, **extra}),
+        st.one_of(st.text(max_size=30), st.sampled_from(["response.done", "", "\udcff", "x" * 300])),
+        st.one_of(st.text(max_size=30), st.integers(), st.none(), st.just("\ud800")),
+        st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3),
+    ),
+    st.integers(60_000, 200_000).map(lambda n: json.dumps({"type": "huge", "event_id": f"h{n}", "pad": "\u00e9" * n})),
+    st.just("[" * 20_000),
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_archive(azurite):
+    from realtime_gateway.archive.store import Archive
+    from realtime_gateway.archive.tables import table_service_from_env
+
+    suffix = os.urandom(4).hex()
+    archive = Archive(
+        table_service_from_env({"AzureWebJobsStorage": azurite.connection_string}), "fe" + suffix, "fs" + suffix
+    )
+    archive.ensure_tables()
+    return archive
+
+
+@given(frames=st.lists(FRAME_TEXT, min_size=1, max_size=8))
+@budget(40)
+def test_sideband_frames_archive_whole_and_verify(fuzz_archive, frames):
+    """Whatever the service sends, the writer archives every frame once, whole, in a chain that verifies."""
+    import time
+    import uuid
+
+    from realtime_gateway.archive.writer import ArchiveWriter
+    from realtime_gateway.audit.verify import verify_call
+
+    TRIED["sideband frames"] += len(frames)
+    call_id = "rtc_" + uuid.uuid4().hex
+    writer = ArchiveWriter(fuzz_archive, call_id, "20260101", {"state": "attached"}, flush_interval=0.05).start()
+    for frame in frames:
+        writer.event(frame, time.time())
+    writer.close({"state": "ended"})
+    events = list(fuzz_archive.read_events(call_id))
+    assert len(events) + writer.duplicates == len(frames)
+    kept = iter(frames)
+    for event in events:  # each archived payload is one of the frames, in order, unchanged
+        assert any(event.payload == frame for frame in kept)
+    assert verify_call(fuzz_archive, call_id).ok
 
 
 def test_the_total_number_of_inputs_tried():
