@@ -64,6 +64,10 @@ def gateway(endpoint: str, emulator) -> Process:
             "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
             "ALLOWED_ORIGINS": ORIGIN,
             "HTTP_TIMEOUT_SECONDS": str(TIMEOUT),
+            # no storage here (env={}), and every try counted: limits and the secret pool are off
+            "RATE_LIMIT_PER_MINUTE": "0",
+            "MAX_ACTIVE_CALLS": "0",
+            "SECRET_POOL_SIZE": "0",
         }
     )
     gw = Process(settings, env={})
