@@ -44,10 +44,11 @@ $(CHECKOV):
 	$(CHECKOV_VENV)/bin/python -m pip install --disable-pip-version-check --quiet checkov==$(CHECKOV_VERSION)
 
 # Re-installed only when a requirements file is newer than the stamp.
-$(VENV_STAMP): requirements.txt requirements-dev.txt
+$(VENV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update && \
 		$(SUDO) apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --disable-pip-version-check --quiet -r requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check --quiet --no-deps -e .   # the realtime-audit command
 	touch $@
 
 # npm writes node_modules/.package-lock.json on install; older than the lock file means stale.

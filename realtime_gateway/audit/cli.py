@@ -27,7 +27,7 @@ from azure.core.exceptions import AzureError
 
 from .. import redact
 from ..archive.store import Archive
-from ..archive.tables import table_service_from_env
+from ..archive.tables import StorageConfigError, table_service_from_env
 from ..settings import archive_tables
 from .dates import BadRange, day_range
 from .export import FORMATS, export_call, export_range
@@ -115,7 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = _parser()
     args = p.parse_args(argv)
     try:
-        return COMMANDS[args.cmd](p, args, _archive(args))
+        archive = _archive(args)
+    except ValueError as exc:  # no storage configured, or a malformed connection string
+        print(
+            f"error: {exc if isinstance(exc, StorageConfigError) else 'the storage connection string is malformed'}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return COMMANDS[args.cmd](p, args, archive)
     except AzureError as exc:
         code = getattr(exc, "error_code", None) or type(exc).__name__
         print(f"error: the archive cannot be read ({code})", file=sys.stderr)
