@@ -391,23 +391,14 @@ def mark(event_type: str, payload: Mapping[str, Any]) -> None:
 
 class TurnClock:
     """Per call, on the archive writer's thread: time from the end of the user's speech (or the start
-    of a response) to the first assistant audio, and the tokens of each response. Frames are
-    parsed only when they may be one of the four types it needs."""
-
-    _NEEDLES = ("speech_stopped", "response.created", "output_audio", "response.done")
+    of a response) to the first assistant audio, and the tokens of each response. It sees each event
+    as the archive already parsed it."""
 
     def __init__(self) -> None:
         self.turn_started: float | None = None
 
-    def see(self, raw: str, received: float) -> None:
-        if _tracer is None or not any(n in raw for n in self._NEEDLES):
-            return
-        import json
-
-        try:
-            ev = json.loads(raw)
-            kind = ev.get("type")
-        except (ValueError, AttributeError):
+    def see(self, kind: str, ev: Any, received: float) -> None:
+        if _tracer is None or not isinstance(ev, Mapping):
             return
         if kind == "input_audio_buffer.speech_stopped" or (kind == "response.created" and self.turn_started is None):
             self.turn_started = received

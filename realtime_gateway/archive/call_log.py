@@ -72,9 +72,8 @@ class CallLog:
                 self.gaps += rec.event_type == "listener.gap"
                 self._count(rec.event_type, rec.event())
 
-    def event(self, raw: str, received: float) -> list[dict[str, Any]]:
-        """The rows for a service event, or none for one already archived."""
-        event_type, event_id, event = classify(raw)
+    def event(self, raw: str, received: float, event_type: str, event_id: str, event: Any) -> list[dict[str, Any]]:
+        """The rows for a service event (`classify(raw)` gives the rest), or none for one already archived."""
         event_id = event_id or f"noid-{self.listener}-{self.next_seq}"
         if id_key(event_id) in self.seen:
             self.duplicates += 1

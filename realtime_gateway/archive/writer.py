@@ -17,7 +17,7 @@ from azure.core.exceptions import HttpResponseError
 
 from .. import telemetry
 from ..retry import Backoff
-from .call_log import CallLog
+from .call_log import CallLog, classify
 from .store import Archive, ArchiveError
 
 log = logging.getLogger(__name__)
@@ -152,9 +152,13 @@ class ArchiveWriter:
             if urgent:
                 self._flush(force_session=True)
             return
-        rows = self.call_log.event(*item[1:]) if kind == "event" else self.call_log.mark(*item[1:])
-        if kind == "event":
-            self._turns.see(*item[1:])
+        if kind == "event":  # parsed once, for the archive and the turn clock
+            _, raw, received = item
+            event_type, event_id, event = classify(raw)
+            rows = self.call_log.event(raw, received, event_type, event_id, event)
+            self._turns.see(event_type, event, received)
+        else:
+            rows = self.call_log.mark(*item[1:])
         if rows:
             self._pending_events += 1
             self._pending.extend(rows)

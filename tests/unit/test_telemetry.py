@@ -155,7 +155,7 @@ def test_turn_clock_times_first_audio_and_counts_tokens_by_kind(otel):
         ({"type": "conversation.item.added", "item": {"content": "speech_stopped"}}, 21.0),
     ]
     for event, at in frames:
-        clock.see(json.dumps(event), at)
+        clock.see(event["type"], event, at)
     (hist,) = otel.metric(telemetry.FIRST_AUDIO)
     assert hist.count == 2 and hist.sum == pytest.approx(350 + 200)
     expected = {"input_text": 3, "input_audio": 40, "input_cached": 2, "output_text": 5, "output_audio": 60}
