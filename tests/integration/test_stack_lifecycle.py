@@ -205,7 +205,10 @@ def test_ctrl_c_stops_the_stack_fast_and_a_lost_stdout_stops_it_too(tmp_path):
         children = launcher.wait_ready()
         launcher.close_output()
         gateway = f"http://127.0.0.1:{launcher.ports['FUNCTIONS_PORT']}"
-        requests.get(gateway + "/api/health", timeout=30)  # the host logs it: a line to print
+        try:  # the host logs it: a line to print
+            requests.get(gateway + "/api/health", timeout=30)
+        except requests.ConnectionError:
+            pass  # another line (a queue poll, a timer) hit EPIPE first: the stack is already stopping
         seconds = launcher.wait_gone(children)
         assert launcher.process.returncode == 0
         report("lost stdout", seconds, children, launcher)
