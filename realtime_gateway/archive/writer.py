@@ -13,8 +13,6 @@ import threading
 import time
 from typing import Any, Callable
 
-from azure.core.exceptions import HttpResponseError
-
 from .. import telemetry
 from ..retry import Backoff
 from .call_log import CallLog, classify
@@ -23,9 +21,11 @@ from .store import Archive, ArchiveError
 log = logging.getLogger(__name__)
 
 FLUSH_ROWS = 100
-# azure-core does not retry a POST answered 500/503/504 (every archive write is a POST, and ours are
-# idempotent); the writer retries those for up to this long. The SDK retries everything else itself.
-SERVER_ERROR_RETRY_SECONDS = 10.0
+# The SDK's policy retries what it deems safe (not a POST answered 5xx, every archive write being a
+# POST, and not a refused connection for more than about 1.5 s). The writer holds the rows, and
+# they are idempotent, so it retries any failed write (a 5xx, a dropped connection, a 401 while a
+# token refreshes, a proxy's error page) for up to this long before the invocation fails.
+RETRY_SECONDS, RETRY_ATTEMPTS = 10.0, 6
 _STOP = object()
 
 
@@ -181,7 +181,7 @@ class ArchiveWriter:
 
     def _write(self, op: Callable[[], None]) -> None:
         started = time.monotonic()
-        backoff = Backoff(0.2, 2.0, time.monotonic() + SERVER_ERROR_RETRY_SECONDS, sleep=self._sleep)
+        backoff = Backoff(0.2, 2.0, time.monotonic() + RETRY_SECONDS, sleep=self._sleep)
         while True:
             try:
                 op()
@@ -189,9 +189,10 @@ class ArchiveWriter:
                 return
             except ArchiveError:
                 raise  # a conflict is not transient
-            except HttpResponseError as exc:
-                if exc.status_code not in (500, 503, 504) or backoff.attempts >= 6 or not backoff.wait():
+            except Exception as exc:
+                status = getattr(exc, "status_code", None)
+                if backoff.attempts >= RETRY_ATTEMPTS or not backoff.wait():
                     raise ArchiveError(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
-                log.warning("archive write for call %s answered %s, retrying", self.call_id, exc.status_code)
-            except Exception as exc:  # already retried by the SDK's policy
-                raise ArchiveError(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+                log.warning(
+                    "archive write for call %s failed (%s %s), retrying", self.call_id, type(exc).__name__, status or ""
+                )
