@@ -68,7 +68,8 @@ class CallLog:
         session_seq = int(session["head_seq"]) if session.get("head_seq") is not None else -1
         if seq > session_seq:  # a listener stopped between its last batch and its session write
             for rec in archive.read_events(self.call_id, after_seq=session_seq):
-                self.summary.apply(rec.event_type, rec.event())
+                if rec.source == "service":  # as live: marks are counted by _count, not the summary
+                    self.summary.apply(rec.event_type, rec.event())
                 self.gaps += rec.event_type == "listener.gap"
                 self._count(rec.event_type, rec.event())
 
