@@ -160,6 +160,15 @@ param rateLimitFailOpen bool = true
 @description('Limits table unreachable: let calls through the budgets and the active-call cap (BUDGET_FAIL_OPEN).')
 param budgetFailOpen bool = false
 
+@description('GET /api/token (seed parity; TOKEN_ROUTE_ENABLED). A call started with its secret has no listener, no slot and no usage: switch it off on a public site that relies on the limits.')
+param tokenRouteEnabled bool = true
+
+@description('A spent daily budget also hangs up the calls still running (BUDGET_HANGUP_RUNNING); false lets them finish.')
+param budgetHangupRunning bool = false
+
+@description('A reserved active-call slot whose call never attached expires after this many seconds (CALL_SLOT_ATTACH_SECONDS).')
+param callSlotAttachSeconds int = 120
+
 @description('Header with the client address and how many trusted front ends append to it (CLIENT_IP_HEADER, CLIENT_IP_HOP). Behind Front Door: 2 (README: Cost and abuse control).')
 param clientIpHeader string = 'x-forwarded-for'
 param clientIpHop int = 1
@@ -376,6 +385,9 @@ var gatewayAppSettings = union({
   PRINCIPAL_DAILY_TOKEN_BUDGET: string(principalDailyTokenBudget)
   RATE_LIMIT_FAIL_OPEN: string(rateLimitFailOpen)
   BUDGET_FAIL_OPEN: string(budgetFailOpen)
+  BUDGET_HANGUP_RUNNING: string(budgetHangupRunning)
+  TOKEN_ROUTE_ENABLED: string(tokenRouteEnabled)
+  CALL_SLOT_ATTACH_SECONDS: string(callSlotAttachSeconds)
   CLIENT_IP_HEADER: clientIpHeader
   CLIENT_IP_HOP: string(clientIpHop)
 }, prices, extraAppSettings)

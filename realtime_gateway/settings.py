@@ -98,6 +98,7 @@ class Limits:
     principal_daily_tokens: int = 0
     rate_fail_open: bool = True  # limits table unreachable: rate limit lets calls through
     budget_fail_open: bool = False  # ... budgets and the active-call cap refuse them
+    hangup_running: bool = False  # a spent daily budget also hangs up the calls still running
     client_ip_header: str = "x-forwarded-for"
     client_ip_hop: int = 1  # which entry from the right: 1 = the one the platform's front end appended
     clock_offset: float = 0.0  # seconds added to the limits' clock: tests reach "tomorrow" with it
@@ -130,7 +131,11 @@ def _limits(env: Mapping[str, str], errors: list[str]) -> Limits:
     ):
         if env.get(name, "").strip():
             values[attr] = _int(name, env[name].strip(), lo, hi, errors)
-    for name, attr in (("RATE_LIMIT_FAIL_OPEN", "rate_fail_open"), ("BUDGET_FAIL_OPEN", "budget_fail_open")):
+    for name, attr in (
+        ("RATE_LIMIT_FAIL_OPEN", "rate_fail_open"),
+        ("BUDGET_FAIL_OPEN", "budget_fail_open"),
+        ("BUDGET_HANGUP_RUNNING", "hangup_running"),
+    ):
         if env.get(name, "").strip():
             values[attr] = _bool(name, env[name], errors)
     table = env.get("LIMITS_TABLE", "").strip() or Limits.table

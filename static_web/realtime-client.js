@@ -131,7 +131,9 @@ export class RealtimeClient extends EventTarget {
     // The gateway gives /connect 2 x HTTP_TIMEOUT_SECONDS + 5 s (45 s with the default 20 s).
     this.connectTimeoutMs = options.connectTimeoutMs ?? 45000;
     this.mediaTimeoutMs = options.mediaTimeoutMs ?? 15000;
-    this.iceGatherMs = options.iceGatherMs ?? 1000;
+    // 0: post the offer at once, as Microsoft's sample does (the service's ICE finds the browser from
+    // its connectivity checks); a few hundred ms puts host candidates in the offer for a peer that needs them.
+    this.iceGatherMs = options.iceGatherMs ?? 0;
     this.fetch = options.fetch || ((...args) => fetch(...args));
     this._reset();
   }
@@ -284,8 +286,8 @@ export class RealtimeClient extends EventTarget {
   }
 
   async _gatherCandidates(pc) {
-    // Send host candidates in the offer (no trickle over HTTP), without waiting long for slow ones.
-    if (pc.iceGatheringState === "complete") return;
+    // Host candidates in the offer (no trickle over HTTP), without waiting long for slow ones.
+    if (this.iceGatherMs <= 0 || pc.iceGatheringState === "complete") return;
     await new Promise((resolve) => {
       const timer = setTimeout(resolve, this.iceGatherMs);
       pc.addEventListener("icegatheringstatechange", () => {

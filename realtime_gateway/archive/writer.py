@@ -17,6 +17,7 @@ from .. import telemetry
 from ..retry import Backoff
 from .call_log import CallLog, classify
 from .store import Archive, ArchiveError
+from .summary import CallSummary
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class ArchiveWriter:
         flush_interval: float = 0.5,
         session_interval: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        on_commit: Callable[[dict[str, float], dict[str, float]], None] | None = None,
     ):
         self.archive, self.call_id, self.day = archive, call_id, day
         self.flush_interval, self.session_interval = flush_interval, session_interval
@@ -52,6 +54,10 @@ class ArchiveWriter:
         self._session_written = 0.0
         self.call_log = CallLog(call_id, listener)
         self.session: dict[str, Any] = {}
+        self.usage_before: dict[str, float] = {}  # the call's usage as earlier listeners left it
+        # (usage now, usage_before) after each durable batch that changed the call's usage (limits)
+        self._on_commit = on_commit
+        self._committed_usage: dict[str, float] = {}
         self.error: BaseException | None = None
         self.ready = threading.Event()  # session row opened and earlier events loaded
         self._thread = threading.Thread(target=self._run, name=f"archive-{call_id}", daemon=True)
@@ -143,6 +149,8 @@ class ArchiveWriter:
         self.session = self.archive.open_session(self.call_id, self.day, self._initial)
         self.day = self.session.get("PartitionKey", self.day)
         self.call_log.resume(self.archive, self.session)
+        self.usage_before = CallSummary.from_fields(self.session).usage
+        self._committed_usage = dict(self.usage_before)
 
     def _handle(self, item: tuple) -> None:
         kind = item[0]
@@ -173,6 +181,10 @@ class ArchiveWriter:
             telemetry.count(telemetry.EVENTS_ARCHIVED, self._pending_events)
             self._pending, self._pending_since, self._pending_events = [], None, 0
             self._session_dirty.update(self.call_log.committed())
+            usage = self.call_log.summary.usage  # this thread's: exactly the committed events
+            if self._on_commit is not None and usage != self._committed_usage:
+                self._committed_usage = dict(usage)
+                self._on_commit(dict(usage), self.usage_before)
         if self._session_dirty and (force_session or time.monotonic() - self._session_written >= self.session_interval):
             fields = dict(self._session_dirty)
             self._write(lambda: self.archive.update_session(self.call_id, self.day, fields))

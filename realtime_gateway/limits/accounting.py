@@ -1,9 +1,12 @@
-"""What the listener tells the limits: the call is live (hold its slot), the call ended (free it),
-and what this listener saw it cost (the session row's `cost_usd`, the day's usage rows)."""
+"""What the listener tells the limits: the call is live (hold its slot), its usage grew (charge the
+day as it goes, so the day's budget sees running calls), the call ended (free the slot, charge the
+rest); and, with BUDGET_HANGUP_RUNNING, when a spent budget hangs the call up."""
 
 from __future__ import annotations
 
 import logging
+import threading
+from typing import Callable
 
 from ..archive.codec import day_of
 from ..listener.call_listener import ListenerResult
@@ -14,23 +17,69 @@ from .client import principal_key
 
 log = logging.getLogger(__name__)
 
-
-def hold_slot(process: Process, msg: CallMessage) -> None:
-    process.limits.renew(msg.slot, max(0.0, msg.deadline - process.clock()), principal_key(msg.principal))
+BUDGET_CHECK_SECONDS = 30.0  # a quiet call still spends minutes, and other calls spend the day's tokens
 
 
-def account_for(process: Process, msg: CallMessage, result: ListenerResult, run_started: float) -> None:
-    ended = result.outcome == "ended"
-    if ended:
-        process.limits.release(msg.slot)
-    # this listener's share of the call's time: from the answer (first listener) or its own start
-    since = msg.started_at if msg.continuation == 0 else run_started
-    seconds = max(0.0, process.clock() - since)
-    delta = u.minus(result.usage, result.usage_before)
-    process.limits.charge(delta, seconds, int(ended), principal_key(msg.principal))
-    if result.usage:
-        cost = u.cost_usd(result.usage, process.settings.limits.prices)
-        try:
-            process.archive.update_session(msg.call_id, day_of(msg.started_at), {"cost_usd": cost})
-        except Exception as exc:  # the usage_* fields are there; the audit can price them again
-            log.error("call %s: cost not written to the session row (%s)", msg.call_id, type(exc).__name__)
+class CallCharges:
+    def __init__(self, process: Process, msg: CallMessage) -> None:
+        self.process, self.msg = process, msg
+        self.pkey = principal_key(msg.principal)
+        self.charged: u.Usage | None = None  # the call's usage already on the day's rows
+        self.hang_up: Callable[[str], None] | None = None  # set by whoever runs the listener
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    @property
+    def watching(self) -> bool:
+        return self.process.settings.limits.hangup_running and self.process.limits.budgets_on
+
+    def attached(self) -> None:
+        """The call is live: hold its slot until its deadline; watch the budgets if asked to."""
+        threading.Thread(target=self._attached, daemon=True).start()  # a slow limits table never delays the archive
+
+    def _attached(self) -> None:
+        self.process.limits.renew(self.msg.slot, max(0.0, self.msg.deadline - self.process.clock()), self.pkey)
+        while self.watching and not self._stop.wait(BUDGET_CHECK_SECONDS):
+            self._check()
+
+    def committed(self, usage: u.Usage, usage_before: u.Usage) -> None:
+        """On the archive writer's thread, after a batch that changed the call's usage is durable."""
+        with self._lock:
+            delta = u.minus(usage, self.charged if self.charged is not None else usage_before)
+            self.charged = dict(usage)
+        if delta:
+            self.process.limits.background(self._charge, delta)
+
+    def _charge(self, delta: u.Usage) -> None:
+        self.process.limits.charge(delta, 0, 0, self.pkey)
+        if self.watching:
+            self._check()
+
+    def _check(self) -> None:
+        why = self.process.limits.spent(self.pkey)
+        if why and self.hang_up is not None:
+            log.warning("call %s: %s; hanging up (BUDGET_HANGUP_RUNNING)", self.msg.call_id, why)
+            self.hang_up(why)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def finished(self, result: ListenerResult, run_started: float) -> None:
+        """This listener is done: free the slot if the call ended, charge what is not charged yet."""
+        process, msg = self.process, self.msg
+        ended = result.outcome == "ended"
+        if ended:
+            process.limits.release(msg.slot)
+        # this listener's share of the call's time: from the answer (first listener) or its own start
+        since = msg.started_at if msg.continuation == 0 else run_started
+        seconds = max(0.0, process.clock() - since)
+        with self._lock:
+            delta = u.minus(result.usage, self.charged if self.charged is not None else result.usage_before)
+            self.charged = dict(result.usage)
+        process.limits.charge(delta, seconds, int(ended), self.pkey)
+        if result.usage:
+            cost = u.cost_usd(result.usage, process.settings.limits.prices)
+            try:
+                process.archive.update_session(msg.call_id, day_of(msg.started_at), {"cost_usd": cost})
+            except Exception as exc:  # the usage_* fields are there; the audit can price them again
+                log.error("call %s: cost not written to the session row (%s)", msg.call_id, type(exc).__name__)

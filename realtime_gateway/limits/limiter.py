@@ -315,6 +315,24 @@ class Limiter:
         for rk in ["app"] + ([pkey] if pkey else []):
             self._quietly(f"charge {rk}", partial(self._change, f"usage-{day}", rk, change))
 
+    def spent(self, pkey: str | None) -> str | None:
+        """Which of today's budgets is spent (the app's or this principal's), counting running calls;
+        None when none is, or when storage cannot say (a running call is never ended for that)."""
+        if not self.budgets_on:
+            return None
+        now = self.now()
+        try:
+            self._check_budget(now, pkey, self._live_slots(self.rows.read(*SLOTS), now))
+        except Refused as exc:
+            return str(exc.message)
+        except Exception as exc:
+            log.error("limits: budget not checked for a running call (%s)", type(exc).__name__)
+        return None
+
+    def background(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Listener-side work off the archive's thread (a slow limits table never delays it)."""
+        self._pool.submit(self._quietly, getattr(fn, "__name__", "limits"), partial(fn, *args))
+
     def day_usage(self, day: str, rk: str = "app") -> dict[str, Any]:
         return self.rows.read(f"usage-{day}", rk)
 

@@ -16,7 +16,6 @@ from typing import Any, Callable, Mapping, Protocol
 from .. import telemetry
 from ..archive.codec import day_of, utc_iso
 from ..archive.store import Archive, ArchiveError
-from ..archive.summary import CallSummary
 from ..archive.writer import ArchiveWriter
 from ..retry import Backoff
 from .control import Control
@@ -53,7 +52,7 @@ class Upstream(Protocol):
 class ListenerResult:
     call_id: str
     outcome: str  # ended | handed_over | not_attached
-    end_reason: str | None  # ended | limit | hangup | guardrail | error | time_box | None
+    end_reason: str | None  # ended | limit | hangup | guardrail | budget | error | time_box | None
     events: int = 0
     duplicates: int = 0
     gaps: int = 0
@@ -84,6 +83,7 @@ class Listener:
         tools: ToolBox | None = None,
         guardrail: Guardrail | None = None,
         on_attach: Callable[[], None] | None = None,
+        on_commit: Callable[[dict[str, float], dict[str, float]], None] | None = None,
     ):
         self.msg, self.archive, self.upstream = msg, archive, upstream
         self.url = sideband_url(websocket_endpoint, msg.call_id)
@@ -92,6 +92,8 @@ class Listener:
         self.flush_interval = flush_interval
         self.redelivered = redelivered  # an earlier try of this message failed mid-call
         self.on_attach = on_attach  # the call is live (limits: hold its slot until its deadline)
+        self.on_commit = on_commit  # the call's usage grew and is archived (limits: charge the day)
+        self.writer: ArchiveWriter | None = None
         self.hung_up_at: float | None = None
         self.end_reason: str | None = None
         self.run_started = 0.0
@@ -112,7 +114,7 @@ class Listener:
             return self._finish_gone()
         except SidebandError as exc:
             first_error = str(exc)
-        writer = self._writer()
+        writer = self.writer = self._writer()
         self.control = self._control(writer)
         sb = self.sb
         try:
@@ -153,6 +155,7 @@ class Listener:
             self.msg.session_fields(strict=self.strict),
             listener=self.msg.continuation,
             flush_interval=self.flush_interval,
+            on_commit=self.on_commit,
         ).start()
 
     def _control(self, writer: ArchiveWriter) -> Control | None:
@@ -324,6 +327,11 @@ class Listener:
             self._send_policy(sb)
             return sb
 
+    def hang_up(self, reason: str, why: str) -> None:
+        """From another thread (the limits' budget check): end the call through the service."""
+        if self.writer is not None and self.hung_up_at is None:
+            self._hangup(self.writer, reason, why)
+
     def _hangup(self, writer: ArchiveWriter, reason: str, why: str) -> None:
         self.hung_up_at = self.clock()
         self.end_reason = reason
@@ -406,5 +414,5 @@ class Listener:
             attach_delay=self.attach_delay,
             head=done.committed_head if done.committed_seq >= 0 else None,
             usage=dict(done.summary.usage),
-            usage_before=CallSummary.from_fields(writer.session).usage,
+            usage_before=writer.usage_before,
         )

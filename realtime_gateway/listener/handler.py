@@ -7,11 +7,10 @@ poison output bindings); nothing here knows about azure.functions.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Callable
 
 from .. import telemetry
-from ..limits.accounting import account_for, hold_slot
+from ..limits.accounting import CallCharges
 from ..process import Process, get_process
 from .call_listener import Listener, ListenerResult
 from .guardrails import Guardrail
@@ -22,10 +21,14 @@ log = logging.getLogger(__name__)
 
 
 def make_listener(
-    msg: CallMessage, process: Process, handover: Callable[[CallMessage], None] | None, redelivered: bool = False
+    msg: CallMessage,
+    process: Process,
+    handover: Callable[[CallMessage], None] | None,
+    redelivered: bool,
+    charges: CallCharges,
 ) -> Listener:
     s = process.settings
-    return Listener(
+    listener = Listener(
         msg,
         process.archive,
         process.api,
@@ -41,9 +44,11 @@ def make_listener(
         if s.tools_module
         else None,
         guardrail=Guardrail.load(s.guardrail_terms, s.guardrail_hook, s.guardrail_notice, s.guardrail_max_hits),
-        # off the reader thread: a slow limits table never delays the archive
-        on_attach=lambda: threading.Thread(target=hold_slot, args=(process, msg), daemon=True).start(),
+        on_attach=charges.attached,
+        on_commit=charges.committed,
     )
+    charges.hang_up = lambda why: listener.hang_up("budget", why)
+    return listener
 
 
 def handle_call_message(
@@ -78,10 +83,14 @@ def handle_call_message(
     redelivered = bool(dequeue_count and dequeue_count > 1)
     if redelivered:
         log.warning("call %s: message redelivered (try %d); resuming from the archive", msg.call_id, dequeue_count)
-    listener = make_listener(msg, process, lambda nxt: send_handover(nxt.to_json()), redelivered)
+    charges = CallCharges(process, msg)
+    listener = make_listener(msg, process, lambda nxt: send_handover(nxt.to_json()), redelivered, charges)
     with telemetry.listener_span(msg, redelivered):
-        result = listener.run()
-        account_for(process, msg, result, listener.run_started)
+        try:
+            result = listener.run()
+        finally:
+            charges.stop()
+        charges.finished(result, listener.run_started)
         telemetry.annotate(
             outcome=result.outcome,
             end_reason=result.end_reason,

@@ -18,6 +18,7 @@ import urllib3
 from azure.data.tables import TableServiceClient
 
 from local.processes import free_port
+from local.testing.calls import end_and_wait, script, start_recorded_call
 from local.testing.host import wait_until
 from local.testing.offer import OfferPeer
 from realtime_gateway.archive.store import Archive
@@ -166,3 +167,44 @@ def test_an_unreachable_limits_table_fails_open_for_the_rate_and_closed_for_call
     assert resp.headers["Retry-After"] == "30"
     assert stack.emulator.stats()["client_secrets"] == minted + 1  # the refused call minted nothing
     assert "budget not checked, storage unavailable" in stack.logs
+
+
+@pytest.mark.parametrize("hang_up", [False, True])
+def test_a_running_call_is_charged_as_it_goes_and_a_spent_budget_can_hang_it_up(gateway_stack_factory, hang_up):
+    """Usage reaches the day's row while the call runs (so the budget sees running calls); with
+    BUDGET_HANGUP_RUNNING the spent budget ends the call, without it the call goes on."""
+    table = f"limits{secrets.token_hex(4)}"
+    stack = gateway_stack_factory(DAILY_TOKEN_BUDGET=40, LIMITS_TABLE=table, BUDGET_HANGUP_RUNNING=str(hang_up).lower())
+    tables = TableServiceClient.from_connection_string(stack.azurite.connection_string)
+    archive = Archive(tables, stack.settings["ARCHIVE_EVENTS_TABLE"], stack.settings["ARCHIVE_SESSIONS_TABLE"])
+    call_id = start_recorded_call(
+        stack.emulator.url, stack.azurite.connection_string, stack.settings["LISTENER_QUEUE"], archive
+    )
+    hangups = stack.emulator.stats()["hangups"]
+    script(stack.emulator.url, call_id, 1)  # one typed turn: about 50 tokens
+    day = datetime.now(UTC).strftime("%Y%m%d")
+
+    def charged():
+        try:
+            return tables.get_table_client(table).get_entity(f"usage-{day}", "app")
+        except Exception:
+            return None
+
+    row = wait_until(charged, 20, what="the day's usage row written while the call runs")
+    assert u.budget_tokens(u.from_row(row)) >= 40
+    if hang_up:
+        session = wait_until(
+            lambda: (s := archive.find_session(call_id) or {}).get("state") == "ended" and s, 30, what="hung up"
+        )
+        assert session["end_reason"] == "budget" and "budget is spent" in session["end_detail"]
+        assert stack.emulator.stats()["hangups"] == hangups + 1
+    else:
+        assert not row.get("calls")  # charged while the call still runs
+        script(stack.emulator.url, call_id, 1)  # the call goes on: its next turn is answered
+        assert (archive.find_session(call_id) or {}).get("state") == "attached"
+        session = end_and_wait(stack.emulator.url, call_id, archive)
+        assert session["end_reason"] == "ended"
+    stack.host.wait_for_log(f"call {call_id}: listener 0 done: ended")
+    # charged once in all: the final charge adds only what the running charges had not
+    row = wait_until(lambda: (r := charged()) and r.get("calls") == 1 and r, 20, what="the final charge")
+    assert u.from_row(row) == u.from_row(archive.find_session(call_id))
