@@ -205,7 +205,8 @@ var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
 var functionAppName = !empty(apiServiceName) ? apiServiceName : '${abbrs.webSitesFunctions}api-${resourceToken}'
-var deploymentStorageContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
+// A container name is 3-63 lowercase letters, digits and single hyphens: a custom app name may have capitals.
+var deploymentStorageContainerName = replace(replace('app-package-${toLower(take(functionAppName, 32))}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}', '--', '-'), '--', '-')
 var resourceGroupActualName = !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
 
 var useExistingOpenAi = !empty(existingOpenAiEndpoint)

@@ -83,7 +83,9 @@ module api 'br/public:avm/res/web/site:0.15.1' = {
         supportCredentials: false
       }
     }
-    // Identity settings last: extra settings cannot replace them.
+    // Identity settings last: extra settings cannot replace them. The AVM site module merges these
+    // into the app's current settings: a setting removed here stays on the app until deleted by hand
+    // (az functionapp config appsettings delete; README: Deploy-time traps).
     appSettingsKeyValuePairs: union(appSettings, identitySettings)
   }
 }

@@ -41,3 +41,19 @@ def test_a_listener_queue_name_leaves_room_for_its_poison_queue():
 def test_principal_type_comes_from_azd_so_a_service_principal_can_deploy():
     assert PARAMETERS["principalType"]["value"].startswith("${AZURE_PRINCIPAL_TYPE")
     assert re.search(r"^param principalType string", MAIN, re.M)
+
+
+def test_the_deployment_container_name_is_valid_for_any_app_name():
+    line = next(x for x in MAIN.splitlines() if x.startswith("var deploymentStorageContainerName"))
+    expected = (
+        "replace(replace('app-package-${toLower(take(functionAppName, 32))}-"
+        "${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}', '--', '-'), '--', '-')"
+    )
+    assert line.split(" = ", 1)[1] == expected
+
+    def bicep(app: str) -> str:  # the expression above, step by step
+        return f"app-package-{app[:32].lower()}-abcdefg".replace("--", "-").replace("--", "-")
+
+    valid = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]$")  # Azure's container name rule
+    for app in ("func-api-abc123", "My-Func--App", "A" * 60, "x-" * 30, "a---b"):
+        assert valid.match(bicep(app)), bicep(app)
