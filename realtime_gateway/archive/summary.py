@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..limits import usage as usage_
+from .codec import join_property
 
 ASSISTANT_TEXT = {"response.output_audio_transcript.done": "transcript", "response.output_text.done": "text"}
 
@@ -80,8 +81,9 @@ class CallSummary:
             counts = json.loads(row.get("counts") or "{}")
         except ValueError:
             counts = {}
-        user = row.get("user_transcript") or ""
-        assistant = row.get("assistant_transcript") or ""
+        # a long transcript is split over properties: a resumed call must go on from all of it
+        user = join_property(row, "user_transcript")
+        assistant = join_property(row, "assistant_transcript")
         return cls(
             counts={str(k): int(v) for k, v in counts.items()},
             user=user.split("\n") if user else [],

@@ -186,7 +186,8 @@ class Listener:
     def _send_policy(self, sb: Sideband) -> None:
         """The policy's session.update, on every (re)attach: a new socket may follow a session reset."""
         if self.session_update:
-            sb.send_json({"type": "session.update", "session": dict(self.session_update)})
+            # the GA schema requires session.type (openai's SessionUpdateEvent)
+            sb.send_json({"type": "session.update", "session": {"type": "realtime", **self.session_update}})
 
     def _open(self) -> Sideband:
         try:

@@ -39,9 +39,11 @@ def make_listener(
         session_update=s.sideband_session_update,
         handover=handover,
         redelivered=redelivered,
-        # per listener: importlib caches the modules, so this costs little after the first call
+        # per listener: importlib caches the modules, so this costs little after the first call.
+        # With the browser filtered, only the server can answer: declared tools without TOOLS_MODULE
+        # get "no implementation" rather than a model left waiting.
         tools=ToolBox.load(list(s.session_policy.get("tools") or []), s.tools_module, s.tool_timeout)
-        if s.tools_module
+        if s.tools_module or s.webrtc_filter
         else None,
         guardrail=Guardrail.load(s.guardrail_terms, s.guardrail_hook, s.guardrail_notice, s.guardrail_max_hits),
         on_attach=charges.attached,

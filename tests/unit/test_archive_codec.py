@@ -12,6 +12,7 @@ from realtime_gateway.archive.codec import (
     event_entities,
     record_from_rows,
     row_key,
+    split_property,
     split_utf16,
     transaction_batches,
 )
@@ -87,3 +88,14 @@ def test_summary_counts_and_transcripts_round_trip_through_the_row():
     assert back.counts == s.counts and back.total == 7
     assert back.user == ["hello", "typed"] and back.assistant == ["hi there", "text reply"]
     assert (s.model, s.voice) == ("gpt-realtime", "marin")
+
+
+def test_a_summary_resumes_from_a_transcript_split_over_properties():
+    # over 32K characters the session row splits a transcript; a resumed call must read all of it
+    summary = CallSummary()
+    for n in range(800):
+        summary.apply("response.output_text.done", {"text": f"answer {n} " + "x" * 50})
+    row = {**{k: v for k, v in summary.to_fields().items() if not k.endswith("_transcript")}}
+    row.update(split_property("assistant_transcript", summary.to_fields()["assistant_transcript"]))
+    assert "assistant_transcript_1" in row  # really split
+    assert CallSummary.from_fields(row).assistant == summary.assistant
