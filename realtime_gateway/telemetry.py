@@ -8,16 +8,18 @@ helper here returns at its first line. Call sites use `span()`, `annotate()`, `e
 `observe()`; the trace context crosses the queue as a W3C `traceparent` in the CallMessage.
 
 Attributes are ids and counts only (call, request, origin, principal id); string values still go
-through the redactor, and exceptions are recorded by type and error code, never by message.
+through the redactor, and exceptions are recorded by type and error code, never by message. A
+listener mark (gap, hand-over, tool call, guardrail action) keeps only an allowlist of its fields.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from . import redact
 from .settings import SettingsError, TelemetrySettings, telemetry_settings
@@ -252,7 +254,7 @@ def annotate(**attrs: Any) -> None:
     trace.get_current_span().set_attributes(_clean(attrs))
 
 
-def event(name: str, **attrs: Any) -> None:
+def event(name: str, /, **attrs: Any) -> None:
     """A timestamped event on the current span (attach, reconnect, hang-up, gap)."""
     if _tracer is None:
         return
@@ -378,13 +380,57 @@ def record_tokens(usage: Mapping[str, Any] | None) -> None:
             _instruments[TOKENS].add(value, {"kind": kind})
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _flag(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+_WORD = re.compile(r"[a-z][a-z0-9_+ -]{0,31}")  # a code's own vocabulary: "socket dropped", "cancel+hangup"
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the charset the service allows for function names
+
+
+def _word(value: Any) -> bool:
+    return isinstance(value, str) and _WORD.fullmatch(value) is not None
+
+
+def _tool_name(value: Any) -> bool:
+    return isinstance(value, str) and _TOOL_NAME.fullmatch(value) is not None
+
+
+# What a mark may put on a span: enums, counts and flags. The archive keeps the rest (tool arguments
+# and results, the guardrail's rule and matched words, error messages), which is call content.
+_MARK_FIELDS: dict[str, dict[str, Callable[[Any], bool]]] = {
+    "listener.gap": {"reason": _word, "seconds": _number, "attempts": _number, "continuation": _number},
+    "listener.handover": {"continuation": _number},
+    "listener.tool": {"name": _tool_name, "ok": _flag, "error_kind": _word, "duration_ms": _number, "sent": _flag},
+    "listener.guardrail": {"action": _word, "hits": _number, "sent": _flag},
+}
+_UNDECLARED = ("unknown_tool", "module_error")  # the name is the model's, not the deployer's: left out
+
+
+def mark_attributes(event_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The allowlisted fields of a listener mark (an unknown mark type: none); a tool's name as `tool`."""
+    fields = _MARK_FIELDS.get(event_type, {})
+    out = {key: payload[key] for key, valid in fields.items() if valid(payload.get(key))}
+    if event_type == "listener.tool":
+        name = out.pop("name", None)
+        if out.get("ok") or out.get("error_kind", _UNDECLARED[0]) not in _UNDECLARED:
+            out["tool"] = name
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def mark(event_type: str, payload: Mapping[str, Any]) -> None:
-    """A listener mark (gap, hand-over) as a span event and a count."""
+    """A listener mark (gap, hand-over, tool call, guardrail action) as an event on the current span
+    (the listener's: the reader's and control threads' context) with its allowlisted fields, and a count."""
     if _tracer is None:
         return
-    event(event_type, **payload)
+    attrs = mark_attributes(event_type, payload)
+    event(event_type, **attrs)
     if event_type == "listener.gap":
-        count(GAPS, reason=str(payload.get("reason") or ""))
+        count(GAPS, reason=str(attrs.get("reason") or ""))
     elif event_type == "listener.handover":
         count(HANDOVERS)
 

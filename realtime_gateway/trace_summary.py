@@ -20,6 +20,9 @@ def _ms(sp: ReadableSpan) -> float:
 
 def _step(sp: ReadableSpan) -> str:
     text = f"{sp.name} {_ms(sp):.0f}ms"
+    source = (sp.attributes or {}).get("source")
+    if source:  # the secret: pooled or minted
+        text += f" {source}"
     if sp.status.status_code is StatusCode.ERROR:
         text += f" ERROR {sp.status.description}"
     return text
@@ -49,7 +52,12 @@ def summarize(spans: list[ReadableSpan]) -> str:
             text = f"listener#{attrs.get('continuation', 0)} {_ms(sp) / 1000:.1f}s"
             if "attach_delay_ms" in attach:
                 text += f" attach {attach['attach_delay_ms']!s}ms"
-            for name, label in (("reconnected", "reconnects"), ("listener.gap", "gaps")):
+            for name, label in (
+                ("reconnected", "reconnects"),
+                ("listener.gap", "gaps"),
+                ("listener.tool", "tool calls"),
+                ("listener.guardrail", "guardrail hits"),
+            ):
                 if events.count(name):
                     text += f", {events.count(name)} {label}"
             text += f", {archived} events in {len(flushes)} flushes"

@@ -16,6 +16,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable
 
+from .. import telemetry
 from .guardrails import Guardrail
 from .tools import ToolBox
 
@@ -38,7 +39,14 @@ class Control:
         self.tools, self.guardrail = tools, guardrail
         self._send, self._mark, self._hangup = send, mark, hangup
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(TOOL_WORKERS, thread_name_prefix="call-control")
+        # Built inside the listener's span: its workers make it current, so tool and guardrail marks
+        # (and a guardrail's hang-up) are events on the listener span.
+        self._pool = ThreadPoolExecutor(
+            TOOL_WORKERS,
+            thread_name_prefix="call-control",
+            initializer=telemetry.attach,
+            initargs=(telemetry.current(),),
+        )
         self._futures: set[Future] = set()
         self._waiting: dict[str, set[str]] = {}  # response id -> call ids whose tool still runs
         self._done: set[str] = set()  # responses whose response.done came while tools ran

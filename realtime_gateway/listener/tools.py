@@ -23,6 +23,18 @@ from . import schema
 log = logging.getLogger(__name__)
 
 MAX_OUTPUT_CHARS = 16_000  # what the model gets back; a larger result is an error, not a cut one
+ERROR_KINDS = (
+    "module_error",
+    "unknown_tool",
+    "not_implemented",
+    "bad_json",
+    "not_an_object",
+    "invalid_arguments",
+    "timeout",
+    "exception",
+    "not_encodable",
+    "too_long",
+)
 
 
 @dataclass
@@ -36,9 +48,10 @@ class ToolOutcome:
     output: str  # the function_call_output sent to the model
     error: str | None
     duration_ms: int
+    error_kind: str | None = None  # one of ERROR_KINDS: what telemetry may say about a failure
 
     def record(self) -> dict[str, Any]:
-        return {
+        record = {
             "name": self.name,
             "call_id": self.call_id,
             "arguments": self.arguments,
@@ -46,6 +59,9 @@ class ToolOutcome:
             "result" if self.ok else "error": self.output if self.ok else self.error,
             "duration_ms": self.duration_ms,
         }
+        if not self.ok:
+            record["error_kind"] = self.error_kind
+        return record
 
 
 class ToolBox:
@@ -84,33 +100,35 @@ class ToolBox:
     def run(self, name: str, call_id: str, arguments: str) -> ToolOutcome:
         """Validate, run within the time limit, encode; blocks its (worker) thread at most `timeout`."""
         started = time.monotonic()
-        ok, payload = self._run(name, arguments)
+        kind, payload = self._run(name, arguments)
         duration_ms = round((time.monotonic() - started) * 1000)
-        if ok:
+        if kind is None:
             output = redact(payload)  # a second line: tools must not return secrets (README)
             if len(output) > MAX_OUTPUT_CHARS:
-                ok, payload = False, f"the result is longer than {MAX_OUTPUT_CHARS} characters"
+                kind, payload = "too_long", f"the result is longer than {MAX_OUTPUT_CHARS} characters"
+        ok = kind is None
         if not ok:
             output = json.dumps({"error": payload})
-        return ToolOutcome(name, call_id, arguments, ok, output, None if ok else payload, duration_ms)
+        return ToolOutcome(name, call_id, arguments, ok, output, None if ok else payload, duration_ms, kind)
 
-    def _run(self, name: str, arguments: str) -> tuple[bool, str]:
+    def _run(self, name: str, arguments: str) -> tuple[str | None, str]:
+        """(None, the result as JSON) or (an ERROR_KINDS kind, the error the model reads)."""
         if self.load_error:
-            return False, self.load_error
+            return "module_error", self.load_error
         if name not in self.declared:
-            return False, f"unknown tool {name!r}"
+            return "unknown_tool", f"unknown tool {name!r}"
         fn = self.functions.get(name)
         if fn is None:
-            return False, f"tool {name!r} has no implementation on the server"
+            return "not_implemented", f"tool {name!r} has no implementation on the server"
         try:
             args = json.loads(arguments or "{}")
         except ValueError:
-            return False, "the arguments are not valid JSON"
+            return "bad_json", "the arguments are not valid JSON"
         if not isinstance(args, dict):
-            return False, "the arguments must be a JSON object"
+            return "not_an_object", "the arguments must be a JSON object"
         problems = schema.errors(args, dict(self.declared[name]) or {"type": "object"})
         if problems:
-            return False, "invalid arguments: " + "; ".join(problems[:5])
+            return "invalid_arguments", "invalid arguments: " + "; ".join(problems[:5])
         box: dict[str, Any] = {}
         done = threading.Event()
 
@@ -124,11 +142,11 @@ class ToolBox:
         # A daemon thread of its own: a tool that never returns costs a thread, never the call.
         threading.Thread(target=call, name=f"tool-{name}", daemon=True).start()
         if not done.wait(self.timeout):
-            return False, f"tool {name!r} did not answer within {self.timeout:g} s"
+            return "timeout", f"tool {name!r} did not answer within {self.timeout:g} s"
         if "error" in box:
             exc = box["error"]
-            return False, f"tool {name!r} failed: {type(exc).__name__}: {redact(str(exc))[:200]}"
+            return "exception", f"tool {name!r} failed: {type(exc).__name__}: {redact(str(exc))[:200]}"
         try:
-            return True, json.dumps(box["result"], ensure_ascii=False)
+            return None, json.dumps(box["result"], ensure_ascii=False)
         except (TypeError, ValueError):
-            return False, f"tool {name!r} returned something JSON cannot encode"
+            return "not_encodable", f"tool {name!r} returned something JSON cannot encode"

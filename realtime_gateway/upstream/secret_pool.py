@@ -60,9 +60,12 @@ class SecretPool:
 
     # --- what /connect calls --------------------------------------------------------------------
     def start_call(self, offer_sdp: str, deadline: float | None = None, request_id: str | None = None) -> Answer:
-        secret = self.take()
-        if secret is None:
-            return self._post(self._mint_inline(deadline, request_id), offer_sdp, deadline, request_id)
+        with telemetry.span("secret"):  # one step of connect, whether pooled or minted
+            pooled = self.take()
+            telemetry.annotate(source="minted" if pooled is None else "pooled")
+            secret = pooled if pooled is not None else self._mint_inline(deadline, request_id)
+        if pooled is None:
+            return self._post(secret, offer_sdp, deadline, request_id)
         try:
             return self._post(secret, offer_sdp, deadline, request_id)
         except SecretRefused:
@@ -70,7 +73,9 @@ class SecretPool:
             log.warning("a pooled client secret was refused (401); emptying the pool and minting one inline")
             self.empty()
             self.stats["retried_401"] += 1
-            return self._post(self._mint_inline(deadline, request_id), offer_sdp, deadline, request_id)
+            with telemetry.span("secret", source="minted", retry=True):
+                secret = self._mint_inline(deadline, request_id)
+            return self._post(secret, offer_sdp, deadline, request_id)
 
     def _post(self, secret: ClientSecret, offer_sdp: str, deadline: float | None, request_id: str | None) -> Answer:
         with telemetry.span("sdp"):
@@ -87,14 +92,12 @@ class SecretPool:
             secret = self._items.pop(0)[0] if self._items else None  # the oldest: used before it goes stale
             if secret is not None:
                 self.stats["pooled"] += 1
-                telemetry.event("secret", source="pooled")
             self._cond.notify_all()  # one slot is free: a refill thread mints its replacement
             return secret
 
     def _mint_inline(self, deadline: float | None, request_id: str | None) -> ClientSecret:
         self.stats["inline"] += 1
-        with telemetry.span("secret", source="minted"):
-            return self.api.mint_client_secret(deadline, request_id)
+        return self.api.mint_client_secret(deadline, request_id)
 
     # --- pool state ---------------------------------------------------------------------------
     def empty(self) -> None:

@@ -232,3 +232,157 @@ def test_off_imports_nothing_of_opentelemetry_and_a_bad_setting_leaves_it_off():
     assert _probe() == "off False []"
     assert _probe(OTEL_TRACE_SUMMARY="maybe") == "off False []"
     assert _probe(OTEL_TRACE_SUMMARY="true").startswith("on True ['opentelemetry']")
+
+
+# ---- connect's secret step: a span whether pooled or minted -------------------------------------------
+def test_the_secret_step_is_a_span_whether_pooled_or_minted_and_a_refused_pooled_one_is_retried(
+    otel, emulator, monkeypatch
+):
+    from local.testing.offer import OfferPeer
+    from realtime_gateway import process as process_state
+    from tests.unit.test_secret_pool import connect, hangup, make_gateway, warm
+
+    gw = make_gateway(emulator, monkeypatch, SECRET_POOL_SIZE="1")
+    try:
+        with OfferPeer() as peer:
+            offer = peer.offer.encode()
+        for fault in (None, None, "calls"):  # cold pool (minted), warm pool (pooled), a 401 on the SDP post
+            if fault:
+                emulator.set_fault(fault, status=401, times=1)
+            resp = connect(offer)
+            assert resp.status == 201, resp.body
+            hangup(resp.headers["x-call-id"])
+            warm(gw)
+    finally:
+        process_state.reset_process()
+    spans = otel.spans.get_finished_spans()
+
+    def steps(parent):
+        kids = sorted((s for s in spans if s.parent and s.parent.span_id == parent.context.span_id), key=_start)
+        return [(s.name, s.attributes.get("source"), s.status.description) for s in kids]
+
+    cold, warm_, refused = sorted(otel.by_name("connect"), key=_start)
+    assert steps(cold) == [("limiter", None, None), ("secret", "minted", None), ("sdp", None, None)]
+    assert steps(warm_) == [("limiter", None, None), ("secret", "pooled", None), ("sdp", None, None)]
+    assert steps(refused) == [
+        ("limiter", None, None),
+        ("secret", "pooled", None),
+        ("sdp", None, "upstream_auth"),  # the pooled secret refused: no call started
+        ("secret", "minted", None),
+        ("sdp", None, None),
+    ]
+    (retried,) = [s for s in otel.by_name("secret") if s.attributes.get("retry")]
+    assert retried.parent.span_id == refused.context.span_id
+    assert all(not steps(s) for s in otel.by_name("secret"))  # the SDP post is connect's step, not the secret's
+
+
+def _start(sp):
+    return sp.start_time
+
+
+# ---- listener marks: allowlisted fields only, on the listener's span -----------------------------------
+ARGUMENT_TEXT = "my card number is 4111 1111 1111 1111"
+RESULT_TEXT = "Dear Ada, your balance is 1234.56"
+SPOKEN = "Sure, the forbidden xylophone tune goes like this"
+NOTICE = "Stopped: that broke the policy."
+
+
+def test_tool_and_guardrail_marks_are_events_on_the_listener_span_without_their_texts(otel):
+    import re
+    import threading
+
+    from realtime_gateway.listener.control import Control
+    from realtime_gateway.listener.guardrails import Guardrail
+    from realtime_gateway.listener.tools import ToolBox
+
+    tools = ToolBox(
+        {"lookup": {"type": "object", "properties": {"query": {"type": "string"}}}},
+        {"lookup": lambda query: {"answer": RESULT_TEXT}},
+        timeout=5,
+    )
+    guardrail = Guardrail([re.compile(r"\bxylophone\b", re.IGNORECASE)], None, NOTICE, max_hits=0)
+    archived: list[tuple[str, dict, str]] = []
+    sent: list[dict] = []
+
+    def mark(kind, payload):  # what ArchiveWriter.mark does: archive it all, then telemetry.mark
+        archived.append((kind, payload, threading.current_thread().name))
+        telemetry.mark(kind, payload)
+
+    def function_call(call_id, name):
+        item = {"type": "function_call", "status": "completed", "call_id": call_id, "name": name}
+        item["arguments"] = json.dumps({"query": ARGUMENT_TEXT})
+        return json.dumps({"type": "response.output_item.done", "response_id": "resp_1", "item": item})
+
+    with telemetry.listener_span(CallMessage("rtc_tools", 1.0, 2.0, principal={"id": "p-9"}), redelivered=False):
+        control = Control(tools, guardrail, sent.append, mark, lambda why: None)
+        control.on_event(function_call("call_1", "lookup"))
+        control.on_event(function_call("call_2", "tell_me_4111111111111111"))  # a name nobody declared
+        control.on_event(json.dumps({"type": "response.done", "response": {"id": "resp_1"}}))
+        delta = {"type": "response.output_audio_transcript.delta", "response_id": "resp_2", "item_id": "it_2"}
+        control.on_event(json.dumps({**delta, "delta": SPOKEN}))
+        control.close(10)
+    # the archive got the whole story, from the control pool's threads (no span of their own) ...
+    assert sorted(kind for kind, _, _ in archived) == ["listener.guardrail", "listener.tool", "listener.tool"]
+    assert all(thread.startswith("call-control") for _, _, thread in archived)
+    archived_text = json.dumps(archived)
+    for text in (ARGUMENT_TEXT, RESULT_TEXT, "xylophone", NOTICE):
+        assert text in archived_text, text
+    assert [m["type"] for m in sent].count("response.cancel") == 1
+    # ... and the listener's span an event per mark, with the allowlisted fields only
+    (listener,) = otel.spans.get_finished_spans()
+    assert listener.name == "listener"
+    events = {(e.name, e.attributes.get("ok")): dict(e.attributes) for e in listener.events}
+    assert set(events) == {("listener.tool", True), ("listener.tool", False), ("listener.guardrail", None)}
+    ok, failed = events[("listener.tool", True)], events[("listener.tool", False)]
+    assert set(ok) == {"tool", "ok", "duration_ms", "sent"} and ok["tool"] == "lookup" and ok["sent"] is True
+    assert isinstance(ok["duration_ms"], int)
+    assert set(failed) == {"ok", "error_kind", "duration_ms", "sent"} and failed["error_kind"] == "unknown_tool"
+    assert events[("listener.guardrail", None)] == {"action": "cancel", "hits": 1, "sent": True}
+    exported = listener.to_json()
+    for text in (ARGUMENT_TEXT, "4111", RESULT_TEXT, "Dear Ada", "xylophone", "forbidden", NOTICE, "it_2", "resp_"):
+        assert text not in exported, text
+
+
+def test_every_tool_failure_has_a_kind_a_span_may_carry():
+    from realtime_gateway.listener.tools import ERROR_KINDS, ToolBox
+
+    tools = ToolBox({"f": {"type": "object"}, "ghost": {}}, {"f": lambda: {1, 2}}, timeout=1)
+    failures = [("f", "{"), ("f", "[1]"), ("f", "{}"), ("ghost", "{}"), ("nope", "{}")]
+    kinds = []
+    for name, args in failures:
+        attrs = telemetry.mark_attributes("listener.tool", {**tools.run(name, "c", args).record(), "sent": True})
+        kinds.append(attrs["error_kind"])
+        assert ("tool" in attrs) == (name != "nope")  # a declared tool's name only
+    assert kinds == ["bad_json", "not_an_object", "not_encodable", "not_implemented", "unknown_tool"]
+    assert all(telemetry._word(kind) for kind in ERROR_KINDS) and set(kinds) <= set(ERROR_KINDS)
+    broken = ToolBox({"x": {}}, {}, timeout=1, load_error="the tools module could not be loaded (ImportError)")
+    attrs = telemetry.mark_attributes("listener.tool", broken.run("x", "c", "{}").record())
+    assert set(attrs) == {"ok", "error_kind", "duration_ms"} and attrs["error_kind"] == "module_error"
+
+
+def test_gap_and_handover_marks_keep_reasons_and_counts_but_no_error_text(otel):
+    with telemetry.listener_span(CallMessage("rtc_gap", 1.0, 2.0), redelivered=False):
+        telemetry.mark(
+            "listener.gap",
+            {
+                "reason": "socket dropped",
+                "error": f"closed 1006: peer said {SPOKEN}",
+                "from": "2025-01-01T00:00:00Z",
+                "until": "2025-01-01T00:00:01Z",
+                "seconds": 1.25,
+                "attempts": 2,
+            },
+        )
+        telemetry.mark("listener.gap", {"reason": SPOKEN, "continuation": 1})  # not a code's word: left out
+        telemetry.mark("listener.handover", {"continuation": 1, "note": SPOKEN})
+        telemetry.mark("listener.something_new", {"text": SPOKEN, "n": 3})  # an unknown mark carries nothing
+    (listener,) = otel.by_name("listener")
+    assert [(e.name, dict(e.attributes)) for e in listener.events] == [
+        ("listener.gap", {"reason": "socket dropped", "seconds": 1.25, "attempts": 2}),
+        ("listener.gap", {"continuation": 1}),
+        ("listener.handover", {"continuation": 1}),
+        ("listener.something_new", {}),
+    ]
+    assert "xylophone" not in listener.to_json() and "1006" not in listener.to_json()
+    assert otel.total(telemetry.GAPS, reason="socket dropped") == 1 and otel.total(telemetry.GAPS) == 2
+    assert otel.total(telemetry.HANDOVERS) == 1
