@@ -325,6 +325,21 @@ def attach(ctx: Any) -> None:
 
 
 @contextmanager
+def within(ctx: Any) -> Iterator[None]:
+    """`ctx` current for a block, on a thread shared by many calls (the limits' pool)."""
+    if ctx is None:
+        yield
+        return
+    from opentelemetry import context
+
+    token = context.attach(ctx)
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
+@contextmanager
 def listener_span(msg: Any, redelivered: bool) -> Iterator[None]:
     """The listener's span, in the trace the gateway started, counted among the active calls."""
     if _tracer is None:

@@ -8,6 +8,7 @@ import logging
 import threading
 from typing import Callable
 
+from .. import telemetry
 from ..archive.codec import day_of
 from ..listener.call_listener import ListenerResult
 from ..listener.message import CallMessage
@@ -35,9 +36,11 @@ class CallCharges:
 
     def attached(self) -> None:
         """The call is live: hold its slot until its deadline; watch the budgets if asked to."""
-        threading.Thread(target=self._attached, daemon=True).start()  # a slow limits table never delays the archive
+        # on a thread of its own: a slow limits table never delays the archive
+        threading.Thread(target=self._attached, args=(telemetry.current(),), daemon=True).start()
 
-    def _attached(self) -> None:
+    def _attached(self, trace: object) -> None:
+        telemetry.attach(trace)  # this thread is the call's: a budget hang-up joins its trace
         self.process.limits.renew(self.msg.slot, max(0.0, self.msg.deadline - self.process.clock()), self.pkey)
         while self.watching and not self._stop.wait(BUDGET_CHECK_SECONDS):
             self._check()
@@ -48,12 +51,13 @@ class CallCharges:
             delta = u.minus(usage, self.charged if self.charged is not None else usage_before)
             self.charged = dict(usage)
         if delta:
-            self.process.limits.background(self._charge, delta)
+            self.process.limits.background(self._charge, delta, telemetry.current())
 
-    def _charge(self, delta: u.Usage) -> None:
-        self.process.limits.charge(delta, 0, 0, self.pkey)
-        if self.watching:
-            self._check()
+    def _charge(self, delta: u.Usage, trace: object) -> None:
+        with telemetry.within(trace):  # the pool's thread is shared by every call
+            self.process.limits.charge(delta, 0, 0, self.pkey)
+            if self.watching:
+                self._check()
 
     def _check(self) -> None:
         why = self.process.limits.spent(self.pkey)
