@@ -1,7 +1,8 @@
 """The call archive's two tables: event rows (laid out by `codec`) and session rows.
 
-Sessions table: a row per call in PartitionKey `YYYYMMDD` (listable by day) and an index row
-`idx-<call id>` / `day` that finds the day from the call id. Every read and write of the archive
+Sessions table: a row per call in PartitionKey `YYYYMMDD` (listable by day), an index row
+`idx-<call id>` / `day` that finds the day from the call id, and, while retention deletes a call,
+a row `purging` / `<call id>` and `purge_started_at` on its session row. Every read and write of the archive
 goes through `Archive`, so the row layout is known in one place.
 """
 
@@ -27,6 +28,8 @@ from .codec import (
 log = logging.getLogger(__name__)
 
 INDEX_PREFIX = "idx-"
+PURGE_PARTITION = "purging"  # sorts after every day key, so day ranges never list it
+PURGE_FIELD = "purge_started_at"  # on a session row: retention is deleting this call (since then)
 
 
 class ArchiveError(RuntimeError):
@@ -177,25 +180,51 @@ class Archive:
             if not token:
                 return
 
-    def delete_call(self, call_id: str, day: str, batch: int = 100) -> int:
-        """Delete a whole call: its event rows first, then its index row, then its session row.
+    # A deletion, once begun, is always finished: `begin_delete` records it in the `purging`
+    # partition (how the next retention run finds it, whatever the setting is by then) and marks
+    # the session row (how every reader knows its events may be partly gone), before any row goes.
+    def begin_delete(self, call_id: str, day: str, since: str) -> None:
+        self.sessions.upsert_entity(
+            {"PartitionKey": PURGE_PARTITION, "RowKey": call_id, "day": day, "started_at": since},
+            mode=UpdateMode.MERGE,
+        )
+        try:  # update, never upsert: a session row already deleted must not come back as a stub
+            self.sessions.update_entity(
+                {"PartitionKey": day, "RowKey": call_id, PURGE_FIELD: since}, mode=UpdateMode.MERGE
+            )
+        except ResourceNotFoundError:
+            pass
 
-        The session row goes last because it is what retention lists by day: a run cut short leaves
-        it in place and the next run deletes what is left. Returns the event rows deleted.
-        """
-        deleted = 0
-        while True:
+    def delete_event_rows(self, call_id: str, batch: int = 100, max_batches: int | None = None) -> int:
+        """Delete a call's event rows in transactions of `batch` (at most `max_batches` of them)."""
+        deleted = batches = 0
+        while max_batches is None or batches < max_batches:
             keys = self._event_keys(call_id, batch)
             if not keys:
                 break
             self.events.submit_transaction([("delete", {"PartitionKey": call_id, "RowKey": k}) for k in keys])
             deleted += len(keys)
-        for pk, rk in ((INDEX_PREFIX + call_id, "day"), (day, call_id)):
+            batches += 1
+        return deleted
+
+    def delete_call(self, call_id: str, day: str, since: str, batch: int = 100) -> int:
+        """Delete a whole call: mark it, delete its event rows, then its session row, its index row
+        and the mark. Every step may be repeated, so a run cut short anywhere is finished by calling
+        this again (`pending_deletions` lists such calls). Returns the event rows deleted."""
+        self.begin_delete(call_id, day, since)
+        deleted = self.delete_event_rows(call_id, batch)
+        # the session row before the index row: once it is gone no reader finds the call at all
+        for pk, rk in ((day, call_id), (INDEX_PREFIX + call_id, "day"), (PURGE_PARTITION, call_id)):
             try:
                 self.sessions.delete_entity(pk, rk)
             except ResourceNotFoundError:
                 pass
         return deleted
+
+    def pending_deletions(self) -> list[dict[str, Any]]:
+        """Deletions begun and not finished: {"call_id", "day", "started_at"} each."""
+        rows = self.sessions.query_entities(f"PartitionKey eq '{PURGE_PARTITION}'")
+        return [{"call_id": r["RowKey"], "day": r.get("day"), "started_at": r.get("started_at")} for r in rows]
 
     def _event_keys(self, call_id: str, limit: int) -> list[str]:
         pages = self.events.query_entities(

@@ -2,7 +2,9 @@
 
 They run under `gateway/http.handle` like every route; function_app.py registers them at the
 `function` auth level, so the Functions host refuses a request without a key before this runs.
-Lists and events are paged; `continuation` in an answer goes back as `?continuation=`.
+Lists and events are paged; `continuation` in an answer goes back as `?continuation=`. A call
+retention is deleting is listed with `purging_since`, verifies as `"purging"`, and its events answer
+410 `call_being_deleted` (they are partly gone).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import binascii
 import json
 from typing import Any
 
+from ..archive.store import PURGE_FIELD
 from ..errors import ApiError
 from ..gateway.http import Request, Response, json_response
 from ..process import Process
@@ -80,6 +83,12 @@ def session(p: Process, req: Request, rid: str, call_id: str) -> Response:
     """GET /api/audit/sessions/{call_id}[?page_size=&continuation=]: the summary and a page of events."""
     _enabled(p)
     row = _known_call(p, call_id)
+    if row.get(PURGE_FIELD):
+        raise ApiError(
+            410,
+            "call_being_deleted",
+            f"call {call_id} is being deleted by retention (since {row[PURGE_FIELD]}); its events are partly gone",
+        )
     token = _token_in(req)
     if token is not None and not (isinstance(token, dict) and isinstance(token.get("after"), int)):
         raise ApiError(400, "invalid_continuation", "the continuation token is not one this API issued")
@@ -115,5 +124,5 @@ def session(p: Process, req: Request, rid: str, call_id: str) -> Response:
 def verify(p: Process, req: Request, rid: str, call_id: str) -> Response:
     """GET /api/audit/sessions/{call_id}/verify"""
     _enabled(p)
-    _known_call(p, call_id)
-    return json_response(200, verify_call(p.archive, call_id).to_json())
+    row = _known_call(p, call_id)
+    return json_response(200, verify_call(p.archive, call_id, row).to_json())

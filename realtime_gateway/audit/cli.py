@@ -7,10 +7,12 @@
     python -m realtime_gateway.audit export --from DATE --to DATE -o DIR [--format jsonl|csv]
     python -m realtime_gateway.audit verify CALL_ID | --from DATE --to DATE   (exit 1 if not intact)
     python -m realtime_gateway.audit report CALL_ID [-o call.html]            (alias: timeline)
+    python -m realtime_gateway.audit usage --from DATE --to DATE [--principal ID] [--json]  (per-day cost)
     python -m realtime_gateway.audit list [--day YYYYMMDD]                    (one day, as before)
 
 Storage comes from AzureWebJobsStorage (connection string) or AzureWebJobsStorage__tableServiceUri
-(signed-in identity via DefaultAzureCredential), or --connection-string.
+(signed-in identity via DefaultAzureCredential), or --connection-string. Exit codes: 0 done, 1 not
+intact, 2 bad arguments or storage, 3 no such call, 4 the call is being deleted by retention.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from .. import redact
-from ..archive.store import Archive
+from ..archive.store import PURGE_FIELD, Archive
 from ..archive.tables import StorageConfigError, table_service_from_env
 from ..settings import archive_tables
 from .dates import BadRange, day_range
@@ -34,9 +36,10 @@ from .export import FORMATS, export_call, export_range
 from .report import dumps_row, render_timeline
 from .sessions import call_summary, format_table, list_calls
 from .transcript import format_transcript, transcript, turns
+from .usage import day_usage, format_usage, limits_table_name, prices_from_env, valid_table_name
 from .verify import VerifyReport, verify_call, verify_range
 
-EXIT_NOT_INTACT, EXIT_USAGE, EXIT_UNKNOWN = 1, 2, 3
+EXIT_NOT_INTACT, EXIT_USAGE, EXIT_UNKNOWN, EXIT_PURGING = 1, 2, 3, 4
 
 
 def _archive(args: argparse.Namespace) -> Archive:
@@ -45,6 +48,19 @@ def _archive(args: argparse.Namespace) -> Archive:
         env["AzureWebJobsStorage"] = args.connection_string
     # an auditor signs in as themselves (DefaultAzureCredential), never as the app's identity
     return Archive(table_service_from_env(env, own_identity=True), args.events_table, args.sessions_table)
+
+
+def _purging(session: dict | None) -> str | None:
+    return str(session[PURGE_FIELD]) if session and session.get(PURGE_FIELD) else None
+
+
+def _being_deleted(call_id: str, since: str) -> int:
+    print(
+        f"call {call_id} is being deleted by retention (since {since}): its events are partly gone, "
+        "and the next retention run finishes deleting it",
+        file=sys.stderr,
+    )
+    return EXIT_PURGING
 
 
 def _range_args(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -70,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     ss.add_argument("--principal", help="only calls of this principal (name or id)")
     ss.add_argument("--ended-by", help="only calls that ended so (ended, hangup, limit, error, time_box)")
     ss.add_argument("--json", action="store_true", help="one JSON object per call, a line each")
+    us = sub.add_parser("usage", help="usage and cost per UTC day, from the limits table (calls, minutes, tokens)")
+    _range_args(us, True)
+    us.add_argument("--principal", help="one principal's rows (its id, as in the session rows' principal_id)")
+    us.add_argument("--json", action="store_true", help="one JSON object per day, a line each")
+    us.add_argument("--limits-table", default=limits_table_name(), help="default: LIMITS_TABLE or gatewaylimits")
     ls = sub.add_parser("list", help="calls of one day (UTC)")
     ls.add_argument("--day", default=time.strftime("%Y%m%d", time.gmtime()))
     ls.add_argument("--json", action="store_true")
@@ -166,10 +187,10 @@ def _show(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive
     session = archive.find_session(args.call_id)
     if session is None:
         return _unknown(args.call_id)
+    since = _purging(session)
     if args.json:
         print(dumps_row(session))
-        return 0
-    records = list(archive.read_events(args.call_id))
+        return EXIT_PURGING if since else 0
     s = call_summary(session)
     print(f"Call {s['call_id']}")
     for key in ("start", "duration_s", "state", "ended_by", "end_detail", "origin", "principal", "events", "gaps"):
@@ -179,7 +200,12 @@ def _show(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive
         if session.get(key) not in (None, ""):
             print(f"  {key:11} {session[key]}")
     for key, value in s["usage"].items():
-        print(f"  {key:11} {value}")
+        if value:  # the counts the service reported; zeros left out
+            print(f"  {key:11} {value}")
+    if since:
+        print(f"  BEING DELETED by retention since {since}: the events are partly gone, not shown")
+        return _being_deleted(args.call_id, since)
+    records = list(archive.read_events(args.call_id))
     for t in turns(records):
         print(f"  turn {t.n}: {t.latency_ms:.0f} ms from {t.basis} to the first {t.reply}")
     print("\nConversation (UTC time, seconds from the first event):")
@@ -205,19 +231,32 @@ def _show(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive
 def _export(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive) -> int:
     days = _one_call_or_range(p, args)
     if days is None:
-        if archive.find_session(args.call_id) is None:
+        session = archive.find_session(args.call_id)
+        if session is None:
             return _unknown(args.call_id)
+        if since := _purging(session):
+            return _being_deleted(args.call_id, since)
         n = export_call(archive, args.call_id, Path(args.output) if args.output else None, args.format)
         print(f"exported {n} events of {args.call_id}" + (f" to {args.output}" if args.output else ""), file=sys.stderr)
         return 0
     if not args.output:
         p.error("exporting a period needs -o DIR")
-    done = export_range(archive, *days, Path(args.output), args.format)
-    print(f"exported {len(done)} call(s), {sum(n for _, n in done)} events, to {args.output}", file=sys.stderr)
-    return 0
+    done, skipped = export_range(archive, *days, Path(args.output), args.format)
+    print(
+        f"exported {len(done)} call(s), {sum(n for _, n in done)} events, to {args.output}"
+        + (f"; skipped {len(skipped)} being deleted by retention" if skipped else ""),
+        file=sys.stderr,
+    )
+    return EXIT_PURGING if skipped else 0
 
 
 def _print_verdict(report: VerifyReport) -> None:
+    if report.purging:
+        print(
+            f"PURGING {report.call_id}: being deleted by retention since {report.purging} "
+            f"({report.events} event rows left); not verified"
+        )
+        return
     if report.ok:
         print(f"OK {report.call_id}: {report.events} rows, chain head {report.head}")
         return
@@ -233,25 +272,33 @@ def _verify(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archi
     if days is None and archive.find_session(args.call_id) is None and not any(archive.read_events(args.call_id)):
         return _unknown(args.call_id)
     reports = [verify_call(archive, args.call_id)] if days is None else verify_range(archive, *days)
-    failed = total = 0
+    failed = purging = total = 0
     for report in reports:
         total += 1
-        failed += not report.ok
+        purging += report.purging is not None
+        failed += not report.ok and report.purging is None
         if args.json:
             print(json.dumps(report.to_json()))
         else:
             _print_verdict(report)
     if days is not None and not args.json:
-        print(f"{total - failed} of {total} call(s) intact from {days[0]} to {days[1]}")
-    return EXIT_NOT_INTACT if failed else 0
+        print(
+            f"{total - failed - purging} of {total} call(s) intact from {days[0]} to {days[1]}"
+            + (f", {purging} being deleted by retention (not verified)" if purging else "")
+        )
+    return EXIT_NOT_INTACT if failed else EXIT_PURGING if purging else 0
 
 
 def _report(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive) -> int:
     session = archive.find_session(args.call_id)
     if session is None:
         return _unknown(args.call_id)
-    report = verify_call(archive, args.call_id)
-    page = render_timeline(session, list(archive.read_events(args.call_id)), report)
+    if since := _purging(session):
+        return _being_deleted(args.call_id, since)
+    report = verify_call(archive, args.call_id, session)
+    if since := report.purging:  # retention began while it was being verified
+        return _being_deleted(args.call_id, since)
+    page = render_timeline(session, list(archive.read_events(args.call_id)), report, prices_from_env())
     out = args.output or f"call-{args.call_id}.html"
     with open(out, "w", encoding="utf-8") as f:
         f.write(page)
@@ -259,8 +306,37 @@ def _report(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archi
     return 0 if report.ok else EXIT_NOT_INTACT
 
 
+def _usage(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive) -> int:
+    try:
+        first, last = day_range(args.first, args.last)
+    except BadRange as exc:
+        p.error(str(exc))
+    if not valid_table_name(args.limits_table):
+        p.error(f"--limits-table (LIMITS_TABLE) must match ^[A-Za-z][A-Za-z0-9]{{2,62}}$, got {args.limits_table!r}")
+    try:
+        days = list(day_usage(archive.service, args.limits_table, first, last, args.principal))
+    except ResourceNotFoundError:
+        print(f"error: no limits table {args.limits_table!r} (set LIMITS_TABLE or --limits-table)", file=sys.stderr)
+        return EXIT_USAGE
+    except AzureError as exc:
+        code = getattr(exc, "error_code", None) or type(exc).__name__
+        print(f"error: the limits table cannot be read ({code})", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        for d in days:
+            print(json.dumps(d))
+        return 0
+    who = f"principal {args.principal}" if args.principal else "the whole app"
+    span = f"{first[:4]}-{first[4:6]}-{first[6:]} to {last[:4]}-{last[4:6]}-{last[6:]}"
+    print(f"Usage of {who} from {span} (UTC days; cost estimated at the prices set when charged)")
+    for line in format_usage(days):
+        print(line)
+    return 0
+
+
 COMMANDS = {
     "sessions": _sessions,
+    "usage": _usage,
     "list": _list,
     "show": _show,
     "export": _export,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Callable, Iterable
 
 from ..archive.codec import EventRecord
-from ..archive.store import Archive
+from ..archive.store import PURGE_FIELD, Archive
 
 FORMATS = ("jsonl", "csv")
 CSV_COLUMNS = ("seq", "received_at", "type", "event_id", "source", "payload")
@@ -64,15 +64,24 @@ def export_call(archive: Archive, call_id: str, path: Path | None, fmt: str) -> 
         return write_events(records, f, fmt, stderr_progress(call_id))
 
 
-def export_range(archive: Archive, first_day: str, last_day: str, folder: Path, fmt: str) -> list[tuple[str, int]]:
-    """Every call of the days into `folder`: `<call id>.<fmt>` each, and `sessions.jsonl` (the rows)."""
+def export_range(
+    archive: Archive, first_day: str, last_day: str, folder: Path, fmt: str
+) -> tuple[list[tuple[str, int]], list[str]]:
+    """Every call of the days into `folder`: `<call id>.<fmt>` each, and `sessions.jsonl` (the rows).
+    Returns (call id, events) of each call exported, and the calls skipped: retention is deleting
+    them, so their events are partly gone."""
     folder.mkdir(parents=True, exist_ok=True)
     done: list[tuple[str, int]] = []
+    skipped: list[str] = []
     with open(folder / "sessions.jsonl", "w", encoding="utf-8") as index:
         for session in archive.sessions_between(first_day, last_day):
             call_id = str(session.get("call_id") or session.get("RowKey"))
+            if session.get(PURGE_FIELD):
+                print(f"skipped {call_id}: being deleted by retention", file=sys.stderr, flush=True)
+                skipped.append(call_id)
+                continue
             index.write(json.dumps(session, default=str, sort_keys=True) + "\n")
             n = export_call(archive, call_id, folder / f"{call_id}.{fmt}", fmt)
             print(f"exported {call_id}: {n} events", file=sys.stderr, flush=True)
             done.append((call_id, n))
-    return done
+    return done, skipped

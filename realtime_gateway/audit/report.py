@@ -5,12 +5,14 @@ from __future__ import annotations
 import html
 import json
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from ..archive.codec import EventRecord
 from ..archive.summary import turn_text
-from .sessions import usage_fields
-from .transcript import reported_usage, spans, transcript, turns, when
+from ..limits import usage as usage_
+from ..settings import PRICES
+from .sessions import duration_seconds, usage_fields
+from .transcript import clock, spans, transcript, turns, when
 from .verify import VerifyReport
 
 CSS = """
@@ -23,7 +25,7 @@ table.kv td:first-child{color:#56606b}
 ol.tl{list-style:none;padding:0;margin:0;border-left:3px solid #c9d1da}
 ol.tl li{position:relative;margin:0 0 6px 0;padding:4px 8px 4px 16px}
 ol.tl li:before{content:"";position:absolute;left:-8px;top:10px;width:11px;height:11px;border-radius:50%;background:#c9d1da}
-.t{color:#56606b;font-variant-numeric:tabular-nums;display:inline-block;width:84px}
+.t{color:#56606b;font-variant-numeric:tabular-nums;display:inline-block;width:78px;text-align:right;margin-right:8px}
 .type{font-family:ui-monospace,monospace;font-size:12px}
 li.user:before{background:#2a9d8f}li.assistant:before{background:#457b9d}
 li.gap{background:#fff3cd}li.gap:before{background:#e9a100}li.error:before{background:#b00020}
@@ -31,7 +33,8 @@ li.control:before{background:#6c757d}
 .bubble{display:block;margin:2px 0 0;padding:6px 10px;border-radius:8px;max-width:760px;white-space:pre-wrap}
 li.user .bubble{background:#e0f2ef}li.assistant .bubble{background:#e3edf5}
 li details{display:inline-block;margin-left:8px;font-size:12px}li details[open]{display:block;margin-left:0}
-h2{font-size:17px;margin:22px 0 8px}svg.chart{background:#fff;border:1px solid #e1e5ea;max-width:100%}
+h2{font-size:17px;margin:22px 0 8px}svg.chart{background:#fff;border:1px solid #e1e5ea;width:100%;height:auto}
+header .sub{color:#d6e0ec}p.cost{font-size:16px;margin:4px 0 2px}p.reprice{margin:0 0 10px;color:#56606b}table.grid td.n{text-align:right}
 svg.chart text{font:11px system-ui,sans-serif;fill:#1d232a}
 table.grid{border-collapse:collapse;margin:6px 0 12px}table.grid td,table.grid th{border:1px solid #e1e5ea;
 padding:3px 10px;text-align:left;font-variant-numeric:tabular-nums}table.grid th{background:#eef1f4}
@@ -49,7 +52,7 @@ def _t(received_at: str, start: datetime | None) -> str:
         return ""
     if start is None:
         return at.strftime("%H:%M:%S")
-    return f"+{(at - start).total_seconds():8.3f} s"
+    return f"+{(at - start).total_seconds():.3f} s"
 
 
 def _kind(rec: EventRecord, event: Any) -> tuple[str, str | None]:
@@ -85,7 +88,7 @@ MAX_TYPE_LANES = 14
 
 def _chart(records: list[EventRecord]) -> str:
     """An SVG: one lane per event type (the busiest ones) with a tick per event, and lanes for user
-    speech, assistant audio and gaps as bars, on one time axis."""
+    speech, assistant audio and gaps as bars, on one time axis. It scales to the page's width."""
     times = [t for t in map(when, records) if t is not None]
     if not times:
         return "<p>No events.</p>"
@@ -95,8 +98,9 @@ def _chart(records: list[EventRecord]) -> str:
         counts[rec.event_type] = counts.get(rec.event_type, 0) + 1
     types = sorted(counts, key=lambda t: -counts[t])[:MAX_TYPE_LANES]
     lanes = ["user speech", "assistant audio", "gap", *types]
-    left, width, row = 270, 800, 18
-    height = row * len(lanes) + 30
+    bars = spans(records)
+    left, width, row, pad = 280, 760, 18, 24
+    height = row * len(lanes) + 34
 
     def x(at: str) -> float:
         try:
@@ -106,43 +110,76 @@ def _chart(records: list[EventRecord]) -> str:
         return left + width * max(0.0, (moment - start).total_seconds()) / total
 
     e = html.escape
-    parts = [f'<svg class="chart" width="{left + width + 20}" height="{height}" role="img" aria-label="timeline">']
+    full = left + width + pad
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {full} {height}" width="{full}" height="{height}" role="img" '
+        'aria-label="timeline">'
+    ]
     for i, lane in enumerate(lanes):
         y = 10 + i * row
-        label = lane if lane in LANE_COLOURS else f"{lane} ({counts[lane]})"
-        parts.append(f'<text x="4" y="{y + 12}">{e(label)}</text>')
+        if lane in LANE_COLOURS:
+            label = lane if any(b[0] == lane for b in bars) else f"{lane} (none)"
+        else:
+            label = f"{lane} ({counts[lane]})"
+        parts.append(f'<text x="6" y="{y + 12}">{e(label)}</text>')
         parts.append(f'<line x1="{left}" x2="{left + width}" y1="{y + 9}" y2="{y + 9}" stroke="#eef1f4"/>')
-    for lane, a, b in spans(records):
+    for lane, a, b in bars:
         y = 10 + lanes.index(lane) * row
         x1, x2 = x(a), x(b)
         parts.append(
             f'<rect x="{x1:.1f}" y="{y + 2}" width="{max(x2 - x1, 3):.1f}" height="14" fill="{LANE_COLOURS[lane]}">'
-            f"<title>{e(lane)} {e(a)} → {e(b)}</title></rect>"
+            f"<title>{e(lane)} {e(clock(a))} to {e(clock(b))}</title></rect>"
         )
     for rec in records:
         if rec.event_type in types:
             y = 10 + lanes.index(rec.event_type) * row
             xx = x(rec.received_at)
             parts.append(f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{y + 3}" y2="{y + 15}" stroke="#1d3557"/>')
-    axis = 10 + len(lanes) * row + 12
+    axis = 10 + len(lanes) * row + 14
     for k in range(6):
-        parts.append(f'<text x="{left + width * k / 5 - 10:.0f}" y="{axis}">+{total * k / 5:.1f} s</text>')
+        anchor = "start" if k == 0 else "end" if k == 5 else "middle"
+        parts.append(
+            f'<text x="{left + width * k / 5:.0f}" y="{axis}" text-anchor="{anchor}">+{total * k / 5:.1f} s</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _sections(session: dict[str, Any], records: list[EventRecord]) -> str:
+def _ms(value: float) -> str:
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def _usage_rows(session: dict[str, Any], records: list[EventRecord]) -> list[tuple[str, Any, float | None]]:
+    """(what, the session row's value, the sum over the archived events) of every non-zero count."""
+    stored = usage_.from_row(session)
+    summed: dict[str, float] = {}
+    for rec in records:
+        event = rec.event()
+        found = usage_.usage_of(rec.event_type, event) if isinstance(event, dict) else None
+        if found:
+            usage_.add(summed, found)
+    out: list[tuple[str, Any, float | None]] = [
+        (name.replace("_", " "), session.get("usage_" + name), summed.get(name, 0))
+        for name in usage_.FIELDS
+        if stored.get(name) or summed.get(name)
+    ]
+    known = {"usage_" + n for n in usage_.FIELDS} | {"cost_usd"}
+    out += [(k, v, None) for k, v in usage_fields(session).items() if k not in known]  # other fields, as stored
+    return out
+
+
+def _sections(session: dict[str, Any], records: list[EventRecord], prices: Mapping[str, float] | None) -> str:
     e = html.escape
     out = ["<h2>Timeline</h2>", _chart(records)]
     rows = "".join(
-        f"<tr><td>{t.n}</td><td>{e(t.user_done_at[11:23])}</td><td>{e(t.basis)}</td>"
-        f"<td>{e(t.first_reply_at[11:23])}</td><td>{e(t.reply)}</td><td>{t.latency_ms:.0f} ms</td></tr>"
+        f"<tr><td class=n>{t.n}</td><td>{e(clock(t.user_done_at))}</td><td>{e(t.basis)}</td>"
+        f"<td>{e(clock(t.first_reply_at))}</td><td>{e(t.reply)}</td><td class=n>{_ms(t.latency_ms)}</td></tr>"
         for t in turns(records)
     )
     out.append("<h2>Response latency per turn</h2>")
     out.append(
-        '<table class="grid turns"><tr><th>turn</th><th>user done</th><th>from</th><th>first reply</th>'
-        f"<th>reply</th><th>latency</th></tr>{rows}</table>"
+        '<table class="grid turns"><tr><th>turn</th><th>user done (UTC)</th><th>measured from</th>'
+        f"<th>first reply (UTC)</th><th>reply</th><th>latency</th></tr>{rows}</table>"
         if rows
         else "<p>No complete turns.</p>"
     )
@@ -150,15 +187,35 @@ def _sections(session: dict[str, Any], records: list[EventRecord]) -> str:
     marks = [ln for ln in lines if ln.who in ("gap", "handover")]
     out.append("<h2>Gaps and hand-overs</h2>")
     out.append(
-        "<ul>" + "".join(f"<li>{e(m.at)} {e(m.who)}: {e(m.text)}</li>" for m in marks) + "</ul>"
+        '<table class="grid marks"><tr><th>at (UTC)</th><th>call time</th><th>what</th><th>detail</th></tr>'
+        + "".join(
+            f"<tr><td>{e(clock(m.at))}</td><td class=n>{e(_offset_text(m.offset))}</td><td>{e(m.who)}</td>"
+            f"<td>{e(m.text)}</td></tr>"
+            for m in marks
+        )
+        + "</table>"
         if marks
         else "<p>None: the listener observed the call without interruption.</p>"
     )
-    usage = {**usage_fields(session), **{f"reported {k}": v for k, v in reported_usage(records).items()}}
     out.append("<h2>Usage and cost</h2>")
+    cost = session.get("cost_usd")
+    again = usage_.cost_usd(usage_.from_row(session), prices or PRICES)
     out.append(
-        '<table class="grid usage">'
-        + "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in usage.items())
+        (
+            f'<p class="cost">Estimated cost: <b>{float(cost):.4f} USD</b> <small>(the session row, priced when '
+            "the call ended)</small></p>"
+            if isinstance(cost, (int, float))
+            else '<p class="cost">No cost on the session row.</p>'
+        )
+        + f'<p class="reprice">Its tokens priced again: {again:.4f} USD <small>(PRICE_* settings where this '
+        "report was made, list prices where unset)</small></p>"
+    )
+    usage = _usage_rows(session, records)
+    out.append(
+        '<table class="grid usage"><tr><th>tokens</th><th>session row</th><th>summed from the events</th></tr>'
+        + "".join(
+            f"<tr><td>{e(k)}</td><td class=n>{e(_num(v))}</td><td class=n>{e(_num(r))}</td></tr>" for k, v, r in usage
+        )
         + "</table>"
         if usage
         else "<p>No usage recorded.</p>"
@@ -166,13 +223,32 @@ def _sections(session: dict[str, Any], records: list[EventRecord]) -> str:
     out.append('<h2>Transcript</h2><div class="transcript">')
     for ln in lines:
         who = {"user": "User", "assistant": "Assistant"}.get(ln.who, ln.who)
-        offset = f"+{ln.offset:.1f} s" if ln.offset is not None else ""
-        out.append(f'<p class="say {e(ln.who)}"><b>{e(who)}</b> <small>{e(offset)}</small> {e(ln.text)}</p>')
+        out.append(
+            f'<p class="say {e(ln.who)}"><b>{e(who)}</b> <small>{e(_offset_text(ln.offset))}</small> {e(ln.text)}</p>'
+        )
     out.append("</div>")
     return "".join(out)
 
 
-def render_timeline(session: dict[str, Any] | None, records: list[EventRecord], report: VerifyReport) -> str:
+def _offset_text(offset: float | None) -> str:
+    return f"+{offset:.1f} s" if offset is not None else ""
+
+
+def _num(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:.3f}"
+    return f"{int(value):,}" if isinstance(value, (int, float)) else str(value)
+
+
+def render_timeline(
+    session: dict[str, Any] | None,
+    records: list[EventRecord],
+    report: VerifyReport,
+    prices: Mapping[str, float] | None = None,
+) -> str:
+    """`prices`: what to price the tokens again at (default: the list prices)."""
     session = session or {}
     call_id = report.call_id
     start = None
@@ -232,11 +308,30 @@ def render_timeline(session: dict[str, Any] | None, records: list[EventRecord], 
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Call {e(call_id)}</title>'
         f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head>'
-        f"<body><header><h1>Call {e(call_id)}</h1>{e(str(session.get('created_at') or ''))}</header><main>"
-        f'<p>{verdict}</p><table class="kv">{kv}</table>{_sections(session, records)}'
+        f'<body><header><h1>Call {e(call_id)}</h1><span class="sub">{e(_subtitle(session))}</span></header><main>'
+        f'<p>{verdict}</p><table class="kv">{kv}</table>{_sections(session, records, prices)}'
         f'<h2>Every event</h2><ol class="tl">{"".join(items)}</ol>'
         f"</main></body></html>"
     )
+
+
+def _subtitle(session: dict[str, Any]) -> str:
+    parts = []
+    try:
+        parts.append(
+            "started " + datetime.fromisoformat(str(session.get("created_at"))).strftime("%Y-%m-%d %H:%M:%S UTC")
+        )
+    except ValueError:
+        pass
+    seconds = duration_seconds(session)
+    if seconds is not None:
+        parts.append(f"{seconds:.1f} s")
+    if session.get("end_reason"):
+        parts.append(f"end reason: {session['end_reason']}")
+    for key in ("origin", "principal_name"):
+        if session.get(key):
+            parts.append(str(session[key]))
+    return " · ".join(parts)
 
 
 def dumps_row(row: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """A period's calls as an auditor lists them: one summary line per call, filtered, in pages.
 
-Usage and cost come from whatever `usage_*` and `cost*` fields the session row carries (the
-usage accounting fills them where it runs); nothing here depends on their exact names.
+Usage and cost come from the `usage_*` and `cost*` fields the session row carries (the listener
+sums the usage the service reports; the limits' accounting writes `cost_usd`); `usage` keeps every
+such field as stored, `tokens` and `cost_usd` are the two the table shows.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping
 
-from ..archive.store import Archive
+from ..archive.store import PURGE_FIELD, Archive
+from ..limits import usage as usage_
 
 
 def is_usage_field(name: str) -> bool:
@@ -44,8 +46,15 @@ def call_summary(session: Mapping[str, Any]) -> dict[str, Any]:
         "origin": session.get("origin") or None,
         "principal": session.get("principal_name") or session.get("principal_id") or None,
         "principal_id": session.get("principal_id") or None,
+        "tokens": int(usage_.budget_tokens(usage_.from_row(session))),
+        "cost_usd": _number(session.get("cost_usd")),
         "usage": usage_fields(session),
+        "purging_since": session.get(PURGE_FIELD) or None,  # retention is deleting this call
     }
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def matches(
@@ -78,14 +87,15 @@ def list_calls(
 def format_table(summaries: Iterable[Mapping[str, Any]], header: bool = True) -> Iterator[str]:
     if header:
         yield (
-            f"{'start (UTC)':26} {'duration':>9} {'ended by':9} {'events':>6} {'gaps':>4} "
-            f"{'call id':34} origin / principal / usage"
+            f"{'start (UTC)':26} {'duration':>9} {'ended by':9} {'events':>6} {'gaps':>4} {'tokens':>8} "
+            f"{'cost USD':>9} {'call id':34} origin / principal"
         )
     for s in summaries:
         duration = f"{s['duration_s']:.1f} s" if s["duration_s"] is not None else "-"
-        usage = " ".join(f"{k}={v}" for k, v in s["usage"].items())
+        cost = f"{s['cost_usd']:.4f}" if s.get("cost_usd") is not None else "-"
+        ended = "PURGING" if s.get("purging_since") else str(s["ended_by"] or s["state"] or "")
         yield (
-            f"{str(s['start'] or '')[:26]:26} {duration:>9} {str(s['ended_by'] or s['state'] or ''):9} "
-            f"{s['events']:>6} {s['gaps']:>4} {str(s['call_id']):34} "
-            f"{s['origin'] or '-'} / {s['principal'] or '-'}" + (f" / {usage}" if usage else "")
+            f"{str(s['start'] or '')[:26]:26} {duration:>9} {ended:9} {s['events']:>6} {s['gaps']:>4} "
+            f"{s.get('tokens') or 0:>8} {cost:>9} {str(s['call_id']):34} {s['origin'] or '-'} / {s['principal'] or '-'}"
+            + (f" / being deleted by retention since {s['purging_since']}" if s.get("purging_since") else "")
         )

@@ -1,5 +1,5 @@
 """A call read as a person would: who said what and when, the turns' response latency, the gaps,
-and the token usage the service reported, all derived from the archived events."""
+all derived from the archived events."""
 
 from __future__ import annotations
 
@@ -41,12 +41,26 @@ def _offset(rec: EventRecord, start: datetime | None) -> float | None:
     return None if at is None or start is None else (at - start).total_seconds()
 
 
+def clock(value: Any) -> str:
+    """An ISO time as HH:MM:SS.mmm (UTC); anything else as it is."""
+    try:
+        return datetime.fromisoformat(str(value)).strftime("%H:%M:%S.%f")[:-3]
+    except ValueError:
+        return str(value)
+
+
 def _mark_text(event: Any) -> str:
+    """A listener mark in words: `handover, until 14:28:26.104, listener 1`."""
     if not isinstance(event, Mapping):
         return ""
-    parts = [
-        f"{k}: {event[k]}" for k in ("reason", "from", "until", "continuation", "error") if event.get(k) is not None
-    ]
+    parts = [str(event["reason"])] if event.get("reason") else []
+    parts += [f"{k} {clock(event[k])}" for k in ("from", "until") if event.get(k)]
+    if isinstance(event.get("seconds"), (int, float)):
+        parts.append(f"{event['seconds']:.3f} s")
+    if event.get("continuation") is not None:
+        parts.append(f"listener {event['continuation']}")
+    if event.get("error"):
+        parts.append(f"error: {event['error']}")
     return ", ".join(parts)
 
 
@@ -61,7 +75,9 @@ def transcript(records: list[EventRecord]) -> list[Line]:
         elif rec.event_type == "listener.gap":
             lines.append(Line(rec.received_at, _offset(rec, start), "gap", "not recorded: " + _mark_text(event)))
         elif rec.event_type == "listener.handover":
-            lines.append(Line(rec.received_at, _offset(rec, start), "handover", _mark_text(event)))
+            nxt = event.get("continuation") if isinstance(event, Mapping) else None
+            text = f"handed over to listener {nxt}" if nxt is not None else _mark_text(event)
+            lines.append(Line(rec.received_at, _offset(rec, start), "handover", text))
         elif rec.event_type == "error" and isinstance(event, Mapping):
             err = event.get("error")
             err = err if isinstance(err, Mapping) else {}
@@ -134,23 +150,3 @@ def spans(records: Iterable[EventRecord]) -> list[tuple[str, str, str]]:
             since = str(event.get("from") or open_.pop("gap", rec.received_at))
             out.append(("gap", since, str(event.get("until") or rec.received_at)))
     return out
-
-
-def _flatten(prefix: str, value: Any, into: dict[str, float]) -> None:
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            _flatten(f"{prefix}_{k}" if prefix else str(k), v, into)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        into[prefix] = into.get(prefix, 0) + value
-
-
-def reported_usage(records: Iterable[EventRecord]) -> dict[str, float]:
-    """Token counts summed over the call's `response.done` events (`response.usage`), flattened."""
-    totals: dict[str, float] = {}
-    for rec in records:
-        if rec.event_type == "response.done":
-            event = rec.event()
-            response = event.get("response") if isinstance(event, Mapping) else None
-            if isinstance(response, Mapping) and isinstance(response.get("usage"), Mapping):
-                _flatten("", response["usage"], totals)
-    return totals

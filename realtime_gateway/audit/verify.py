@@ -4,6 +4,9 @@ Each finding names a row and says what happened to it: `altered` (its content no
 its link), `missing` (a sequence number, a part row or the tail is gone), `extra` (a row that was
 never written by the listener: a duplicate, one inserted in the middle with the rest shifted, or
 one appended after the session's head) or `reordered` (rows swapped or moved).
+
+A call retention is deleting (`purge_started_at` on its session row) is not checked: its rows are
+going, and the report says so (`purging`) instead of naming missing rows.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Iterator
 
 from ..archive.chain import genesis, link
 from ..archive.codec import EventRecord, row_key
-from ..archive.store import Archive
+from ..archive.store import PURGE_FIELD, Archive
 
 CANONICAL_KEY = re.compile(r"^\d{10}$")
 
@@ -32,10 +35,11 @@ class VerifyReport:
     events: int = 0
     head: str | None = None
     findings: list[Finding] = field(default_factory=list)
+    purging: str | None = None  # retention has been deleting the call since then: not verified
 
     @property
     def ok(self) -> bool:
-        return not self.findings
+        return not self.findings and self.purging is None
 
     @property
     def problems(self) -> list[str]:
@@ -52,6 +56,7 @@ class VerifyReport:
             "rows": self.events,
             "head": self.head,
             "findings": [f.__dict__ for f in self.findings],
+            "purging": self.purging,
         }
 
 
@@ -68,7 +73,24 @@ def _pairs(records: Iterator[EventRecord]) -> Iterator[tuple[EventRecord, EventR
         rec = nxt
 
 
-def verify_call(archive: Archive, call_id: str) -> VerifyReport:
+def verify_call(archive: Archive, call_id: str, session: dict | None = None) -> VerifyReport:
+    """`session`: the call's session row when the caller has it (a period's listing)."""
+    session = session if session is not None else archive.find_session(call_id)
+    if session is not None and session.get(PURGE_FIELD):
+        return _purging(archive, call_id, str(session[PURGE_FIELD]))
+    report = _check_chain(archive, call_id)
+    if report.findings:  # retention may have begun deleting it while the rows were read
+        again = archive.find_session(call_id)
+        if again is not None and again.get(PURGE_FIELD):
+            return _purging(archive, call_id, str(again[PURGE_FIELD]))
+    return report
+
+
+def _purging(archive: Archive, call_id: str, since: str) -> VerifyReport:
+    return VerifyReport(call_id, events=len(archive.event_index(call_id)), purging=since)
+
+
+def _check_chain(archive: Archive, call_id: str) -> VerifyReport:
     report = VerifyReport(call_id)
     add = report.findings.append
     prev, expected, service_events = genesis(call_id), 0, 0
@@ -196,4 +218,4 @@ def _check_session(archive: Archive, report: VerifyReport, last: int, service_ev
 
 def verify_range(archive: Archive, first_day: str, last_day: str) -> Iterator[VerifyReport]:
     for session in archive.sessions_between(first_day, last_day):
-        yield verify_call(archive, str(session.get("call_id") or session.get("RowKey")))
+        yield verify_call(archive, str(session.get("call_id") or session.get("RowKey")), session)

@@ -7,6 +7,8 @@ from local.testing.host import wait_until
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.audit import main as audit_main
+from realtime_gateway.limits import usage as u
+from realtime_gateway.settings import PRICES
 from tests.e2e.browser_support import ARTIFACTS
 
 
@@ -24,6 +26,11 @@ def test_report_opens_in_chromium(gateway_stack_factory, browser, tmp_path, caps
     wait_until(lambda: any(r.event_type == "listener.gap" for r in archive.read_events(call_id)), 30, 0.1, "hand-over")
     script(emu, call_id, 1)
     end_and_wait(emu, call_id, archive)
+    # the last listener writes the call's cost just after it marks the call ended
+    session = wait_until(lambda: (s := archive.find_session(call_id)) and s.get("cost_usd") and s, 30, 0.1, "cost")
+    cost_usd = u.cost_usd(u.from_row(session), PRICES)
+    assert cost_usd > 0
+    wait_until(lambda: archive.find_session(call_id)["cost_usd"] == cost_usd, 30, 0.1, "the whole call's cost")
 
     page_file = tmp_path / "call.html"
     tables = ["--events-table", stack.settings["ARCHIVE_EVENTS_TABLE"]]
@@ -40,16 +47,28 @@ def test_report_opens_in_chromium(gateway_stack_factory, browser, tmp_path, caps
     assert page.locator("h1").inner_text() == f"Call {call_id}"
     assert "chain verified" in page.locator(".ok").inner_text()
     chart = page.locator("svg.chart")
-    assert chart.is_visible() and chart.bounding_box()["width"] > 800
+    box = chart.bounding_box()
+    assert chart.is_visible() and box["width"] > 800
+    for label in page.locator("svg.chart text").all():  # every lane and axis label inside the chart
+        t = label.bounding_box()
+        assert box["x"] <= t["x"] and t["x"] + t["width"] <= box["x"] + box["width"] + 0.5, label.inner_html()
     assert page.locator("svg.chart rect").count() >= 3  # assistant audio of each turn, and the gap
     gap = page.locator("svg.chart rect[fill='#e9a100']")
     assert gap.count() == 1 and gap.bounding_box()["width"] > 2  # from the hand-over to the next attach
     assert page.locator("table.turns tr").count() == 1 + 3  # header and the three turns
     latencies = [float(c.split()[0]) for c in page.locator("table.turns tr td:last-child").all_inner_texts()]
     assert all(0 <= ms < 5000 for ms in latencies), latencies
-    marks = page.locator("h2:has-text('Gaps and hand-overs') + ul li").all_inner_texts()
-    assert any("handover" in m for m in marks) and any("gap" in m for m in marks)
-    assert "reported total_tokens" in page.locator("table.usage").inner_text()
+    marks = page.locator("table.marks tr td:nth-child(3)").all_inner_texts()
+    assert marks == ["handover", "gap"], marks
+    assert "handed over to listener 1" in page.locator("table.marks").inner_text()
+    assert f"Estimated cost: {cost_usd:.4f} USD" in page.locator("p.cost").inner_text()
+    assert f"priced again: {cost_usd:.4f} USD" in page.locator("p.reprice").inner_text()
+    usage = {
+        r.locator("td").nth(0).inner_text(): (r.locator("td").nth(1).inner_text(), r.locator("td").nth(2).inner_text())
+        for r in page.locator("table.usage tr").all()[1:]
+    }
+    # the session row's sums are the sums over the archived events, both listeners' included
+    assert int(usage["total tokens"][0].replace(",", "")) > 0 and all(a == b for a, b in usage.values()), usage
     said = page.locator(".transcript p.say").all_inner_texts()
     assert sum("User" in s for s in said) == 3 and sum("You said: Scripted question" in s for s in said) == 3
     ARTIFACTS.mkdir(exist_ok=True)

@@ -1,12 +1,17 @@
 """The auditor's tools on archives made by the real listener through the local host: listing a
-period with filters, show, export in both formats (split payloads whole), verify against altered,
-deleted, inserted and reordered rows, the audit API (keys, errors, paging) and retention."""
+period with filters (usage and cost included), show, export in both formats (split payloads whole)
+and its progress on a long call, verify against altered, deleted, inserted and reordered rows, the
+audit API (keys, errors, paging), retention (whole calls over several transactions; a run cut
+short reported as "being deleted" by every tool and finished by the next run) and a period's usage
+per day from the limits table the real Limiter writes."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import secrets
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,13 +21,19 @@ from azure.data.tables import UpdateMode
 
 from local.processes import free_port
 from local.testing.calls import end_and_wait, script, start_recorded_call
-from local.testing.host import ROOT, HostProcess, gateway_settings
+from local.testing.host import ROOT, HostProcess, gateway_settings, wait_until
 from realtime_gateway.archive.chain import link
-from realtime_gateway.archive.codec import row_key
-from realtime_gateway.archive.store import Archive
+from realtime_gateway.archive.codec import day_of, row_key, utc_iso
+from realtime_gateway.archive.retention import purge
+from realtime_gateway.archive.store import INDEX_PREFIX, PURGE_PARTITION, Archive
 from realtime_gateway.archive.tables import table_service_from_env
+from realtime_gateway.archive.writer import ArchiveWriter
 from realtime_gateway.audit import main as audit_main
 from realtime_gateway.audit.verify import verify_call
+from realtime_gateway.limits import usage as u
+from realtime_gateway.limits.limiter import Limiter
+from realtime_gateway.process import LIMITS_STORAGE
+from realtime_gateway.settings import PRICES, Limits
 
 PAD = 70_000  # the first reply's *.done events exceed 64 KiB, so their payloads are split
 NOW = datetime.now(UTC)
@@ -59,6 +70,8 @@ class Archived:
         )
         script(emu, call_id, responses, pad)
         end_and_wait(emu if end == "end" else None, call_id, self.archive)
+        # the listener writes the call's cost just after it marks the call ended
+        wait_until(lambda: (self.archive.find_session(call_id) or {}).get("cost_usd"), 30, 0.1, "the call's cost")
         self.calls[name] = call_id
         return call_id
 
@@ -108,6 +121,14 @@ def test_sessions_over_a_period_with_filters(archived, capsys):
     today = next(r for r in rows if r["call_id"] == a.calls["today"])
     assert today["principal"] == "alice" and today["ended_by"] == "ended" and today["events"] > 30
     assert today["duration_s"] is not None and today["gaps"] == 0
+    # usage and cost: the session row's token sums (three replies) and the cost the listener priced them at
+    session = a.archive.find_session(a.calls["today"])
+    assert today["tokens"] == session["usage_total_tokens"] > 0 and today["usage"]["usage_responses"] == 3
+    assert today["cost_usd"] == u.cost_usd(u.from_row(session), PRICES) > 0 and today["purging_since"] is None
+    code, out = a.cli(capsys, "sessions", "--from", _day(0), "--to", _day(0))
+    header, line = out.splitlines()[0], next(ln for ln in out.splitlines() if a.calls["today"] in ln)
+    assert "tokens" in header and "cost USD" in header
+    assert f" {today['tokens']} " in line and f" {today['cost_usd']:.4f} " in line, line
     code, out = a.cli(capsys, "sessions", "--from", _day(12), "--to", _day(0), "--principal", "p-bob", "--json")
     assert [json.loads(line)["call_id"] for line in out.splitlines()] == [a.calls["recent"]]
     code, out = a.cli(capsys, "sessions", "--from", _day(12), "--to", _day(0), "--ended-by", "limit", "--json")
@@ -281,8 +302,9 @@ def test_audit_api_needs_a_key_and_pages_a_large_session(archived):
     ):
         r = a.get("sessions", **params)
         assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
-    r = a.get("sessions/rtc_nothere")
-    assert r.status_code == 404 and r.json()["error"]["code"] == "call_not_found"
+    for path in ("sessions/rtc_nothere", "sessions/rtc_nothere/verify"):
+        r = a.get(path)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "call_not_found", (path, r.text)
     r = a.get(f"sessions/{call_id}", continuation="not-a-token")
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_continuation"
 
@@ -295,6 +317,205 @@ def test_audit_api_is_off_by_default(gateway_stack):
         timeout=10,
     )
     assert r.status_code == 404 and r.json()["error"]["code"] == "audit_api_disabled"
+
+
+def write_call(archive: Archive, events: int, days_ago: float = 0, delta: str = "w") -> str:
+    """A call archived by the real ArchiveWriter (as the listener uses it): `events` transcript deltas."""
+    started = time.time() - days_ago * 86400
+    call_id = "rtc_" + secrets.token_hex(12)
+    fields = {"state": "attached", "created_at": utc_iso(started), "origin": "https://w.example"}
+    w = ArchiveWriter(archive, call_id, day_of(started), fields, flush_interval=0.05).start()
+    for i in range(events):
+        event = {"type": "response.output_audio_transcript.delta", "event_id": f"ev_{i}", "delta": f"{delta}{i} "}
+        w.event(json.dumps(event), time.time())
+    w.close({"state": "ended", "end_reason": "ended", "ended_at": utc_iso(time.time())})
+    return call_id
+
+
+@pytest.fixture
+def own_archive(azurite):
+    """Tables of their own, so these calls never meet the module's three."""
+    svc = table_service_from_env({"AzureWebJobsStorage": azurite.connection_string})
+    archive = Archive(svc, "ev" + secrets.token_hex(5), "se" + secrets.token_hex(5))
+    archive.ensure_tables()
+    cli = ["--connection-string", azurite.connection_string]
+    cli += ["--events-table", archive.events.table_name, "--sessions-table", archive.sessions.table_name]
+    return archive, cli
+
+
+def run(capsys, base: list[str], *args: str) -> tuple[int, str, str]:
+    code = audit_main(base + list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_long_export_reports_its_progress(own_archive, capsys, tmp_path):
+    archive, base = own_archive
+    call_id = write_call(archive, 2_050)
+    records = list(archive.read_events(call_id))
+    assert len(records) == 2_050
+    out_file = tmp_path / "long.jsonl"
+    code, _, err = run(capsys, base, "export", call_id, "-o", str(out_file))
+    assert code == 0
+    progress = [ln.strip() for ln in err.splitlines() if "M characters" in ln]
+    chars = [sum(len(r.payload) for r in records[:n]) for n in (1000, 2000)]
+    assert progress == [
+        f"{call_id}: {n} events, {c / 1e6:.1f} M characters" for n, c in zip((1000, 2000), chars, strict=True)
+    ]
+    assert f"exported 2050 events of {call_id}" in err
+    assert out_file.read_text(encoding="utf-8").splitlines() == [r.payload for r in records]
+
+
+def _gone(archive: Archive, call_id: str, day: str) -> bool:
+    rows = list(archive.events.query_entities(f"PartitionKey eq '{call_id}'", select=["RowKey"]))
+    keys = [(day, call_id), (INDEX_PREFIX + call_id, "day"), (PURGE_PARTITION, call_id)]
+    return not rows and all(
+        not list(archive.sessions.query_entities(f"PartitionKey eq '{pk}' and RowKey eq '{rk}'")) for pk, rk in keys
+    )
+
+
+def test_retention_deletes_a_long_call_over_several_transactions(own_archive):
+    archive, _ = own_archive
+    old, recent = write_call(archive, 260, days_ago=10), write_call(archive, 5, days_ago=1)
+    old_day = archive.find_session(old)["PartitionKey"]
+    result = purge(archive, 5)
+    assert result is not None and result.calls == [old] and result.event_rows == 260 and result.resumed == 0
+    assert _gone(archive, old, old_day)
+    assert verify_call(archive, recent).ok
+
+
+def test_a_deletion_cut_short_reads_as_being_deleted_and_the_next_run_finishes_it(own_archive, capsys):
+    archive, base = own_archive
+    call_id, intact = write_call(archive, 260, days_ago=10), write_call(archive, 3, days_ago=10)
+    day = archive.find_session(call_id)["PartitionKey"]
+    since = (NOW - timedelta(hours=1)).isoformat(timespec="seconds")
+    # what a purge killed after its first transaction leaves: the marks, and 160 of 260 event rows
+    archive.begin_delete(call_id, day, since)
+    assert archive.delete_event_rows(call_id, max_batches=1) == 100
+    first, last = _day(11), _day(9)
+
+    code, out, _ = run(capsys, base, "sessions", "--from", first, "--to", last)
+    line = next(ln for ln in out.splitlines() if call_id in ln)
+    assert code == 0 and " PURGING " in line and f"being deleted by retention since {since}" in line, out
+    code, out, _ = run(capsys, base, "sessions", "--from", first, "--to", last, "--json")
+    listed = {json.loads(ln)["call_id"]: json.loads(ln) for ln in out.splitlines()}
+    assert listed[call_id]["purging_since"] == since and listed[intact]["purging_since"] is None
+    code, out, err = run(capsys, base, "show", call_id)
+    assert code == 4 and f"BEING DELETED by retention since {since}" in out and "Conversation" not in out
+    assert "being deleted by retention" in err
+    code, out, _ = run(capsys, base, "verify", call_id)
+    assert code == 4 and out.startswith(f"PURGING {call_id}: being deleted by retention since {since}"), out
+    assert "(160 event rows left); not verified" in out and "FAILED" not in out and "missing" not in out
+    code, out, _ = run(capsys, base, "verify", "--from", first, "--to", last)
+    assert code == 4 and f"OK {intact}" in out and "FAILED" not in out, out
+    assert "1 of 2 call(s) intact" in out and "1 being deleted by retention" in out
+    code, out, _ = run(capsys, base, "verify", call_id, "--json")
+    verdict = json.loads(out)
+    assert (verdict["ok"], verdict["purging"], verdict["findings"], verdict["rows"]) == (False, since, [], 160)
+    for args in (("export", call_id), ("report", call_id, "-o", "/dev/null")):
+        code, _, err = run(capsys, base, *args)
+        assert code == 4 and f"call {call_id} is being deleted by retention (since {since})" in err, args
+
+    # the next run finishes it, even with retention switched off since; the intact call stays
+    assert archive.pending_deletions() == [{"call_id": call_id, "day": day, "started_at": since}]
+    result = purge(archive, 0)
+    assert result is not None and (result.calls, result.event_rows, result.resumed) == ([call_id], 160, 1)
+    assert _gone(archive, call_id, day) and archive.pending_deletions() == []
+    assert verify_call(archive, intact).ok
+    assert run(capsys, base, "show", call_id)[0] == 3
+    assert purge(archive, 0) is None  # nothing left to finish
+
+
+def test_the_audit_api_reports_a_call_being_deleted(archived):
+    a = archived
+    call_id = write_call(a.archive, 120)
+    day = a.archive.find_session(call_id)["PartitionKey"]
+    since = NOW.isoformat(timespec="seconds")
+    try:
+        a.archive.begin_delete(call_id, day, since)
+        a.archive.delete_event_rows(call_id, max_batches=1)
+        listed = a.get("sessions", **{"from": _day(0), "to": _day(0)}).json()["sessions"]
+        assert next(s for s in listed if s["call_id"] == call_id)["purging_since"] == since
+        r = a.get(f"sessions/{call_id}")
+        assert r.status_code == 410 and r.json()["error"]["code"] == "call_being_deleted", r.text
+        assert since in r.json()["error"]["message"]
+        v = a.get(f"sessions/{call_id}/verify")
+        assert v.status_code == 200 and v.json() == {
+            "call_id": call_id,
+            "ok": False,
+            "rows": 20,
+            "head": None,
+            "findings": [],
+            "purging": since,
+        }
+    finally:
+        purge(a.archive, 0)  # finishes it, and only it: retention is off in this call
+    assert a.get(f"sessions/{call_id}").status_code == 404
+
+
+def test_usage_per_day_from_the_limiters_rows(azurite, capsys, monkeypatch):
+    table = "limits" + secrets.token_hex(4)
+    clock = [datetime(2026, 11, 23, 12, 0, tzinfo=UTC).timestamp()]
+    env = {"AzureWebJobsStorage": azurite.connection_string}
+    limiter = Limiter(
+        Limits(table=table, rate_per_minute=0, max_active_calls=0),
+        lambda: table_service_from_env(env, False, **LIMITS_STORAGE),
+        lambda: clock[0],
+    )
+    first = {
+        "responses": 2,
+        "total_tokens": 1_000,
+        "input_tokens": 400,
+        "output_tokens": 600,
+        "input_text_tokens": 100,
+        "input_audio_tokens": 300,
+        "output_text_tokens": 100,
+        "output_audio_tokens": 500,
+    }
+    limiter.charge(first, 90.0, 1, "p-alice")
+    limiter.charge({"responses": 1, "total_tokens": 50, "input_tokens": 50, "input_text_tokens": 50}, 30.0, 1, None)
+    clock[0] += 2 * 86400  # 25 November; the 24th has no calls
+    second = {
+        "responses": 1,
+        "total_tokens": 200,
+        "input_tokens": 200,
+        "input_audio_tokens": 200,
+        "transcription_seconds": 30.0,
+    }
+    limiter.charge(second, 600.0, 1, "p-bob")
+    base = ["--connection-string", azurite.connection_string]
+    monkeypatch.setenv("LIMITS_TABLE", table)  # read as the app reads it
+
+    code, out, _ = run(capsys, base, "usage", "--from", "2026-11-22", "--to", "2026-11-25", "--json")
+    days = [json.loads(ln) for ln in out.splitlines()]
+    assert code == 0 and [d["day"] for d in days] == ["2026-11-23", "2026-11-25"]
+    d23, d25 = days
+    assert (d23["calls"], d23["call_seconds"], d23["minutes"], d23["tokens"]) == (2, 120.0, 2.0, 1_050)
+    assert d23["usage"]["input_text_tokens"] == 150 and d23["usage"]["output_audio_tokens"] == 500
+    assert d23["cost_usd"] == u.cost_usd(
+        u.add(dict(first), {"input_tokens": 50, "input_text_tokens": 50, "total_tokens": 50, "responses": 1}), PRICES
+    )
+    assert d25["usage"]["transcription_seconds"] == 30.0 and d25["cost_usd"] == u.cost_usd(second, PRICES) > 0
+
+    code, out, _ = run(capsys, base, "usage", "--from", "20261123", "--to", "20261125")
+    lines = out.splitlines()
+    assert code == 0 and "whole app" in lines[0] and "cost USD" in lines[1] and "in audio" in lines[1]
+    row23 = next(ln for ln in lines if ln.startswith("2026-11-23")).split()
+    assert row23[:5] == ["2026-11-23", "2", "2.0", "1050", "150"] and row23[-1] == f"{d23['cost_usd']:.4f}"
+    total = next(ln for ln in lines if ln.startswith("total")).split()
+    assert total[1:4] == ["3", "12.0", "1250"] and total[-1] == f"{d23['cost_usd'] + d25['cost_usd']:.4f}"
+    assert lines[-1] == "2 day(s) with usage"
+
+    code, out, _ = run(
+        capsys, base, "usage", "--from", "2026-11-01", "--to", "2026-11-30", "--principal", "alice", "--json"
+    )
+    alice = [json.loads(ln) for ln in out.splitlines()]
+    assert code == 0 and [(d["day"], d["principal"], d["calls"], d["tokens"]) for d in alice] == [
+        ("2026-11-23", "alice", 1, 1_000)
+    ]
+    assert run(capsys, base, "usage", "--from", "2026-11-24", "--to", "2026-11-24", "--json")[1] == ""
+    code, _, err = run(capsys, base, "usage", "--from", "2026-11-23", "--to", "2026-11-23", "--limits-table", "nosuch1")
+    assert code == 2 and "no limits table 'nosuch1'" in err
 
 
 def test_retention_deletes_exactly_the_calls_past_the_limit(archived):
