@@ -31,33 +31,17 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import requests
-
-from bench.common import Report, median, pyplot
+from bench.common import Report, Upstream, median, pyplot
 from local.azurite import start_azurite
 from local.emulator import Emulator, reply_for
 from local.processes import free_port
+from local.testing.browser import CHROMIUM, CHROMIUM_ARGS
 from local.testing.host import ROOT, HostProcess, gateway_settings
 
 REPORT_ARGS: list[str] = []
 LONG_ARGS = ["--n", "30"]
 TIMEOUT = 600  # --long (n=30) takes about 4 minutes
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-# The flags tests/fixtures/browser.py launches Chromium with: fake mic and media UI, nothing phoning home.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
-SESSION: dict[str, Any] = {"type": "realtime", "model": "gpt-realtime", "audio": {"output": {"voice": "marin"}}}
 STEP_MS = 30_000  # per browser step; generous for a loaded 2-core machine
 
 # Installed before any page script, on both pages: when the offer post starts and when its answer's
@@ -195,36 +179,6 @@ class FloorSite:
         self.server.server_close()
 
 
-class Upstream:
-    """The bench's own service credentials: held secrets for the floor, hang-ups after it (untimed)."""
-
-    def __init__(self, emu: Emulator) -> None:
-        self.base = f"{emu.url}/openai/v1/realtime"
-        self.http = requests.Session()
-        self.entra = self.http.get(
-            emu.identity_endpoint,
-            timeout=10,
-            headers={"X-IDENTITY-HEADER": emu.identity_header},
-            params={"api-version": "2019-08-01", "resource": "https://cognitiveservices.azure.com"},
-        ).json()["access_token"]
-
-    def held_secret(self) -> str:
-        r = self.http.post(
-            f"{self.base}/client_secrets",
-            timeout=30,
-            headers={"Authorization": f"Bearer {self.entra}"},
-            json={"expires_after": {"anchor": "created_at", "seconds": 600}, "session": SESSION},
-        )
-        r.raise_for_status()
-        return r.json()["value"]
-
-    def hangup(self, call_id: str) -> None:
-        r = self.http.post(
-            f"{self.base}/calls/{call_id}/hangup", timeout=30, headers={"Authorization": f"Bearer {self.entra}"}
-        )
-        assert r.status_code in (200, 404), r.status_code  # 404: closing the peer connection already ended it
-
-
 def run_once(context: Any, which: str, url: str, text: str, upstream: Upstream, emu_url: str) -> dict[str, float]:
     """One call: click, the message sent as the text box opens, the first assistant text, hang up."""
     secret = upstream.held_secret() if which == "floor" else None  # held beforehand: untimed
@@ -249,7 +203,8 @@ def run_once(context: Any, which: str, url: str, text: str, upstream: Upstream, 
         else:
             call_id = page.evaluate("window.__callId")
             page.evaluate("hangup()")
-            upstream.hangup(call_id)
+            # 404: closing the peer connection already ended it
+            assert upstream.hangup(call_id) in (200, 404)
     except Exception as exc:
         try:
             seen: dict[str, float] = page.evaluate(MARKS)
@@ -343,7 +298,7 @@ def main() -> None:
         settings = gateway_settings(emu, azurite, port, RATE_LIMIT_PER_MINUTE=10**5, MAX_ACTIVE_CALLS=500)
         host = HostProcess(ROOT, settings, static_dir=ROOT / "static_web", port=port)
         floor_site = FloorSite()
-        upstream = Upstream(emu)
+        upstream = Upstream(emu.url, emu.identity_endpoint, emu.identity_header)
         urls = {"gateway": host.url + "/", "floor": floor_site.url}
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from bench.common import Report, median, pyplot
+from bench.common import Report, Upstream, median, pyplot
 from local.azurite import start_azurite
 from local.emulator import Emulator
 from local.processes import free_port
@@ -31,36 +31,20 @@ from local.testing.offer import OfferPeer
 
 REPORT_ARGS: list[str] = []
 LONG_ARGS = ["--n", "60"]
-SESSION = {"type": "realtime", "model": "gpt-realtime", "audio": {"output": {"voice": "marin"}}}
 
 
 class Paths:
     def __init__(self, emu: Emulator, host_url: str, offer: str) -> None:
         self.emu, self.host_url, self.offer = emu, host_url, offer
-        self.base = f"{emu.url}/openai/v1/realtime"
+        self.upstream = Upstream(emu.url, emu.identity_endpoint, emu.identity_header)
+        self.base = self.upstream.base
         self.local = threading.local()
-        self.entra = requests.get(
-            emu.identity_endpoint,
-            timeout=10,
-            headers={"X-IDENTITY-HEADER": emu.identity_header},
-            params={"api-version": "2019-08-01", "resource": "https://cognitiveservices.azure.com"},
-        ).json()["access_token"]
 
     @property
     def http(self) -> requests.Session:
         if not hasattr(self.local, "s"):
             self.local.s = requests.Session()
         return self.local.s
-
-    def held_secret(self) -> str:
-        r = self.http.post(
-            f"{self.base}/client_secrets",
-            timeout=30,
-            headers={"Authorization": f"Bearer {self.entra}"},
-            json={"expires_after": {"anchor": "created_at", "seconds": 600}, "session": SESSION},
-        )
-        r.raise_for_status()
-        return r.json()["value"]
 
     def floor(self, secret: str) -> tuple[float, str]:
         t = time.perf_counter()
@@ -86,17 +70,12 @@ class Paths:
         assert r.status_code == 201, (r.status_code, r.text)
         return elapsed, r.headers["x-call-id"]
 
-    def hangup(self, call_id: str) -> None:  # untimed: keeps the emulator from piling up live calls
-        self.http.post(
-            f"{self.base}/calls/{call_id}/hangup", timeout=30, headers={"Authorization": f"Bearer {self.entra}"}
-        )
-
     def one(self, which: str) -> float:
         if which == "floor":
-            elapsed, call_id = self.floor(self.held_secret())
+            elapsed, call_id = self.floor(self.upstream.held_secret())
         else:
             elapsed, call_id = self.gateway()
-        self.hangup(call_id)
+        self.upstream.hangup(call_id)  # untimed: keeps the emulator from piling up live calls
         return elapsed
 
 

@@ -146,3 +146,48 @@ def alternate_connects(
             if i >= warmup:
                 times[name].append(elapsed)
     return times
+
+
+SESSION = {"type": "realtime", "model": "gpt-realtime", "audio": {"output": {"voice": "marin"}}}
+
+
+class Upstream:
+    """A bench's own credentials on the emulator, as a client that already holds a key would have
+    them (the floor of a side-by-side): an Entra token, client secrets minted untimed, hang-ups.
+    Thread-safe: one HTTP session per thread."""
+
+    def __init__(self, emulator_url: str, identity_endpoint: str, identity_header: str) -> None:
+        import threading
+
+        import requests
+
+        self._requests, self._local = requests, threading.local()
+        self.base = f"{emulator_url}/openai/v1/realtime"
+        self.entra = self.http.get(
+            identity_endpoint,
+            timeout=10,
+            headers={"X-IDENTITY-HEADER": identity_header},
+            params={"api-version": "2019-08-01", "resource": "https://cognitiveservices.azure.com"},
+        ).json()["access_token"]
+
+    @property
+    def http(self) -> Any:
+        if not hasattr(self._local, "s"):
+            self._local.s = self._requests.Session()
+        return self._local.s
+
+    def held_secret(self) -> str:
+        r = self.http.post(
+            f"{self.base}/client_secrets",
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.entra}"},
+            json={"expires_after": {"anchor": "created_at", "seconds": 600}, "session": SESSION},
+        )
+        r.raise_for_status()
+        return r.json()["value"]
+
+    def hangup(self, call_id: str) -> int:
+        r = self.http.post(
+            f"{self.base}/calls/{call_id}/hangup", timeout=30, headers={"Authorization": f"Bearer {self.entra}"}
+        )
+        return r.status_code
