@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from local.processes import free_port, wait_for_port
+from local.processes import die_with_parent, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,6 +108,7 @@ def emulator_process() -> tuple[subprocess.Popen, str]:
         start_new_session=True,
         env={**os.environ, "EMULATOR_PORT": str(port)},
         stdout=subprocess.DEVNULL,
+        preexec_fn=die_with_parent(),  # a killed bench leaves no emulator holding a port
     )
     try:
         wait_for_port(port)
