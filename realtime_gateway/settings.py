@@ -281,6 +281,50 @@ def _archive_tables(env: Mapping[str, str], errors: list[str]) -> dict[str, str]
     return tables
 
 
+class StorageConfigError(ValueError):
+    """Neither a connection string nor an identity-based table endpoint is configured."""
+
+
+@dataclass(frozen=True)
+class StorageConnection:
+    """How to reach the app's storage account, as the Functions host reads `AzureWebJobsStorage`."""
+
+    connection_string: str | None = None  # local (Azurite); wins over the identity group, as in the host
+    table_uri: str = ""  # identity-based: `__tableServiceUri`, or derived from `__accountName`
+    client_id: str | None = None  # a user-assigned identity's client id
+
+
+def storage_connection(env: Mapping[str, str] | None = None) -> StorageConnection:
+    env = os.environ if env is None else env
+    conn = (env.get("AzureWebJobsStorage") or "").strip()
+    if conn:
+        if conn.lower() == "usedevelopmentstorage=true":
+            raise StorageConfigError(
+                "AzureWebJobsStorage=UseDevelopmentStorage=true names fixed ports; "
+                "give Azurite's full connection string"
+            )
+        return StorageConnection(connection_string=conn)
+    uri = (env.get("AzureWebJobsStorage__tableServiceUri") or "").strip().rstrip("/")
+    account = (env.get("AzureWebJobsStorage__accountName") or "").strip()
+    if not uri and account:
+        uri = f"https://{account}.table.core.windows.net"
+    if not uri:
+        raise StorageConfigError(
+            "set AzureWebJobsStorage (connection string, local) or "
+            "AzureWebJobsStorage__tableServiceUri (managed identity, Azure)"
+        )
+    return StorageConnection(table_uri=uri, client_id=(env.get("AzureWebJobsStorage__clientId") or "").strip() or None)
+
+
+def limits_settings(env: Mapping[str, str] | None = None) -> Limits:
+    """The limits' settings alone (the audit command prices and finds the day rows with them)."""
+    errors: list[str] = []
+    limits = _limits(os.environ if env is None else env, errors)
+    if errors:
+        raise SettingsError("invalid settings: " + "; ".join(errors))
+    return limits
+
+
 def archive_tables(env: Mapping[str, str] | None = None) -> tuple[str, str]:
     """(events table, sessions table): all the audit command needs of the app's settings."""
     errors: list[str] = []

@@ -1,4 +1,4 @@
-"""Build the Table Storage client from the app's storage connection settings.
+"""Build the Table Storage client from the app's storage connection (settings.storage_connection).
 
 Locally (Azurite) `AzureWebJobsStorage` is a connection string; in Azure it is absent and
 `AzureWebJobsStorage__tableServiceUri` (or `__accountName`) plus the managed identity are used,
@@ -11,9 +11,13 @@ from typing import Any, Mapping
 
 from azure.data.tables import TableServiceClient
 
+from ..settings import StorageConfigError, storage_connection
+
+__all__ = ["StorageConfigError", "table_service_from_env"]
+
 # The SDK's own retry policy, configured rather than wrapped: connection errors, timeouts, 408/429
 # and 5xx on reads are retried within about 4 s (0.25, 0.5, 1, 2 s). azure-core never retries a
-# POST (every archive write) on 500/503/504; the archive writer retries those itself.
+# POST (every archive write) on 500/503/504; the archive writer retries every failed write itself.
 RETRY = {
     "retry_total": 4,
     "retry_backoff_factor": 0.25,
@@ -23,34 +27,15 @@ RETRY = {
 }
 
 
-class StorageConfigError(ValueError):
-    """Neither a connection string nor an identity-based table endpoint is configured."""
-
-
 def table_service_from_env(
     env: Mapping[str, str], own_identity: bool = False, **client_options: Any
 ) -> TableServiceClient:
     """`own_identity`: a person's sign-in (the audit command) instead of the app's managed identity."""
     client_options = {**RETRY, **client_options}
-    conn = (env.get("AzureWebJobsStorage") or "").strip()
-    if conn:
-        if conn.lower() == "usedevelopmentstorage=true":
-            raise StorageConfigError(
-                "AzureWebJobsStorage=UseDevelopmentStorage=true names fixed ports; "
-                "give Azurite's full connection string"
-            )
-        return TableServiceClient.from_connection_string(conn, **client_options)
-    uri = (env.get("AzureWebJobsStorage__tableServiceUri") or "").strip().rstrip("/")
-    account = (env.get("AzureWebJobsStorage__accountName") or "").strip()
-    if not uri and account:
-        uri = f"https://{account}.table.core.windows.net"
-    if not uri:
-        raise StorageConfigError(
-            "set AzureWebJobsStorage (connection string, local) or "
-            "AzureWebJobsStorage__tableServiceUri (managed identity, Azure)"
-        )
+    storage = storage_connection(env)
+    if storage.connection_string:
+        return TableServiceClient.from_connection_string(storage.connection_string, **client_options)
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
-    client_id = (env.get("AzureWebJobsStorage__clientId") or "").strip() or None
-    credential = DefaultAzureCredential() if own_identity else ManagedIdentityCredential(client_id=client_id)
-    return TableServiceClient(endpoint=uri, credential=credential, **client_options)
+    credential = DefaultAzureCredential() if own_identity else ManagedIdentityCredential(client_id=storage.client_id)
+    return TableServiceClient(endpoint=storage.table_uri, credential=credential, **client_options)

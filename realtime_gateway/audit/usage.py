@@ -6,7 +6,6 @@ sums, `calls` ended, `call_seconds` and `cost_usd` (limits/limiter.py, `Limiter.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -14,7 +13,7 @@ from azure.data.tables import TableServiceClient
 
 from ..limits import usage as usage_
 from ..limits.client import principal_key
-from ..settings import PRICE_SETTINGS, PRICES, TABLE_NAME, Limits
+from ..settings import TABLE_NAME, Limits, SettingsError, limits_settings
 
 DAY_PREFIX = "usage-"
 # (column heading, usage field): the token kinds the text table shows; --json carries every field
@@ -29,24 +28,23 @@ COLUMNS = (
 )
 
 
+def _limits(env: Mapping[str, str] | None) -> Limits:
+    """The app's own reading of its limits settings; their defaults when they would not load (the
+    app itself would not start then, so nothing was priced with them)."""
+    try:
+        return limits_settings(env)
+    except SettingsError:
+        return Limits()
+
+
 def limits_table_name(env: Mapping[str, str] | None = None) -> str:
-    """LIMITS_TABLE as the app reads it (settings.py), default `gatewaylimits`."""
-    env = os.environ if env is None else env
-    return (env.get("LIMITS_TABLE") or "").strip() or Limits.table
+    """LIMITS_TABLE as the app reads it, default `gatewaylimits`."""
+    return _limits(env).table
 
 
 def prices_from_env(env: Mapping[str, str] | None = None) -> dict[str, float]:
-    """The PRICE_* settings as the app reads them, the list prices where unset or malformed."""
-    env = os.environ if env is None else env
-    prices = dict(PRICES)
-    for name, key in PRICE_SETTINGS.items():
-        try:
-            value = float((env.get(name) or "").strip())
-        except ValueError:
-            continue
-        if value >= 0:
-            prices[key] = value
-    return prices
+    """The PRICE_* settings as the app reads them, the list prices where unset."""
+    return dict(_limits(env).prices)
 
 
 def valid_table_name(name: str) -> bool:
