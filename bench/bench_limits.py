@@ -15,12 +15,10 @@ import statistics
 
 import requests
 
-from bench.common import alternate_connects
+from bench.common import alternate_connects, side_by_side_hosts
 from local.azurite import start_azurite
 from local.emulator import Emulator
-from local.processes import free_port
-from local.testing.host import ROOT, HostProcess, gateway_settings
-from local.testing.offer import OfferPeer
+from local.testing.host import HostProcess
 
 LISTENER_OFF = {"AzureWebJobs.call_listener.Disabled": "true"}
 ON = {"RATE_LIMIT_PER_MINUTE": 10**5, "MAX_ACTIVE_CALLS": 500, "DAILY_TOKEN_BUDGET": 10**12}
@@ -39,25 +37,19 @@ def main() -> None:
 
     emu = Emulator(port=0).start()
     azurite = start_azurite()
-    hosts: dict[str, HostProcess] = {}
     try:
-        for name, limits in (("on", ON), ("off", OFF)):
-            port = free_port()
-            hosts[name] = HostProcess(ROOT, gateway_settings(emu, azurite, port, **LISTENER_OFF, **limits), port=port)
-        with OfferPeer() as peer:
-            offer = peer.offer
-        # ending each call (untimed) keeps them from piling up in the slots
-        wall = alternate_connects(
-            hosts,
-            offer,
-            args.n,
-            args.warmup,
-            lambda name, call_id: requests.post(f"{emu.url}/_emulator/calls/{call_id}/end", timeout=10),
-        )
-        inside = {name: handler_ms(host, args.warmup) for name, host in hosts.items()}
+        variants = {name: {**LISTENER_OFF, **limits} for name, limits in (("on", ON), ("off", OFF))}
+        with side_by_side_hosts(emu, azurite, variants) as (hosts, offer):
+            # ending each call (untimed) keeps them from piling up in the slots
+            wall = alternate_connects(
+                hosts,
+                offer,
+                args.n,
+                args.warmup,
+                lambda name, call_id: requests.post(f"{emu.url}/_emulator/calls/{call_id}/end", timeout=10),
+            )
+            inside = {name: handler_ms(host, args.warmup) for name, host in hosts.items()}
     finally:
-        for host in hosts.values():
-            host.stop()
         azurite.stop()
         emu.stop()
 

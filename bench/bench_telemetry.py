@@ -15,12 +15,9 @@ import time
 
 import requests
 
-from bench.common import alternate_connects
+from bench.common import alternate_connects, side_by_side_hosts
 from local.azurite import start_azurite
 from local.emulator import Emulator
-from local.processes import free_port
-from local.testing.host import ROOT, HostProcess, gateway_settings
-from local.testing.offer import OfferPeer
 from local.testing.otlp_sink import OtlpSink
 
 # no listener, and no limits: the default 10 a minute would refuse this burst, and the limiter's
@@ -37,26 +34,19 @@ def main() -> None:
     emu = Emulator(port=0).start()
     azurite = start_azurite()
     sink = OtlpSink()
-    hosts: dict[str, HostProcess] = {}
     try:
         on = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_BSP_SCHEDULE_DELAY": "500"}
-        for name, extra in (("off", {}), ("on", on)):
-            port = free_port()
-            hosts[name] = HostProcess(ROOT, gateway_settings(emu, azurite, port, **NO_LISTENER, **extra), port=port)
-        with OfferPeer() as peer:
-            offer = peer.offer
-        times = alternate_connects(
-            hosts,
-            offer,
-            args.n,
-            args.warmup,
-            lambda name, call_id: requests.post(f"{hosts[name].url}/api/calls/{call_id}/hangup", timeout=10),
-        )
+        with side_by_side_hosts(emu, azurite, {"off": NO_LISTENER, "on": {**NO_LISTENER, **on}}) as (hosts, offer):
+            times = alternate_connects(
+                hosts,
+                offer,
+                args.n,
+                args.warmup,
+                lambda name, call_id: requests.post(f"{hosts[name].url}/api/calls/{call_id}/hangup", timeout=10),
+            )
         time.sleep(1.0)  # the last batch reaches the receiver
         exported = sum(1 for s in sink.spans() if s["name"] == "connect")
     finally:
-        for host in hosts.values():
-            host.stop()
         sink.stop()
         azurite.stop()
         emu.stop()

@@ -15,8 +15,9 @@ import os
 import statistics
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from local.processes import die_with_parent, free_port, wait_for_port
 
@@ -117,6 +118,26 @@ def emulator_process() -> tuple[subprocess.Popen, str]:
         proc.wait(10)
         raise
     return proc, f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def side_by_side_hosts(emu: Any, azurite: Any, variants: dict[str, dict[str, Any]]) -> Iterator[tuple[dict, str]]:
+    """This repo's app on one local host per variant of its settings, on one emulator and Azurite,
+    and a real SDP offer for them: (hosts by variant name, offer). The hosts stop on the way out."""
+    from local.testing.host import HostProcess, gateway_settings
+    from local.testing.offer import OfferPeer
+
+    hosts: dict[str, Any] = {}
+    try:
+        for name, extra in variants.items():
+            port = free_port()
+            hosts[name] = HostProcess(ROOT, gateway_settings(emu, azurite, port, **extra), port=port)
+        with OfferPeer() as peer:
+            offer = peer.offer
+        yield hosts, offer
+    finally:
+        for host in hosts.values():
+            host.stop()
 
 
 def alternate_connects(
