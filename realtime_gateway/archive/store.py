@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 INDEX_PREFIX = "idx-"
 PURGE_PARTITION = "purging"  # sorts after every day key, so day ranges never list it
+PAGE_HANGUP_FIELD = "page_hangup_at"  # on a session row: the gateway's hang-up route ended the call
 PURGE_FIELD = "purge_started_at"  # on a session row: retention is deleting this call (since then)
 
 
@@ -147,6 +148,18 @@ class Archive:
             else:
                 entity[name] = value
         self.sessions.upsert_entity(entity, mode=UpdateMode.MERGE)
+
+    def mark_page_hangup(self, call_id: str, at: str) -> bool:
+        """The gateway's hang-up route: the page ended this call (the service's close says only
+        1001), so its listener records `hangup`, not `limit`. False when the call has no row."""
+        try:
+            day = self.sessions.get_entity(INDEX_PREFIX + call_id, "day")["day"]
+            self.sessions.update_entity(
+                {"PartitionKey": day, "RowKey": call_id, PAGE_HANGUP_FIELD: at}, mode=UpdateMode.MERGE
+            )
+        except ResourceNotFoundError:
+            return False
+        return True
 
     def find_session(self, call_id: str) -> dict[str, Any] | None:
         try:

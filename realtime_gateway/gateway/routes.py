@@ -8,6 +8,7 @@ import time
 from typing import Any, Callable
 
 from .. import telemetry
+from ..archive.codec import utc_iso
 from ..archive.status import call_status
 from ..errors import ApiError
 from ..listener.message import CallMessage
@@ -113,7 +114,12 @@ def token(p: Process, req: Request, rid: str) -> Response:
 
 def hangup(p: Process, req: Request, rid: str, call_id: str) -> Response:
     _principal(p, req)
-    p.api.hangup(_call_id(call_id), time.monotonic() + p.settings.http_timeout)
+    _call_id(call_id)
+    try:  # first, so the listener finds it when the service closes the sideband
+        p.archive.mark_page_hangup(call_id, utc_iso(time.time()))
+    except Exception as exc:  # the hang-up matters more than its note in the archive
+        log.error("hangup rid=%s call=%s: not marked in the archive (%s)", rid, call_id, type(exc).__name__)
+    p.api.hangup(call_id, time.monotonic() + p.settings.http_timeout)
     log.info("hangup rid=%s call=%s", rid, call_id)
     return json_response(200, {"call_id": call_id, "status": "ended"})
 

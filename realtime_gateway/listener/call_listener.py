@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from .. import telemetry
 from ..archive.codec import day_of, utc_iso
-from ..archive.store import Archive, ArchiveError
+from ..archive.store import PAGE_HANGUP_FIELD, Archive, ArchiveError
 from ..archive.writer import ArchiveWriter
 from ..retry import Backoff
 from .control import Control
@@ -261,6 +261,8 @@ class Listener:
                 raw = sb.recv(min(RECV_SLICE, max(0.01, box_end - now)))
             except SidebandClosed as closed:
                 reason = self.end_reason or ended_reason(closed)
+                if reason == "limit" and self.end_reason is None and self._page_hung_up():
+                    reason = "hangup"
                 if reason:
                     return self._finish(writer, reason, close_code=closed.code, detail=closed.reason or None)
                 new = self._reconnect(writer, box_end, f"closed {closed.code}")
@@ -327,6 +329,14 @@ class Listener:
             telemetry.count(telemetry.RECONNECTS)
             self._send_policy(sb)
             return sb
+
+    def _page_hung_up(self) -> bool:
+        """The service closes with 1001 both at its session limit and after a hang-up; the gateway's
+        hang-up route marks the session row first, so the archive knows which it was."""
+        try:
+            return bool((self.archive.find_session(self.msg.call_id) or {}).get(PAGE_HANGUP_FIELD))
+        except Exception:  # storage down: the close code's reading stands
+            return False
 
     def hang_up(self, reason: str, why: str) -> None:
         """From another thread (the limits' budget check): end the call through the service."""

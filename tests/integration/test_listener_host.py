@@ -112,6 +112,20 @@ def test_malformed_message_goes_to_poison_once(gateway_stack):
     assert gateway_stack.logs.count("rejected malformed call message") == 1
 
 
+def test_a_hang_up_through_the_gateway_is_archived_as_hangup(gateway_stack):
+    # the service closes with 1001 both at its session limit and after a hang-up: the route's mark tells
+    stack = gateway_stack
+    call_id = _call(stack)
+    _send(stack, call_id)
+    _wait(lambda: _status(stack, call_id)["state"] == "attached", what="attached")
+    r = requests.post(f"{stack.url}/api/calls/{call_id}/hangup", headers={"Origin": stack.url}, timeout=10)
+    assert r.status_code == 200
+    archive = _archive(stack)
+    session = _wait(lambda: (s := archive.find_session(call_id) or {}).get("state") == "ended" and s, what="ended")
+    assert session["end_reason"] == "hangup" and session["close_code"] == 1001 and session["page_hangup_at"]
+    assert verify_call(archive, call_id).ok
+
+
 def test_status_route_rejects_bad_ids_and_foreign_origins(gateway_stack):
     assert requests.get(f"{gateway_stack.url}/api/calls/bad%23id", timeout=10).status_code == 400
     r = requests.get(f"{gateway_stack.url}/api/calls/rtc_x", headers={"Origin": "https://evil.example"}, timeout=10)
