@@ -15,11 +15,16 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import requests
+
 from local.processes import die_with_parent, free_port, wait_for_port
+from local.testing.host import HostProcess, gateway_settings
+from local.testing.offer import OfferPeer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,13 +126,12 @@ def emulator_process() -> tuple[subprocess.Popen, str]:
 
 
 @contextmanager
-def side_by_side_hosts(emu: Any, azurite: Any, variants: dict[str, dict[str, Any]]) -> Iterator[tuple[dict, str]]:
+def side_by_side_hosts(
+    emu: Any, azurite: Any, variants: dict[str, dict[str, Any]]
+) -> Iterator[tuple[dict[str, HostProcess], str]]:
     """This repo's app on one local host per variant of its settings, on one emulator and Azurite,
     and a real SDP offer for them: (hosts by variant name, offer). The hosts stop on the way out."""
-    from local.testing.host import HostProcess, gateway_settings
-    from local.testing.offer import OfferPeer
-
-    hosts: dict[str, Any] = {}
+    hosts: dict[str, HostProcess] = {}
     try:
         for name, extra in variants.items():
             port = free_port()
@@ -179,11 +183,7 @@ class Upstream:
     Thread-safe: one HTTP session per thread."""
 
     def __init__(self, emulator_url: str, identity_endpoint: str, identity_header: str) -> None:
-        import threading
-
-        import requests
-
-        self._requests, self._local = requests, threading.local()
+        self._local = threading.local()
         self.base = f"{emulator_url}/openai/v1/realtime"
         self.entra = self.http.get(
             identity_endpoint,
@@ -193,9 +193,9 @@ class Upstream:
         ).json()["access_token"]
 
     @property
-    def http(self) -> Any:
+    def http(self) -> requests.Session:
         if not hasattr(self._local, "s"):
-            self._local.s = self._requests.Session()
+            self._local.s = requests.Session()
         return self._local.s
 
     def held_secret(self) -> str:

@@ -13,9 +13,9 @@ from azure.data.tables import TableServiceClient
 
 from ..limits import usage as usage_
 from ..limits.client import principal_key
+from ..limits.limiter import USAGE_PREFIX, usage_rows
 from ..settings import TABLE_NAME, Limits, SettingsError, limits_settings
 
-DAY_PREFIX = "usage-"
 # (column heading, usage field): the token kinds the text table shows; --json carries every field
 COLUMNS = (
     ("tokens", None),
@@ -60,18 +60,12 @@ def day_usage(
     service: TableServiceClient, table: str, first_day: str, last_day: str, principal: str | None = None
 ) -> Iterator[dict[str, Any]]:
     """One summary per day that has a row, oldest first (days without calls have none)."""
-    rk = row_key_of(principal)
-    flt = (
-        f"PartitionKey ge '{DAY_PREFIX}{first_day}' and PartitionKey le '{DAY_PREFIX}{last_day}' "
-        f"and RowKey eq '{rk.replace(chr(39), chr(39) * 2)}'"
-    )
-    rows = service.get_table_client(table).query_entities(flt)
-    for row in sorted(rows, key=lambda r: str(r["PartitionKey"])):
+    for row in usage_rows(service.get_table_client(table), first_day, last_day, row_key_of(principal)):
         yield summary(row, principal)
 
 
 def summary(row: Mapping[str, Any], principal: str | None = None) -> dict[str, Any]:
-    day = str(row["PartitionKey"])[len(DAY_PREFIX) :]
+    day = str(row["PartitionKey"])[len(USAGE_PREFIX) :]
     used = usage_.from_row(row)
     seconds = float(row.get("call_seconds") or 0)
     return {

@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any, Callable, Mapping
 
 from azure.core.exceptions import AzureError, ResourceExistsError
-from azure.data.tables import TableServiceClient
+from azure.data.tables import TableClient, TableServiceClient
 
 from ..errors import ApiError
 from ..settings import Limits
@@ -34,6 +34,7 @@ from .rows import Contended, Rows
 log = logging.getLogger("realtime_gateway.limits")
 
 SLOTS = ("slots", "active")
+USAGE_PREFIX = "usage-"  # + YYYYMMDD: a day's usage rows
 BUDGET_CACHE_SECONDS = 5.0  # a day row read this recently decides without storage
 SLOT_GRACE_SECONDS = 120  # after a call's deadline, a slot its listener never released expires
 STORAGE_ERRORS = (AzureError, Contended)
@@ -41,6 +42,20 @@ STORAGE_ERRORS = (AzureError, Contended)
 
 def _day(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
+
+
+def _usage_pk(day: str) -> str:
+    return USAGE_PREFIX + day
+
+
+def usage_rows(table: TableClient, first_day: str, last_day: str, rk: str = "app") -> list[dict[str, Any]]:
+    """The day rows of one key (`app` or `p-<principal>`) from `first_day` to `last_day` (YYYYMMDD),
+    oldest first: read only, for the auditor, who need not build a Limiter."""
+    flt = (
+        f"PartitionKey ge '{_usage_pk(first_day)}' and PartitionKey le '{_usage_pk(last_day)}' "
+        f"and RowKey eq '{rk.replace(chr(39), chr(39) * 2)}'"
+    )
+    return sorted((dict(r) for r in table.query_entities(flt)), key=lambda r: str(r["PartitionKey"]))
 
 
 def _minute(now: float) -> str:
@@ -237,7 +252,7 @@ class Limiter:
             return self.rows.change(*SLOTS, change)
 
     def _day_row(self, day: str, rk: str, now: float) -> dict[str, Any]:
-        key = (f"usage-{day}", rk)
+        key = (_usage_pk(day), rk)
         row = self.rows.cached(*key)
         if row is None or time.monotonic() - self._read_at.get(key, 0.0) > BUDGET_CACHE_SECONDS:
             row = self.rows.read(*key)
@@ -313,7 +328,7 @@ class Limiter:
             return new, None
 
         for rk in ["app"] + ([pkey] if pkey else []):
-            self._quietly(f"charge {rk}", partial(self._change, f"usage-{day}", rk, change))
+            self._quietly(f"charge {rk}", partial(self._change, _usage_pk(day), rk, change))
 
     def spent(self, pkey: str | None) -> str | None:
         """Which of today's budgets is spent (the app's or this principal's), counting running calls;
@@ -334,7 +349,7 @@ class Limiter:
         self._pool.submit(self._quietly, getattr(fn, "__name__", "limits"), partial(fn, *args))
 
     def day_usage(self, day: str, rk: str = "app") -> dict[str, Any]:
-        return self.rows.read(f"usage-{day}", rk)
+        return self.rows.read(_usage_pk(day), rk)
 
     def _change(self, pk: str, rk: str, change: Any) -> Any:
         return self.rows.change(pk, rk, change)  # self.rows inside: built (or failing) under _quietly

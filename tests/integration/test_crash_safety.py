@@ -53,6 +53,15 @@ def _session(archive: Archive, call_id: str) -> dict:
     return archive.find_session(call_id) or {}
 
 
+def _wait_turns(archive: Archive, call_id: str, turns: int) -> None:
+    wait_until(
+        lambda: (_session(archive, call_id).get("counts") or {}).get("response.done") == turns,
+        30,
+        0.05,
+        f"{turns} turns in the session row",
+    )
+
+
 def _resumed(archive: Archive, call_id: str, attached_before: str):
     """The session row once a later listener attached (its urgent update follows its gap row)."""
     session = _session(archive, call_id)
@@ -94,12 +103,7 @@ def test_killed_host_redelivers_and_the_listener_resumes_the_call(gateway_stack_
     call_id = start_recorded_call(emu, azurite.connection_string, settings["LISTENER_QUEUE"], archive)
     attached_first = _session(archive, call_id)["attached_at"]
     script(emu, call_id, 2)
-    wait_until(
-        lambda: (_session(archive, call_id).get("counts") or {}).get("response.done") == 2,
-        30,
-        0.05,
-        "two turns in the session row",
-    )
+    _wait_turns(archive, call_id, 2)
     base = len(archive.event_index(call_id))
 
     # a burst of turns, not awaited: kill the host's whole group while its listener writes them
@@ -250,12 +254,7 @@ def test_listener_killed_between_table_write_and_session_update(emulator, azurit
     def two_turns_then_arm() -> None:
         wait_until(lambda: _session(archive, call_id).get("attached_at"), 30, 0.05, "child attached")
         script(emu, call_id, 2)
-        wait_until(
-            lambda: (_session(archive, call_id).get("counts") or {}).get("response.done") == 2,
-            30,
-            0.05,
-            "two turns in the session row",
-        )
+        _wait_turns(archive, call_id, 2)
         arm.touch()
         script(emu, call_id, 1)  # its first rows are the write the child dies after
 

@@ -28,28 +28,15 @@ from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.audit import verify_call
 from realtime_gateway.listener.message import CallMessage
 from tests.integration.test_emulator_conformance import extras
+from tests.integration.test_listener_control import TOOLS as CONTROL_TOOLS
 
 CLIENT_EVENT = TypeAdapter(RealtimeClientEvent)
 
+# echo, explode and slow as the in-process tests declare them, and one the server declares but
+# tests/fixture_app/tools.py does not implement
 TOOLS = [
-    {
-        "type": "function",
-        "name": "echo",
-        "description": "Repeat a text",
-        "parameters": {
-            "type": "object",
-            "properties": {"text": {"type": "string"}, "times": {"type": "integer", "minimum": 1}},
-            "required": ["text"],
-            "additionalProperties": False,
-        },
-    },
-    {"type": "function", "name": "explode", "parameters": {"type": "object", "properties": {}}},
-    {
-        "type": "function",
-        "name": "slow",
-        "parameters": {"type": "object", "properties": {"seconds": {"type": "number"}}},
-    },
-    {"type": "function", "name": "missing", "parameters": {"type": "object"}},  # declared, not implemented
+    *(t for t in CONTROL_TOOLS if t["name"] in ("echo", "explode", "slow")),
+    {"type": "function", "name": "missing", "parameters": {"type": "object"}},
 ]
 # Known to the model only (say a browser added it with session.update): the server never declared it.
 GHOST = {"type": "function", "name": "ghost", "parameters": {"type": "object"}}
