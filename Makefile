@@ -11,7 +11,7 @@ SYSTEM_TOOLS := chromium espeak-ng sox
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test lint infra-scan system clean-local bench
+.PHONY: run test lint infra-scan system clean-local bench screenshots
 
 run: $(VENV_STAMP) $(NODE_STAMP)
 	$(PY) -m local.stack
@@ -22,6 +22,10 @@ test: lint infra-scan $(NODE_STAMP) system
 # Every bench/bench_*.py in turn, then bench/results/REPORT.md; `make bench BENCH_ARGS=--long` for the long runs.
 bench: $(VENV_STAMP) $(NODE_STAMP) system
 	$(PY) -m bench.run_all $(BENCH_ARGS)
+
+# The committed pictures (artifacts/): the audit report's screenshot, refreshed on purpose only.
+screenshots: $(VENV_STAMP) $(NODE_STAMP) system
+	ARTIFACTS_DIR=artifacts $(PY) -m pytest tests/e2e/test_audit_report.py -q
 
 # The habits that keep the code as it is: lint, format and types (settings in pyproject.toml).
 lint: $(VENV_STAMP)

@@ -98,9 +98,18 @@ def audit_verify(req: func.HttpRequest) -> func.HttpResponse:
 
 
 # --- Timer: archive retention ------------------------------------------------------------
-# Daily at 02:30 UTC; deletes whole calls older than ARCHIVE_RETENTION_DAYS (0 = keep forever).
+# Hourly at :30; deletes whole calls older than ARCHIVE_RETENTION_DAYS (0 = keep forever), each run
+# for up to 4 minutes, so a backlog of any size is caught up run by run.
 # Run it by hand with POST /admin/functions/archive_retention and the master key.
-@app.timer_trigger(schedule="0 30 2 * * *", arg_name="timer", run_on_startup=False)
+@app.timer_trigger(schedule="0 30 * * * *", arg_name="timer", run_on_startup=False)
 def archive_retention(timer: func.TimerRequest) -> None:
     process = get_process()
     purge(process.archive, process.settings.archive_retention_days)
+
+
+# --- Timer: free the active-call slots of ended calls ------------------------------------
+# At start-up and every minute: a host stopped between a call's end and its slot's release (a
+# deploy, a scale-in, Ctrl-C) would otherwise hold that slot until the call's deadline.
+@app.timer_trigger(schedule="0 * * * * *", arg_name="timer", run_on_startup=True)
+def slot_reconcile(timer: func.TimerRequest) -> None:
+    get_process().free_ended_slots()

@@ -42,7 +42,7 @@ def main() -> None:
                 offer,
                 args.n,
                 args.warmup,
-                lambda name, call_id: requests.post(f"{hosts[name].url}/api/calls/{call_id}/hangup", timeout=10),
+                lambda name, call_id: requests.post(f"{emu.url}/_emulator/calls/{call_id}/end", timeout=10),
             )
         time.sleep(1.0)  # the last batch reaches the receiver
         exported = sum(1 for s in sink.spans() if s["name"] == "connect")

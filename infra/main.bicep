@@ -74,32 +74,36 @@ param openAiName string = ''
 param staticWebAppName string = ''
 
 // ---- Azure OpenAI -------------------------------------------------------------------------
-@description('Region of the new Azure OpenAI resource; realtime models exist only in some regions (e.g. eastus2, swedencentral).')
+// Every parameter from here on is an azd variable (main.parameters.json: `azd env set NAME value`);
+// the azd name is given in each description and equals the app setting's name where there is one.
+@description('Region of the new Azure OpenAI resource (AZURE_OPENAI_LOCATION); realtime models exist only in some regions (eastus2, swedencentral).')
 param openAiLocation string = 'eastus2'
 
-@description('Deployment name the gateway calls (AZURE_OPENAI_DEPLOYMENT and the session model).')
-param openAiDeploymentName string = 'gpt-realtime'
+// gpt-realtime-1.5 (2026-02-23) is the current GA realtime model in East US 2 and Sweden Central;
+// gpt-realtime (2025-08-28) takes no new customers and retires 2027-02-28 (DESIGN.md: Models).
+@description('Realtime model to deploy (AZURE_OPENAI_MODEL).')
+param openAiModelName string = 'gpt-realtime-1.5'
 
-@description('Realtime model to deploy.')
-param openAiModelName string = 'gpt-realtime'
+@description('Model version to deploy (AZURE_OPENAI_MODEL_VERSION); check it against the region\'s model list when changing the model.')
+param openAiModelVersion string = '2026-02-23'
 
-@description('Model version to deploy.')
-param openAiModelVersion string = '2025-08-28'
+@description('Deployment name the gateway calls (AZURE_OPENAI_DEPLOYMENT_NAME; the app setting AZURE_OPENAI_DEPLOYMENT and the session model). Empty: the model name.')
+param openAiDeploymentName string = ''
 
-@description('Deployment SKU; realtime models are offered as GlobalStandard.')
+@description('Deployment SKU (AZURE_OPENAI_DEPLOYMENT_SKU); realtime models are offered as GlobalStandard.')
 param openAiDeploymentSkuName string = 'GlobalStandard'
 
 @minValue(1)
-@description('Deployment capacity in units of 1,000 tokens per minute.')
+@description('Deployment capacity in units of 1,000 tokens per minute (AZURE_OPENAI_DEPLOYMENT_CAPACITY).')
 param openAiDeploymentCapacity int = 10
 
-@description('Use an existing Azure OpenAI resource instead of creating one: its endpoint, e.g. https://my-resource.openai.azure.com. Its deployment must be named openAiDeploymentName.')
+@description('Use an existing Azure OpenAI resource instead of creating one (AZURE_OPENAI_EXISTING_ENDPOINT): its endpoint, e.g. https://my-resource.openai.azure.com. Its deployment must be named as the deployment name above.')
 param existingOpenAiEndpoint string = ''
 
-@description('Name of that existing resource, to grant the identity Cognitive Services OpenAI User on it. Empty: grant the role yourself (README).')
+@description('Name of that existing resource (AZURE_OPENAI_EXISTING_NAME), to grant the identity Cognitive Services OpenAI User on it. Empty: grant the role yourself (README).')
 param existingOpenAiName string = ''
 
-@description('Resource group of that existing resource (same subscription). Empty: the group this template creates.')
+@description('Resource group of that existing resource (AZURE_OPENAI_EXISTING_RESOURCE_GROUP; same subscription). Empty: the group this template creates.')
 param existingOpenAiResourceGroup string = ''
 
 // ---- Function app -------------------------------------------------------------------------
@@ -108,18 +112,21 @@ param existingOpenAiResourceGroup string = ''
   2048
   4096
 ])
-@description('Flex Consumption instance memory (MB).')
+@description('Flex Consumption instance memory in MB (AZURE_FUNCTION_INSTANCE_MEMORY_MB).')
 param instanceMemoryMB int = 2048
 
 @minValue(40)
 @maxValue(1000)
-@description('Flex Consumption scale-out limit.')
+@description('Flex Consumption scale-out limit (AZURE_FUNCTION_MAXIMUM_INSTANCE_COUNT).')
 param maximumInstanceCount int = 100
 
-@description('Origins allowed besides the Static Web App (https://host[:port]), e.g. a site hosted elsewhere.')
-param extraAllowedOrigins array = []
+// A comma-separated string, not an array: azd variables are strings and azd converts them to int and bool only.
+// Not named ALLOWED_ORIGINS in azd: that name is an output of this template, which azd writes back into the
+// environment after every provision, so the Static Web App's own URL would feed back in as an "extra" origin.
+@description('Origins allowed besides the Static Web App (EXTRA_ALLOWED_ORIGINS): comma-separated https://host[:port], e.g. a site hosted elsewhere.')
+param extraAllowedOrigins string = ''
 
-@description('Put the allowed origins in siteConfig.cors (the platform answers preflights, but cannot expose x-call-id). False (default) leaves CORS to the app: ALLOWED_ORIGINS and its OPTIONS routes, tested locally.')
+@description('Put the allowed origins in siteConfig.cors (PLATFORM_CORS; the platform answers preflights, but cannot expose x-call-id). False (default) leaves CORS to the app: ALLOWED_ORIGINS and its OPTIONS routes, tested locally.')
 param platformCors bool = false
 
 @description('Queue the /connect route feeds and the sideband listener drains (LISTENER_QUEUE); `<name>-poison` is created too.')
@@ -136,23 +143,62 @@ param sessionsTableName string = 'callsessions'
 @description('Table of the cost and abuse limits shared by every instance (LIMITS_TABLE): rate windows, active-call slots, daily usage.')
 param limitsTableName string = 'gatewaylimits'
 
+// ---- Cost and abuse limits (README: Cost and abuse control) ---------------------------------
+// Ranges match realtime_gateway/settings.py, so a value the app would refuse fails the deployment instead.
+@minValue(0)
+@maxValue(100000)
 @description('Requests a minute per client on /api/connect and /api/token (RATE_LIMIT_PER_MINUTE; 0 = off).')
 param rateLimitPerMinute int = 10
 
-@description('Calls not yet ended across the app (MAX_ACTIVE_CALLS; 0 = off, at most 500).')
+@minValue(0)
+@maxValue(100000)
+@description('Requests a minute per client on the hang-up and call-state routes (CONTROL_RATE_PER_MINUTE; 0 = off).')
+param controlRatePerMinute int = 120
+
+@minValue(0)
+@maxValue(10000)
+@description('Calls not yet ended across the app (MAX_ACTIVE_CALLS; 0 = off).')
 param maxActiveCalls int = 100
 
+@minValue(1)
+@maxValue(256)
+@description('Rows the active-call slots are spread over in the limits table (LIMIT_SLOT_SHARDS); more shards, less contention at a high MAX_ACTIVE_CALLS. Raised to what MAX_ACTIVE_CALLS needs (400 calls a row) when that is more.')
+param limitSlotShards int = 16
+
+@minValue(10)
+@maxValue(3600)
+@description('A reserved active-call slot whose call never attached expires after this many seconds (CALL_SLOT_ATTACH_SECONDS).')
+param callSlotAttachSeconds int = 120
+
+@minValue(0)
+@maxValue(1000000000)
 @description('Call minutes a UTC day may spend, whole app (DAILY_CALL_MINUTES; 0 = unlimited).')
 param dailyCallMinutes int = 0
 
+@minValue(0)
+@maxValue(1000000000000000)
 @description('Tokens a UTC day may spend, whole app (DAILY_TOKEN_BUDGET; 0 = unlimited).')
 param dailyTokenBudget int = 0
 
+// USD amounts are strings: Bicep has no decimal type (the app parses them as numbers, 0 or more).
+@description('USD a UTC day may spend, whole app: usage priced at the PRICE_* settings plus running minutes (DAILY_SPEND_LIMIT_USD; 0 = off).')
+param dailySpendLimitUsd string = '20'
+
+@minValue(0)
+@maxValue(1000000000)
 @description('Per signed-in principal: call minutes a day (PRINCIPAL_DAILY_CALL_MINUTES; 0 = no per-principal budget).')
 param principalDailyCallMinutes int = 0
 
+@minValue(0)
+@maxValue(1000000000000000)
 @description('Per signed-in principal: tokens a day (PRINCIPAL_DAILY_TOKEN_BUDGET; 0 = no per-principal budget).')
 param principalDailyTokenBudget int = 0
+
+@description('Per signed-in principal: USD a day (PRINCIPAL_DAILY_SPEND_LIMIT_USD; 0 = no per-principal spend limit).')
+param principalDailySpendLimitUsd string = '0'
+
+@description('USD per minute reserved against the spend limits for a call still running, until its usage is charged (PRICE_RUNNING_CALL_PER_MINUTE).')
+param priceRunningCallPerMinute string = '0.10'
 
 @description('Limits table unreachable: let requests through the rate limit (RATE_LIMIT_FAIL_OPEN).')
 param rateLimitFailOpen bool = true
@@ -160,34 +206,97 @@ param rateLimitFailOpen bool = true
 @description('Limits table unreachable: let calls through the budgets and the active-call cap (BUDGET_FAIL_OPEN).')
 param budgetFailOpen bool = false
 
-@description('GET /api/token (seed parity; TOKEN_ROUTE_ENABLED). A call started with its secret has no listener, no slot and no usage: switch it off on a public site that relies on the limits.')
-param tokenRouteEnabled bool = true
-
 @description('A spent daily budget also hangs up the calls still running (BUDGET_HANGUP_RUNNING); false lets them finish.')
-param budgetHangupRunning bool = false
+param budgetHangupRunning bool = true
 
-@description('A reserved active-call slot whose call never attached expires after this many seconds (CALL_SLOT_ATTACH_SECONDS).')
-param callSlotAttachSeconds int = 120
+@description('GET /api/token (seed parity; TOKEN_ROUTE_ENABLED). A call started with its secret has no listener, no slot and no usage, so the limits cannot hold it: off by default, for a public site.')
+param tokenRouteEnabled bool = false
 
-@description('Header with the client address and how many trusted front ends append to it (CLIENT_IP_HEADER, CLIENT_IP_HOP). Behind Front Door: 2 (README: Cost and abuse control).')
+@description('Header with the client address (CLIENT_IP_HEADER).')
 param clientIpHeader string = 'x-forwarded-for'
+
+@minValue(1)
+@maxValue(20)
+@description('How many trusted front ends append to that header (CLIENT_IP_HOP): 1 = the one the platform appended. Behind Front Door: 2 (README: Cost and abuse control).')
 param clientIpHop int = 1
 
-@description('USD per million tokens for the cost estimate (PRICE_*_PER_MTOK) and per minute of duration-billed transcription.')
-param prices object = {
-  PRICE_INPUT_TEXT_PER_MTOK: '4.00'
-  PRICE_INPUT_AUDIO_PER_MTOK: '32.00'
-  PRICE_CACHED_INPUT_PER_MTOK: '0.40'
-  PRICE_OUTPUT_TEXT_PER_MTOK: '16.00'
-  PRICE_OUTPUT_AUDIO_PER_MTOK: '64.00'
-  PRICE_TRANSCRIPTION_PER_MTOK: '6.00'
-  PRICE_TRANSCRIPTION_PER_MINUTE: '0.006'
-}
+// List prices of gpt-realtime (2025-08); check those of the deployed model and region.
+@description('USD per million text input tokens (PRICE_INPUT_TEXT_PER_MTOK).')
+param priceInputTextPerMtok string = '4.00'
 
-@description('Worker threads per Python worker for the HTTP functions; listeners run on their own pool (LISTENER_MAX_CONCURRENT; README: listener capacity).')
+@description('USD per million audio input tokens (PRICE_INPUT_AUDIO_PER_MTOK).')
+param priceInputAudioPerMtok string = '32.00'
+
+@description('USD per million cached input tokens (PRICE_CACHED_INPUT_PER_MTOK).')
+param priceCachedInputPerMtok string = '0.40'
+
+@description('USD per million text output tokens (PRICE_OUTPUT_TEXT_PER_MTOK).')
+param priceOutputTextPerMtok string = '16.00'
+
+@description('USD per million audio output tokens (PRICE_OUTPUT_AUDIO_PER_MTOK).')
+param priceOutputAudioPerMtok string = '64.00'
+
+@description('USD per million input transcription tokens (PRICE_TRANSCRIPTION_PER_MTOK).')
+param priceTranscriptionPerMtok string = '6.00'
+
+@description('USD per minute of duration-billed input transcription (PRICE_TRANSCRIPTION_PER_MINUTE).')
+param priceTranscriptionPerMinute string = '0.006'
+
+// ---- Session policy, audit, health -------------------------------------------------------------
+@description('The listener holds the server-side session policy against client events from the browser\'s data channel (POLICY_ENFORCE).')
+param policyEnforce bool = true
+
+@minValue(0)
+@maxValue(1000)
+@description('Policy violations after which the call is hung up (POLICY_MAX_VIOLATIONS).')
+param policyMaxViolations int = 3
+
+@description('The read-only /api/audit/* routes, behind function keys (AUDIT_API_ENABLED).')
+param auditApiEnabled bool = false
+
+@minValue(0)
+@maxValue(36500)
+@description('Days the archive keeps a call; the retention timer deletes older calls (ARCHIVE_RETENTION_DAYS; 0 = keep every call).')
+param archiveRetentionDays int = 0
+
+@minValue(0)
+@maxValue(3600)
+@description('Seconds /api/health reuses its last answer, so probes cannot hammer storage and identity (HEALTH_CACHE_SECONDS).')
+param healthCacheSeconds int = 15
+
+@minValue(1)
+@description('Worker threads per Python worker for the HTTP functions (PYTHON_THREADPOOL_THREAD_COUNT); listeners run on their own pool (LISTENER_MAX_CONCURRENT; README: listener capacity).')
 param pythonThreadpoolThreadCount int = 24
 
-@description('More app settings (REALTIME_INSTRUCTIONS, REALTIME_VOICE, MAX_CALL_SECONDS, REALTIME_TOOLS with TOOLS_MODULE, GUARDRAIL_BLOCKED_TERMS, ...); they override the defaults below but never the identity settings.')
+// ---- Sign-in: App Service authentication with Microsoft Entra ID --------------------------------
+@description('Put App Service authentication ("Easy Auth", Microsoft Entra ID) in front of every HTTP route but /api/health (SIGN_IN_ENABLED). Needs authClientId.')
+param signInEnabled bool = false
+
+@description('Application (client) id of the Entra app registration the callers\' tokens are issued for (AUTH_CLIENT_ID). Required when sign-in is on.')
+param authClientId string = ''
+
+@description('Entra tenant of that app registration (AUTH_TENANT_ID). Empty: the tenant of this deployment.')
+param authTenantId string = ''
+
+@description('Token audiences accepted besides api://<client id> and the client id itself (AUTH_ALLOWED_AUDIENCES): comma-separated.')
+param authAllowedAudiences string = ''
+
+@description('Paths reachable without a token besides /api/health (AUTH_EXCLUDED_PATHS): comma-separated, e.g. a webhook that signs its own requests.')
+param authExcludedPaths string = ''
+
+// Only for the browser redirect sign-in (/.auth/login/aad with the code flow); the gateway's API needs none.
+@description('Key Vault secret URI of the app registration\'s client secret (AUTH_CLIENT_SECRET_KEYVAULT_URI), e.g. https://my-vault.vault.azure.net/secrets/easyauth. Empty (default): no secret.')
+param authClientSecretKeyVaultUri string = ''
+
+@allowed([
+  ''
+  'true'
+  'false'
+])
+@description('Refuse calls without a signed-in principal (REQUIRE_PRINCIPAL). Empty: true when sign-in is on, false otherwise. true without sign-in needs App Service authentication set up another way: the app refuses the setting without WEBSITE_AUTH_ENABLED.')
+param requirePrincipal string = ''
+
+@description('More app settings (REALTIME_INSTRUCTIONS, REALTIME_VOICE, MAX_CALL_SECONDS, REALTIME_TOOLS with TOOLS_MODULE, GUARDRAIL_BLOCKED_TERMS, ...); they override the defaults below but never the identity settings. An object, so not an azd variable: pass it in main.parameters.json.')
 param extraAppSettings object = {}
 
 // ---- Static Web App -----------------------------------------------------------------------
@@ -214,6 +323,7 @@ var openAiAccountName = !empty(openAiName) ? openAiName : '${abbrs.cognitiveServ
 // The account's custom subdomain is its name, so the endpoint is known before it exists.
 var openAiEndpoint = useExistingOpenAi ? existingOpenAiEndpoint : 'https://${openAiAccountName}.openai.azure.com'
 var grantOpenAiRole = !useExistingOpenAi || !empty(existingOpenAiName)
+var openAiDeployment = !empty(openAiDeploymentName) ? openAiDeploymentName : openAiModelName
 var openAiRoleGroup = useExistingOpenAi && !empty(existingOpenAiResourceGroup) ? existingOpenAiResourceGroup : resourceGroupActualName
 
 resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
@@ -321,7 +431,7 @@ module openAi './app/openai.bicep' = if (!useExistingOpenAi) {
     name: openAiAccountName
     location: openAiLocation
     tags: tags
-    deploymentName: openAiDeploymentName
+    deploymentName: openAiDeployment
     modelName: openAiModelName
     modelVersion: openAiModelVersion
     skuName: openAiDeploymentSkuName
@@ -354,12 +464,37 @@ module web './app/web.bicep' = {
   }
 }
 
-var allowedOrigins = union([web.outputs.uri], extraAllowedOrigins)
+// A shard row of the limits table holds at most 400 active-call slots (realtime_gateway/settings.py
+// SLOTS_PER_SHARD: one 32K-character property), and the app refuses MAX_ACTIVE_CALLS above 400 x LIMIT_SLOT_SHARDS:
+// deploy at least as many shards as the cap needs, so MAX_ACTIVE_CALLS=10000 alone is a valid deployment.
+var slotsPerShard = 400
+var slotShards = max(limitSlotShards, (maxActiveCalls + slotsPerShard - 1) / slotsPerShard)
+
+// Comma-separated lists (azd variables are strings); spaces are dropped, as the app itself does.
+var extraOrigins = empty(extraAllowedOrigins) ? [] : split(replace(extraAllowedOrigins, ' ', ''), ',')
+var allowedOrigins = union([web.outputs.uri], extraOrigins)
+
+// Sign-in (app/auth.bicep). /api/health stays reachable without a token for probes and the postdeploy smoke check.
+var authTenant = !empty(authTenantId) ? authTenantId : tenant().tenantId
+var authAudiences = union([
+  'api://${authClientId}'
+  authClientId
+], empty(authAllowedAudiences) ? [] : split(replace(authAllowedAudiences, ' ', ''), ','))
+var authUnauthenticatedPaths = union([
+  '/api/health'
+], empty(authExcludedPaths) ? [] : split(replace(authExcludedPaths, ' ', ''), ','))
+// No client secret by default (app/auth.bicep says why). If one is wanted, the app setting holds a Key Vault
+// reference, never the secret: the function identity resolves it and needs Key Vault Secrets User on the vault.
+var authSecretSettingName = 'MICROSOFT_PROVIDER_AUTHENTICATION_SECRET'
+var useAuthSecret = signInEnabled && !empty(authClientSecretKeyVaultUri)
+var authSecretSettings = useAuthSecret ? {
+  MICROSOFT_PROVIDER_AUTHENTICATION_SECRET: '@Microsoft.KeyVault(SecretUri=${authClientSecretKeyVaultUri})'
+} : {}
 
 // App settings the gateway reads (realtime_gateway/settings.py); identity and storage settings are added in api.bicep.
 var gatewayAppSettings = union({
   AZURE_OPENAI_ENDPOINT: openAiEndpoint
-  AZURE_OPENAI_DEPLOYMENT: openAiDeploymentName
+  AZURE_OPENAI_DEPLOYMENT: openAiDeployment
   LISTENER_QUEUE: listenerQueueName // the bindings name their queue %LISTENER_QUEUE%
   ARCHIVE_EVENTS_TABLE: eventsTableName
   ARCHIVE_SESSIONS_TABLE: sessionsTableName
@@ -374,24 +509,42 @@ var gatewayAppSettings = union({
   SECRET_POOL_LEAD_SECONDS: '120'
   // Listener threads per worker process: at least host.json batchSize + newBatchThreshold (README: listener capacity).
   LISTENER_MAX_CONCURRENT: '160'
-  AUDIT_API_ENABLED: 'false' // the read-only /api/audit/* routes (function keys), off by default
-  ARCHIVE_RETENTION_DAYS: '0' // 0 keeps every call; the retention timer deletes older calls
+  AUDIT_API_ENABLED: string(auditApiEnabled) // the read-only /api/audit/* routes (function keys), off by default
+  ARCHIVE_RETENTION_DAYS: string(archiveRetentionDays) // 0 keeps every call; the retention timer deletes older calls
   OTEL_SERVICE_NAME: functionAppName // cloud_RoleName of the app's own traces (realtime_gateway/telemetry.py)
+  POLICY_ENFORCE: string(policyEnforce)
+  POLICY_MAX_VIOLATIONS: string(policyMaxViolations)
+  HEALTH_CACHE_SECONDS: string(healthCacheSeconds)
+  // With sign-in on, the platform sets WEBSITE_AUTH_ENABLED and injects (and strips any client-sent)
+  // X-MS-CLIENT-PRINCIPAL: only then does the app trust that header.
+  REQUIRE_PRINCIPAL: !empty(requirePrincipal) ? requirePrincipal : string(signInEnabled)
   LIMITS_TABLE: limitsTableName
   RATE_LIMIT_PER_MINUTE: string(rateLimitPerMinute)
+  CONTROL_RATE_PER_MINUTE: string(controlRatePerMinute)
   MAX_ACTIVE_CALLS: string(maxActiveCalls)
+  LIMIT_SLOT_SHARDS: string(slotShards) // at least what MAX_ACTIVE_CALLS needs
+  CALL_SLOT_ATTACH_SECONDS: string(callSlotAttachSeconds)
   DAILY_CALL_MINUTES: string(dailyCallMinutes)
   DAILY_TOKEN_BUDGET: string(dailyTokenBudget)
+  DAILY_SPEND_LIMIT_USD: dailySpendLimitUsd
   PRINCIPAL_DAILY_CALL_MINUTES: string(principalDailyCallMinutes)
   PRINCIPAL_DAILY_TOKEN_BUDGET: string(principalDailyTokenBudget)
+  PRINCIPAL_DAILY_SPEND_LIMIT_USD: principalDailySpendLimitUsd
+  PRICE_RUNNING_CALL_PER_MINUTE: priceRunningCallPerMinute
   RATE_LIMIT_FAIL_OPEN: string(rateLimitFailOpen)
   BUDGET_FAIL_OPEN: string(budgetFailOpen)
   BUDGET_HANGUP_RUNNING: string(budgetHangupRunning)
   TOKEN_ROUTE_ENABLED: string(tokenRouteEnabled)
-  CALL_SLOT_ATTACH_SECONDS: string(callSlotAttachSeconds)
   CLIENT_IP_HEADER: clientIpHeader
   CLIENT_IP_HOP: string(clientIpHop)
-}, prices, extraAppSettings)
+  PRICE_INPUT_TEXT_PER_MTOK: priceInputTextPerMtok
+  PRICE_INPUT_AUDIO_PER_MTOK: priceInputAudioPerMtok
+  PRICE_CACHED_INPUT_PER_MTOK: priceCachedInputPerMtok
+  PRICE_OUTPUT_TEXT_PER_MTOK: priceOutputTextPerMtok
+  PRICE_OUTPUT_AUDIO_PER_MTOK: priceOutputAudioPerMtok
+  PRICE_TRANSCRIPTION_PER_MTOK: priceTranscriptionPerMtok
+  PRICE_TRANSCRIPTION_PER_MINUTE: priceTranscriptionPerMinute
+}, authSecretSettings, extraAppSettings)
 
 module api './app/api.bicep' = {
   name: 'api'
@@ -418,6 +571,21 @@ module api './app/api.bicep' = {
   ]
 }
 
+// Only when sign-in is on. Turning it off later does not remove it (incremental deployment): switch it off
+// on the app itself (portal: Authentication, or `az webapp auth update --enabled false`).
+module auth './app/auth.bicep' = if (signInEnabled) {
+  name: 'auth'
+  scope: rg
+  params: {
+    siteName: api.outputs.SERVICE_API_NAME // after the app and its settings exist
+    clientId: authClientId
+    tenantId: authTenant
+    allowedAudiences: authAudiences
+    excludedPaths: authUnauthenticatedPaths
+    clientSecretSettingName: useAuthSecret ? authSecretSettingName : ''
+  }
+}
+
 module rbac './app/rbac.bicep' = {
   name: 'rbacAssignments'
   scope: rg
@@ -440,7 +608,7 @@ output SERVICE_WEB_NAME string = web.outputs.name
 output SERVICE_WEB_URI string = web.outputs.uri
 output ALLOWED_ORIGINS string = join(allowedOrigins, ',')
 output AZURE_OPENAI_ENDPOINT string = openAiEndpoint
-output AZURE_OPENAI_DEPLOYMENT string = openAiDeploymentName
+output AZURE_OPENAI_DEPLOYMENT string = openAiDeployment
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_TABLE_ENDPOINT string = 'https://${storage.outputs.name}.table.${environment().suffixes.storage}'
 output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = apiUserAssignedIdentity.outputs.clientId

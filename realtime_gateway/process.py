@@ -14,8 +14,10 @@ import time
 from typing import Callable, Mapping
 
 from . import redact
+from .archive.codec import day_of
 from .archive.store import Archive
 from .archive.tables import table_service_from_env
+from .gateway.health import Health
 from .limits.limiter import Limiter
 from .settings import Settings, SettingsError, load_settings
 from .upstream.client import RealtimeApi
@@ -47,6 +49,24 @@ class Process:
         self._archive = archive
         self._archive_lock = threading.Lock()
         self.limits = Limiter(settings.limits, lambda: table_service_from_env(self.env, False, **LIMITS_STORAGE), clock)
+        self.health = Health(
+            self._identity_check if self.tokens else None, lambda: self.env, settings.health_cache_seconds
+        )
+
+    def _identity_check(self) -> None:
+        if self.tokens is not None:  # tests swap the provider: ask the current one
+            self.tokens.token()
+
+    def free_ended_slots(self) -> int:
+        """Reconcile the active-call slots with the archive: free those of calls that have ended
+        (yesterday's and today's: no call outlives MAX_CALL_SECONDS, an hour at most)."""
+        if not self.limits.tracks_calls:
+            return 0
+        now = self.clock()
+        freed = self.limits.reconcile(self.archive.ended_slots(day_of(now - 86400), day_of(now)))
+        if freed:
+            log.warning("limits: freed %d slot(s) of calls that had ended without releasing them", freed)
+        return freed
 
     @property
     def archive(self) -> Archive:

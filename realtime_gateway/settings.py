@@ -40,8 +40,14 @@ class Settings:
     sessions_table: str = "callsessions"
     listener_time_box: int = 480  # seconds; shorter than host.json functionTimeout
     max_call_seconds: int = 3600
-    token_route_enabled: bool = True
+    token_route_enabled: bool = False  # a minted secret starts calls no slot, listener or budget sees
     require_principal: bool = False
+    # App Service authentication is on (the platform sets WEBSITE_AUTH_ENABLED and then strips any
+    # client-sent x-ms-client-principal): only then is that header an identity, never otherwise.
+    platform_auth: bool = False
+    policy_enforce: bool = True  # the listener holds the session policy against the data channel
+    policy_max_violations: int = 3  # hang up at this many policy violations; 0 never
+    health_cache_seconds: float = 15.0
     strict_recording: bool = False
     attach_limit_seconds: int = 15
     sideband_session_update: Mapping[str, Any] | None = None  # sent by the listener on every attach
@@ -90,19 +96,27 @@ class Limits:
 
     table: str = "gatewaylimits"
     rate_per_minute: int = 10  # per client on /api/connect and /api/token
+    control_rate_per_minute: int = 120  # per client on the hang-up and call-state routes
     max_active_calls: int = 100
+    slot_shards: int = 16  # rows the active-call slots are spread over (by hash of the slot id)
     slot_attach_seconds: int = 120  # a reserved slot whose call never attached expires after this
     daily_call_minutes: int = 0
     daily_tokens: int = 0
     principal_daily_call_minutes: int = 0
     principal_daily_tokens: int = 0
+    daily_spend_usd: float = 20.0  # the app's spend a day: usage priced, plus running minutes
+    principal_daily_spend_usd: float = 0.0
+    running_minute_usd: float = 0.10  # reserved per minute of a running call not yet charged
     rate_fail_open: bool = True  # limits table unreachable: rate limit lets calls through
     budget_fail_open: bool = False  # ... budgets and the active-call cap refuse them
-    hangup_running: bool = False  # a spent daily budget also hangs up the calls still running
+    hangup_running: bool = True  # a spent daily budget also hangs up the calls still running
     client_ip_header: str = "x-forwarded-for"
     client_ip_hop: int = 1  # which entry from the right: 1 = the one the platform's front end appended
     clock_offset: float = 0.0  # seconds added to the limits' clock: tests reach "tomorrow" with it
     prices: Mapping[str, float] = field(default_factory=lambda: dict(PRICES))
+
+
+SLOTS_PER_SHARD = 400  # a slot entry is at most ~66 characters of JSON
 
 
 PRICE_SETTINGS = {
@@ -120,8 +134,9 @@ def _limits(env: Mapping[str, str], errors: list[str]) -> Limits:
     values: dict[str, Any] = {}
     for name, attr, lo, hi in (
         ("RATE_LIMIT_PER_MINUTE", "rate_per_minute", 0, 100000),
-        # one table row holds every slot (32K characters): beyond this, put API Management in front
-        ("MAX_ACTIVE_CALLS", "max_active_calls", 0, 500),
+        ("CONTROL_RATE_PER_MINUTE", "control_rate_per_minute", 0, 100000),
+        ("MAX_ACTIVE_CALLS", "max_active_calls", 0, 10000),
+        ("LIMIT_SLOT_SHARDS", "slot_shards", 1, 256),
         ("CALL_SLOT_ATTACH_SECONDS", "slot_attach_seconds", 10, 3600),
         ("DAILY_CALL_MINUTES", "daily_call_minutes", 0, 10**9),
         ("DAILY_TOKEN_BUDGET", "daily_tokens", 0, 10**15),
@@ -138,12 +153,25 @@ def _limits(env: Mapping[str, str], errors: list[str]) -> Limits:
     ):
         if env.get(name, "").strip():
             values[attr] = _bool(name, env[name], errors)
+    cap, shards = values.get("max_active_calls", Limits.max_active_calls), values.get("slot_shards", Limits.slot_shards)
+    if cap > SLOTS_PER_SHARD * shards:  # a shard row's slots are one 32K-character property
+        errors.append(
+            f"MAX_ACTIVE_CALLS={cap} needs LIMIT_SLOT_SHARDS of at least {-(-cap // SLOTS_PER_SHARD)} "
+            f"({SLOTS_PER_SHARD} calls a shard row), got {shards}"
+        )
     table = env.get("LIMITS_TABLE", "").strip() or Limits.table
     if not TABLE_NAME.match(table):
         errors.append(f"LIMITS_TABLE must match ^[A-Za-z][A-Za-z0-9]{{2,62}}$, got {table!r}")
     header = env.get("CLIENT_IP_HEADER", "").strip().lower() or Limits.client_ip_header
     if not re.match(r"^[a-z0-9-]+$", header):
         errors.append(f"CLIENT_IP_HEADER must be a header name, got {header!r}")
+    for name, attr in (
+        ("DAILY_SPEND_LIMIT_USD", "daily_spend_usd"),
+        ("PRINCIPAL_DAILY_SPEND_LIMIT_USD", "principal_daily_spend_usd"),
+        ("PRICE_RUNNING_CALL_PER_MINUTE", "running_minute_usd"),
+    ):
+        if env.get(name, "").strip():
+            values[attr] = _float(name, env[name].strip(), 0, 10**9, errors)
     prices = dict(PRICES)
     for name, key in PRICE_SETTINGS.items():
         raw = env.get(name, "").strip()
@@ -171,6 +199,17 @@ def _bool(name: str, raw: str, errors: list[str]) -> bool:
         return False
     errors.append(f"{name} must be true or false, got {raw!r}")
     return False
+
+
+def _float(name: str, raw: str, lo: float, hi: float, errors: list[str]) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        errors.append(f"{name} must be a number, got {raw!r}")
+        return lo
+    if not lo <= value <= hi:
+        errors.append(f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
+    return value
 
 
 def _int(name: str, raw: str, lo: int, hi: int, errors: list[str]) -> int:
@@ -370,6 +409,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("SECRET_POOL_LEAD_SECONDS", "secret_pool_lead", 1, 3600),
         ("LISTENER_MAX_CONCURRENT", "listener_max_concurrent", 1, 1000),
         ("ARCHIVE_RETENTION_DAYS", "archive_retention_days", 0, 36500),
+        ("POLICY_MAX_VIOLATIONS", "policy_max_violations", 0, 1000),
     ):
         if env.get(name, "").strip():
             values[attr] = _int(name, env[name].strip(), lo, hi, errors)
@@ -379,9 +419,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("REQUIRE_PRINCIPAL", "require_principal"),
         ("STRICT_RECORDING", "strict_recording"),
         ("AUDIT_API_ENABLED", "audit_api_enabled"),
+        ("POLICY_ENFORCE", "policy_enforce"),
+        ("WEBSITE_AUTH_ENABLED", "platform_auth"),
     ):
         if env.get(name, "").strip():
             values[attr] = _bool(name, env[name], errors)
+    if env.get("HEALTH_CACHE_SECONDS", "").strip():
+        values["health_cache_seconds"] = _float(
+            "HEALTH_CACHE_SECONDS", env["HEALTH_CACHE_SECONDS"].strip(), 0, 3600, errors
+        )
     if env.get("HTTP_TIMEOUT_SECONDS", "").strip():
         try:
             values["http_timeout"] = float(env["HTTP_TIMEOUT_SECONDS"])
@@ -406,6 +452,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         elif update is not None:
             values["sideband_session_update"] = update
 
+    if values.get("require_principal") and not values.get("platform_auth"):
+        errors.append(
+            "REQUIRE_PRINCIPAL=true needs App Service authentication (the platform then sets WEBSITE_AUTH_ENABLED): "
+            "without it no client principal can be trusted"
+        )
     policy = _session_policy(env, deployment, errors)
     values.update(_tools_and_guardrail(env, errors))
     limits = _limits(env, errors)

@@ -422,6 +422,7 @@ _MARK_FIELDS: dict[str, dict[str, Callable[[Any], bool]]] = {
     "listener.handover": {"continuation": _number},
     "listener.tool": {"name": _tool_name, "ok": _flag, "error_kind": _word, "duration_ms": _number, "sent": _flag},
     "listener.guardrail": {"action": _word, "hits": _number, "sent": _flag},
+    "listener.policy": {"event": _word, "action": _word, "violations": _number, "sent": _flag},
 }
 _UNDECLARED = ("unknown_tool", "module_error")  # the name is the model's, not the deployer's: left out
 

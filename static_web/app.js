@@ -67,6 +67,9 @@ export function messageFor(detail) {
     case ErrorKind.MEDIA_FAILED:
       return "The audio connection could not be set up. A firewall or VPN may be blocking real-time audio.";
     case ErrorKind.CONNECTION_LOST:
+      if (detail.code === "policy") {
+        return "The call was ended because this page tried to change the assistant's instructions or tools, which this service does not allow. Press Start to begin a new conversation.";
+      }
       return "The connection was lost and the call has ended. Press Start to begin a new conversation.";
     case ErrorKind.NOT_RECORDED:
       return "The call was ended because it could not be recorded, and this service requires every call to be recorded. Try again in a moment.";

@@ -141,6 +141,8 @@ export class RealtimeClient extends EventTarget {
   _reset() {
     this.state = "idle";
     this.callId = null;
+    this._capability = null;  // x-call-capability: proves to the gateway that this page started the call
+    this._losing = false;
     this.recorder = null;
     this.muted = this.muted || false;
     this._pc = null;
@@ -318,6 +320,7 @@ export class RealtimeClient extends EventTarget {
     }
     if (!response.ok) throw await errorFromResponse(response, "connect");
     this.callId = response.headers.get("x-call-id");
+    this._capability = response.headers.get("x-call-capability");
     mark("call-id");
     return response.text();
   }
@@ -378,11 +381,28 @@ export class RealtimeClient extends EventTarget {
     } else if (s === "connected") clearTimeout(this._disconnectTimer);
   }
 
-  _lost(reason) {
-    if (!["live", "recorder-check"].includes(this.state)) return;
-    this._fail(new RealtimeError(ErrorKind.CONNECTION_LOST, `connection lost: ${reason}`));
-    // Tell the gateway too (404 if the service already ended it); the archive records how it ended.
+  async _lost(reason) {
+    if (!["live", "recorder-check"].includes(this.state) || this._losing) return;
+    this._losing = true;
+    // A call the server ended (its policy, a limit) is ended in the archive a moment later: ask why.
+    const endReason = await this._endReason(1500);
+    this._fail(new RealtimeError(ErrorKind.CONNECTION_LOST, `connection lost: ${reason}`, { code: endReason }));
+    // Tell the gateway too (the service may already have ended it); the archive records how it ended.
     this.hangup({ reason: "lost" });
+  }
+
+  /** The gateway's `end_reason` for this call, polled for up to `waitMs`; "" when it has none. */
+  async _endReason(waitMs) {
+    const until = performance.now() + waitMs;
+    while (this.callId && performance.now() < until) {
+      try {
+        const response = await this.fetch(this.url.call(this.callId), { cache: "no-store" });
+        const state = response.ok ? await response.json() : {};
+        if (state.state === "ended") return state.end_reason || "";
+      } catch { /* asked again until the wait ends */ }
+      await sleep(200);
+    }
+    return "";
   }
 
   /** Poll the call's state until the recorder is attached, or give up after recorderWaitSeconds. */
@@ -541,7 +561,8 @@ export class RealtimeClient extends EventTarget {
     const id = this.callId;
     if (!id) return;
     // keepalive lets the POST outlive the page (pagehide); 404 means the call had already ended.
-    const told = this.fetch(this.url.hangup(id), { method: "POST", keepalive: true })
+    const headers = this._capability ? { "x-call-capability": this._capability } : {};
+    const told = this.fetch(this.url.hangup(id), { method: "POST", keepalive: true, headers })
       .then((r) => (r.ok || r.status === 404 ? null : errorFromResponse(r, "hang up")))
       .then((e) => { if (e) this._fail(e, { fatal: false }); })
       .catch(() => { /* closing media ends the call service-side anyway */ });

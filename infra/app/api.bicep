@@ -54,6 +54,9 @@ module api 'br/public:avm/res/web/site:0.15.1' = {
         identityId
       ]
     }
+    // Key Vault references in app settings (e.g. the optional sign-in secret) resolve with this identity;
+    // without it the platform would look for a system-assigned identity, which this app does not have.
+    keyVaultAccessIdentityResourceId: identityId
     functionAppConfig: {
       deployment: {
         storage: {

@@ -16,7 +16,10 @@ def main() -> None:
         deployment=os.environ.get("EMULATOR_DEPLOYMENT", "gpt-realtime"),
         identity_header=os.environ.get("EMULATOR_IDENTITY_HEADER", "local-identity-header"),
         token_lifetime=float(os.environ.get("EMULATOR_TOKEN_LIFETIME", "3600")),
-        max_call_seconds=float(os.environ.get("EMULATOR_MAX_CALL_SECONDS", "3600")),
+        # EMULATOR_MAX_CALL_SECONDS is the setting's older name, still read
+        session_max_seconds=float(
+            os.environ.get("EMULATOR_SESSION_MAX_SECONDS") or os.environ.get("EMULATOR_MAX_CALL_SECONDS") or "1800"
+        ),
         api_key=os.environ.get("EMULATOR_API_KEY") or None,
     ).start()
     done = threading.Event()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -31,13 +30,13 @@ class EmulatorState:
         deployment: str,
         identity_header: str,
         token_lifetime: float,
-        max_call_seconds: float,
+        session_max_seconds: float,
         api_key: str | None,
         faults: FaultRegistry,
     ) -> None:
         self.deployment = deployment
         self.identity_header = identity_header
-        self.max_call_seconds = max_call_seconds
+        self.session_max_seconds = session_max_seconds  # the session cap of every new call
         self.creds = CredentialStore(token_lifetime, api_key)
         self.faults = faults
         self.calls: dict[str, Call] = {}
@@ -59,9 +58,10 @@ class EmulatorState:
             "faults": self.faults.active(),
         }
 
-    def new_call(self, session: dict, webrtc_filter: bool) -> Call:
+    def new_call(self, session: dict, webrtc_filter: bool, session_max_seconds: float | None = None) -> Call:
         call_id = new_id("rtc")
-        call = Call(call_id, session, int(time.time() + self.max_call_seconds), webrtc_filter, self.max_call_seconds)
+        cap = self.session_max_seconds if session_max_seconds is None else session_max_seconds
+        call = Call(call_id, session, webrtc_filter, cap)
         self.calls[call_id] = call
         self.counters["calls"] += 1
         return call
@@ -368,20 +368,49 @@ async def admin_stats(request: web.Request) -> web.Response:
 
 async def admin_new_call(request: web.Request) -> web.Response:
     state: EmulatorState = request.app[STATE]
-    # optional body: {"session": <merged into the default session>, "delta_interval": <seconds>}
+    # optional body: {"session": <merged into the default session>, "delta_interval": <seconds>,
+    # "session_max_seconds": <this call's cap>}
     try:
         spec = await request.json() if request.can_read_body else {}
         session = ev.merge(ev.default_session(state.deployment), dict(spec.get("session") or {}))
         interval = float(spec.get("delta_interval") or 0)
+        cap = spec.get("session_max_seconds")
+        cap = _positive(cap) if cap is not None else None
     except (ValueError, TypeError, AttributeError) as exc:
         return error_response(400, f"bad call spec: {exc}", "bad_call")
-    call = state.new_call(session, webrtc_filter=True)
+    call = state.new_call(session, webrtc_filter=True, session_max_seconds=cap)
     call.delta_interval = interval
     return web.json_response({"call_id": call.call_id})
 
 
+def _positive(value) -> float:
+    seconds = float(value)
+    if not seconds > 0:
+        raise ValueError("session_max_seconds must be > 0")
+    return seconds
+
+
 def _call_or_404(request: web.Request) -> Call | None:
     return request.app[STATE].calls.get(request.match_info["call_id"])
+
+
+async def admin_conversation(request: web.Request) -> web.Response:
+    call = _call_or_404(request)
+    if call is None:
+        return error_response(404, "unknown call", "call_not_found")
+    return web.json_response(call.conversation.view())
+
+
+async def admin_expiry(request: web.Request) -> web.Response:
+    """`{"session_max_seconds": s}`: a live call's cap, counted from its start (a past cap expires it now)."""
+    call = _call_or_404(request)
+    if call is None or call.state != "live":
+        return error_response(404, "no live call with this id", "call_not_found")
+    try:
+        call.set_session_max(_positive((await request.json())["session_max_seconds"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        return error_response(400, f"bad expiry: {exc}", "bad_expiry")
+    return web.json_response(call.info())
 
 
 async def admin_call_info(request: web.Request) -> web.Response:
@@ -434,6 +463,8 @@ def build_app(state: EmulatorState) -> web.Application:
     app.router.add_get("/_emulator/stats", admin_stats)
     app.router.add_post("/_emulator/calls", admin_new_call)
     app.router.add_get("/_emulator/calls/{call_id}", admin_call_info)
+    app.router.add_get("/_emulator/calls/{call_id}/conversation", admin_conversation)
+    app.router.add_post("/_emulator/calls/{call_id}/expiry", admin_expiry)
     app.router.add_post("/_emulator/calls/{call_id}/script", admin_script)
     app.router.add_post("/_emulator/calls/{call_id}/end", admin_end)
     return app

@@ -13,9 +13,20 @@ from aiortc.mediastreams import MediaStreamError
 
 from . import events as ev
 from .audio import RATE, EnergyVad, ReplyAudioTrack, frame_rms, speech_pcm
+from .conversation import Conversation, content_problem, item_text
 from .ids import new_id
-from .replies import SPEECH_TRANSCRIPT, padded, reply_for, tool_reply, tool_request
-from .usage import UsageMeter
+from .overrides import Problem, ResponseSpec, check, resolve
+from .replies import (
+    SPEECH_TRANSCRIPT,
+    asks_history,
+    history_reply,
+    instructed,
+    padded,
+    reply_for,
+    tool_reply,
+    tool_request,
+)
+from .usage import SPEECH_CHARS_PER_SECOND, UsageMeter, fit
 
 log = logging.getLogger("realtime-emulator")
 
@@ -54,13 +65,10 @@ class Observer:
 
 
 class Call:
-    def __init__(
-        self, call_id: str, session: dict, expires_at: int, webrtc_filter: bool, max_call_seconds: float
-    ) -> None:
+    def __init__(self, call_id: str, session: dict, webrtc_filter: bool, session_max_seconds: float) -> None:
         self.call_id = call_id
         self.session = session
         self.session_id = new_id("sess")
-        self.expires_at = expires_at
         self.webrtc_filter = webrtc_filter
         self.conversation_id = new_id("conv")
         self.state = "live"
@@ -78,6 +86,7 @@ class Call:
         self._last_item_id: str | None = None
         self._last_user_text: str | None = None
         self.meter = UsageMeter()
+        self.conversation = Conversation()
         self._turn_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self.audio_frames_in = 0
@@ -95,10 +104,9 @@ class Call:
         self._cancelled = False
         self.tool_calls = 0
         self.cancelled_responses = 0
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.call_later(
-            max_call_seconds, lambda: self.spawn(self.end(CLOSE_GOING_AWAY, "max_duration"))
-        )
+        self.expires_at = 0
+        self._deadline: asyncio.TimerHandle | None = None
+        self.set_session_max(session_max_seconds)
 
     # -- plumbing -------------------------------------------------------------------------
     def spawn(self, coro) -> asyncio.Task:
@@ -109,10 +117,35 @@ class Call:
         task.add_done_callback(_log_failure)
         return task
 
+    # -- the session cap (the service's 30 or 60 minutes) -----------------------------------
+    def set_session_max(self, seconds: float) -> None:
+        """The session ends `seconds` after it started (at once if that is past): `expires_at`."""
+        self.session_max_seconds = seconds
+        self.expires_at = int(self.started + seconds)
+        if self._deadline is not None:
+            self._deadline.cancel()
+        delay = max(0.0, self.started + seconds - time.time())
+        self._deadline = asyncio.get_running_loop().call_later(delay, lambda: self.spawn(self._expire()))
+
+    async def _expire(self) -> None:
+        """As the service does at its cap: an `error` (session_expired), then the end (sideband 1001)."""
+        if self.state != "live":
+            return
+        self.emit(ev.session_expired_event(self.session_max_seconds))
+        if self.channel is not None and self.channel.readyState == "open":
+            # an unfiltered data channel carries the error too: let it out before the peer connection closes
+            for _ in range(50):
+                if self.channel.bufferedAmount == 0:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)
+        await self.end(CLOSE_GOING_AWAY, "max_duration")
+
     def info(self) -> dict:
         return {
             "call_id": self.call_id,
             "state": self.state,
+            "expires_at": self.expires_at,
             "events": self.events,
             "observers": len(self.observers),
             "end_reason": self.end_reason,
@@ -127,6 +160,7 @@ class Call:
             "speech_frames_out": self.track.speech_frames_sent if self.track else 0,
             "tool_calls": self.tool_calls,
             "cancelled_responses": self.cancelled_responses,
+            "instructions": self.session.get("instructions"),  # what the model follows now
         }
 
     def session_view(self) -> dict:
@@ -243,6 +277,7 @@ class Call:
             )
         )
         self.meter.user_audio((end_ms - start_ms) / 1000)
+        self.conversation.add(ev.user_audio_item(item_id, SPEECH_TRANSCRIPT))  # the model hears the words
         self._last_user_text = SPEECH_TRANSCRIPT
         td = self.session.get("audio", {}).get("input", {}).get("turn_detection") or {}
         if td.get("create_response", True):
@@ -290,14 +325,30 @@ class Call:
                     )
                 )
                 return
+            problem = content_problem(item)
+            if problem is not None:
+                self._refuse(problem, client_event_id)
+                return
             item = dict(item, id=item.get("id") or new_id("item"), object="realtime.item", status="completed")
             self._add_item(item)
             if item["role"] == "user":
-                texts = [c.get("text") or c.get("transcript") or "" for c in item.get("content", [])]
-                self._last_user_text = " ".join(t for t in texts if t)
+                self._last_user_text = item_text(item)
+        elif kind == "conversation.item.truncate":
+            item_id, index, end_ms = msg.get("item_id"), msg.get("content_index"), msg.get("audio_end_ms")
+            problem = self.conversation.truncate(item_id, index, end_ms)
+            if problem is not None:
+                self._refuse(problem, client_event_id)
+                return
+            self.emit(
+                ev.event("conversation.item.truncated", item_id=item_id, content_index=index, audio_end_ms=end_ms)
+            )
         elif kind == "response.create":
             params = msg.get("response") or {}
-            self.spawn(self.respond(modalities=params.get("output_modalities")))
+            problem = check(params)
+            if problem is not None:
+                self._refuse(problem, client_event_id)
+                return
+            self.spawn(self.respond(params=params))
         elif kind == "response.cancel":
             rid = msg.get("response_id")
             if self._active is None or (rid and rid != self._active):
@@ -327,6 +378,9 @@ class Call:
                 )
             )
 
+    def _refuse(self, problem: Problem, client_event_id: str | None) -> None:
+        self.emit(ev.error_event(problem.message, problem.code, client_event_id=client_event_id, param=problem.param))
+
     def _tool_result(self, item: dict, client_event_id: str | None) -> None:
         call_id = item.get("call_id")
         if call_id not in self._tool_names:
@@ -348,6 +402,7 @@ class Call:
             for part in item.get("content") or []:
                 if isinstance(part, dict) and part.get("type") == "input_text":
                     self.meter.user_text(str(part.get("text") or ""))
+        self.conversation.add(item)
         previous, self._last_item_id = self._last_item_id, item["id"]
         self.emit(ev.event("conversation.item.added", previous_item_id=previous, item=item))
         self.emit(ev.event("conversation.item.done", previous_item_id=previous, item=item))
@@ -360,29 +415,37 @@ class Call:
             self._add_item(ev.user_text_item(new_id("item"), user_text))
             self._last_user_text = user_text
             # a tool trigger is answered by the model's function call, not by a scripted reply
-            reply = None if tool_request(user_text, self.session.get("tools")) else reply_for(user_text)
+            reply = None if tool_request(user_text, self.session.get("tools")) else self._answer(user_text)
             if reply is not None and pad_bytes and n == 0:
                 reply = padded(reply, pad_bytes)
             await self.respond(reply=reply)
 
-    async def respond(self, reply: str | None = None, modalities: list[str] | None = None) -> None:
+    def _answer(self, user_text: str | None) -> str:
+        """The reply to the user's last text: the history trigger sees the conversation."""
+        if asks_history(user_text):
+            return history_reply(self.conversation.first_user_text(unless=asks_history))
+        return reply_for(user_text)
+
+    async def respond(self, reply: str | None = None, params: dict | None = None) -> None:
+        """One response; `params` are a response.create's own (already checked)."""
         async with self._turn_lock:
             if self.state != "live":
                 return
-            modalities = modalities or self.session.get("output_modalities") or ["audio"]
+            spec = resolve(self.session, params or {})
             call = tool_request(self._last_user_text, self.session.get("tools")) if reply is None else None
             if reply is None and self._tool_output is not None:
                 reply = tool_reply(*self._tool_output)
                 self._tool_output = None
             elif call is not None:
                 self._last_user_text = None  # one call per user turn; the next response uses its output
-                await self._call_tool(*call, modalities)
+                await self._call_tool(*call, spec)
                 return
-            await self._respond(reply if reply is not None else reply_for(self._last_user_text), modalities)
+            elif reply is None:
+                reply = self._answer(self._last_user_text)
+            await self._respond(instructed(reply, spec.instructions) if spec.overridden else reply, spec)
 
-    async def _call_tool(self, name: str, arguments: str, modalities: list[str]) -> None:
+    async def _call_tool(self, name: str, arguments: str, spec: ResponseSpec) -> None:
         """A response whose only output is a function call, in the service's order."""
-        voice = self.session.get("audio", {}).get("output", {}).get("voice", ev.DEFAULT_VOICE)
         rid, item_id, call_id = new_id("resp"), new_id("item"), new_id("call")
         self.responses += 1
         self.tool_calls += 1
@@ -390,11 +453,12 @@ class Call:
         self.emit(
             ev.event(
                 "response.created",
-                response=ev.response_object(rid, self.conversation_id, "in_progress", modalities, voice, [], None),
+                response=ev.response_object(rid, self.conversation_id, "in_progress", spec, [], None),
             )
         )
         item = ev.function_call_item(item_id, call_id, name, "", "in_progress")
         self.emit(ev.event("response.output_item.added", response_id=rid, output_index=0, item=item))
+        self.conversation.add(item)
         previous, self._last_item_id = self._last_item_id, item_id
         self.emit(ev.event("conversation.item.added", previous_item_id=previous, item=item))
         common = {"response_id": rid, "item_id": item_id, "output_index": 0, "call_id": call_id}
@@ -405,21 +469,21 @@ class Call:
         done_item = ev.function_call_item(item_id, call_id, name, arguments, "completed")
         self.emit(ev.event("response.output_item.done", response_id=rid, output_index=0, item=done_item))
         self.emit(ev.event("conversation.item.done", previous_item_id=previous, item=done_item))
+        self.conversation.add(done_item)
         # a function call is a text response: its arguments are the output text it is billed for
-        usage = self.meter.response(str(self.session.get("instructions") or ""), arguments, False)
+        usage = self.meter.response(spec.instructions, arguments, False)
         self.emit(
             ev.event(
                 "response.done",
-                response=ev.response_object(
-                    rid, self.conversation_id, "completed", modalities, voice, [done_item], usage
-                ),
+                response=ev.response_object(rid, self.conversation_id, "completed", spec, [done_item], usage),
             )
         )
         self.emit(ev.event("rate_limits.updated", rate_limits=ev.rate_limits(usage["total_tokens"])))
 
-    async def _respond(self, text: str, modalities: list[str]) -> None:
-        audio = "audio" in modalities
-        voice = self.session.get("audio", {}).get("output", {}).get("voice", ev.DEFAULT_VOICE)
+    async def _respond(self, text: str, spec: ResponseSpec) -> None:
+        audio = "audio" in spec.modalities
+        full = text
+        text = fit(full, audio, spec.max_output_tokens)  # the model stops at max_output_tokens
         rid, item_id = new_id("resp"), new_id("item")
         common = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
         self.responses += 1
@@ -427,11 +491,12 @@ class Call:
         self.emit(
             ev.event(
                 "response.created",
-                response=ev.response_object(rid, self.conversation_id, "in_progress", modalities, voice, [], None),
+                response=ev.response_object(rid, self.conversation_id, "in_progress", spec, [], None),
             )
         )
         item = ev.assistant_item(item_id, "in_progress", audio, None)
         self.emit(ev.event("response.output_item.added", response_id=rid, output_index=0, item=item))
+        self.conversation.add(item)
         previous, self._last_item_id = self._last_item_id, item_id
         self.emit(ev.event("conversation.item.added", previous_item_id=previous, item=item))
         part_type = "audio" if audio else "text"
@@ -444,10 +509,12 @@ class Call:
         )
         deltas = _deltas(text)
         interval = self.delta_interval
+        spoken_ms = round(len(text) * 1000 / SPEECH_CHARS_PER_SECOND)  # as usage bills it, without media
         if audio:
             if self.track is not None:  # a call without media (admin) has nobody to speak to
                 pcm = await asyncio.get_running_loop().run_in_executor(None, speech_pcm, text)
                 self.track.play(pcm)
+                spoken_ms = len(pcm) * 1000 // RATE
                 # the words stream ahead of the audio (over half its length), as a generating model's do
                 interval = min(0.1, len(pcm) / RATE / 2 / len(deltas))
             self.emit(ev.event("output_audio_buffer.started", response_id=rid))
@@ -461,6 +528,7 @@ class Call:
             await asyncio.sleep(interval)
         cancelled = self._cancelled
         if cancelled:  # what was said so far is all there is; the audio stops with it
+            spoken_ms = round(spoken_ms * len(said) / len(text)) if text else 0
             text = said
             self.cancelled_responses += 1
             if self.track is not None:
@@ -476,15 +544,17 @@ class Call:
                 part={"type": "audio", "transcript": text} if audio else {"type": "text", "text": text},
             )
         )
-        done_item = ev.assistant_item(item_id, "incomplete" if cancelled else "completed", audio, text)
+        status = "cancelled" if cancelled else "incomplete" if text != full else "completed"
+        done_item = ev.assistant_item(item_id, "completed" if status == "completed" else "incomplete", audio, text)
         self.emit(ev.event("response.output_item.done", response_id=rid, output_index=0, item=done_item))
         self.emit(ev.event("conversation.item.done", previous_item_id=previous, item=done_item))
-        usage = self.meter.response(str(self.session.get("instructions") or ""), text, audio)
-        self._active, status = None, "cancelled" if cancelled else "completed"
+        self.conversation.add(done_item, spoken_ms if audio else None)
+        usage = self.meter.response(spec.instructions, text, audio)
+        self._active = None
         self.emit(
             ev.event(
                 "response.done",
-                response=ev.response_object(rid, self.conversation_id, status, modalities, voice, [done_item], usage),
+                response=ev.response_object(rid, self.conversation_id, status, spec, [done_item], usage),
             )
         )
         self.emit(ev.event("rate_limits.updated", rate_limits=ev.rate_limits(usage["total_tokens"])))
@@ -500,7 +570,8 @@ class Call:
             return False
         self.state = "ended"
         self.end_reason = reason
-        self._deadline.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
         for obs in list(self.observers):
             obs.queue.put_nowait(code)
         if self.track is not None:

@@ -19,11 +19,16 @@ class Emulator:
         deployment: str = "gpt-realtime",
         identity_header: str = "local-identity-header",
         token_lifetime: float = 3600,
-        max_call_seconds: float = 3600,
+        session_max_seconds: float = 1800,
         api_key: str | None = None,
         host: str = "127.0.0.1",
         faults: list[dict] | None = None,
+        max_call_seconds: float | None = None,
     ) -> None:
+        # session_max_seconds: each call's session cap (Azure's 30 minutes by default; OpenAI's is 60).
+        # max_call_seconds is its older name, still accepted.
+        if max_call_seconds is not None:
+            session_max_seconds = max_call_seconds
         self.host = host
         self.port = port
         self.identity_header = identity_header
@@ -31,7 +36,9 @@ class Emulator:
         for spec in faults or ():  # constructor option: faults active from the first request
             spec = dict(spec)
             self.faults.set(spec.pop("target"), **spec)
-        self.state = EmulatorState(deployment, identity_header, token_lifetime, max_call_seconds, api_key, self.faults)
+        self.state = EmulatorState(
+            deployment, identity_header, token_lifetime, session_max_seconds, api_key, self.faults
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -114,6 +121,15 @@ class Emulator:
         async def snapshot():
             call = self.state.calls.get(call_id)
             return call.info() if call else None
+
+        return self.run_sync(snapshot())
+
+    def conversation(self, call_id: str) -> dict | None:
+        """`{"items": [{id, type, role, text, audio_ms}]}`: what the call's model has seen."""
+
+        async def snapshot():
+            call = self.state.calls.get(call_id)
+            return call.conversation.view() if call else None
 
         return self.run_sync(snapshot())
 

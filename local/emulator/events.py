@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .ids import new_id
+
+if TYPE_CHECKING:
+    from .overrides import ResponseSpec
 
 # webrtcfilter=on: the only server events the browser's data channel receives (DESIGN.md).
 BROWSER_EVENTS = frozenset(
@@ -150,12 +153,18 @@ def function_call_output_item(item_id: str, call_id: str, output: str) -> dict:
     }
 
 
+# why a response ended other than completed (a cut at max_output_tokens is "incomplete")
+STATUS_DETAILS = {
+    "cancelled": {"type": "cancelled", "reason": "client_cancelled"},
+    "incomplete": {"type": "incomplete", "reason": "max_output_tokens"},
+}
+
+
 def response_object(
     response_id: str,
     conversation_id: str,
     status: str,
-    modalities: list[str],
-    voice: Any,
+    spec: ResponseSpec,
     output: list[dict],
     usage: dict | None,
 ) -> dict:
@@ -164,12 +173,16 @@ def response_object(
         "object": "realtime.response",
         "conversation_id": conversation_id,
         "status": status,
-        "status_details": {"type": "cancelled", "reason": "client_cancelled"} if status == "cancelled" else None,
+        "status_details": copy.deepcopy(STATUS_DETAILS.get(status)),
         "output": output,
-        "output_modalities": modalities,
-        "max_output_tokens": "inf",
-        "metadata": None,
-        "audio": {"output": {"format": dict(PCM), "voice": voice}},
+        "output_modalities": spec.modalities,
+        "max_output_tokens": spec.max_output_tokens,
+        "metadata": spec.metadata,
+        "audio": {"output": {"format": dict(PCM), "voice": spec.voice}},
+        # The response's effective instructions (the session's, or its own from response.create), so
+        # the sideband can hold a policy against them. RealtimeResponse does not declare the field;
+        # the openai package's pydantic models allow extra fields, so it still validates.
+        "instructions": spec.instructions,
         "usage": usage,
     }
 
@@ -196,6 +209,19 @@ def error_event(
     return event(
         "error", error={"type": type_, "code": code, "message": message, "param": param, "event_id": client_event_id}
     )
+
+
+def duration_words(seconds: float) -> str:
+    """1800 -> "30 minutes", 60 -> "1 minute", 2.5 -> "2.5 seconds"."""
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'' if minutes == 1 else 's'}"
+    return f"{seconds:g} second{'' if seconds == 1 else 's'}"
+
+
+def session_expired_event(max_seconds: float) -> dict:
+    """What the service sends at its session cap, just before it closes the sideband with 1001."""
+    return error_event(f"Your session hit the maximum duration of {duration_words(max_seconds)}.", "session_expired")
 
 
 def now() -> int:

@@ -60,3 +60,29 @@ def tool_reply(name: str, output: str) -> str:
     if isinstance(value, dict):
         return f"From {name}: " + ", ".join(f"{k} is {v}" for k, v in value.items()) + "."
     return f"From {name}: {value}."
+
+
+# The history trigger: a user text "what did I say first?" (case-insensitive, the "?" optional,
+# spaces ignored) is answered "You first said: <the first user text of this call's conversation>",
+# not counting the question itself, or "Nothing yet." when there is none. So a test can prove that a
+# history replayed with conversation.item.create reached the model.
+HISTORY_QUESTION = re.compile(r"^\s*what\s+did\s+i\s+say\s+first\s*\??\s*$", re.IGNORECASE)
+
+
+def asks_history(text: str | None) -> bool:
+    return bool(HISTORY_QUESTION.match(text or ""))
+
+
+def history_reply(first_user_text: str | None) -> str:
+    return f"You first said: {first_user_text}" if first_user_text else "Nothing yet."
+
+
+# A response.create whose own `instructions` differ from the session's answers visibly as told:
+# its reply is prefixed "(as instructed: <the first 6 words of those instructions>) ". Instructions
+# equal to the session's change nothing.
+INSTRUCTED_WORDS = 6
+
+
+def instructed(reply: str, instructions: str) -> str:
+    words = " ".join(instructions.split()[:INSTRUCTED_WORDS])
+    return f"(as instructed: {words}) {reply}"

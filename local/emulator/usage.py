@@ -20,6 +20,27 @@ def text_tokens(text: str) -> int:
     return max(1, len(text) // 4) if text else 0
 
 
+def output_tokens(text: str, audio: bool) -> tuple[int, int]:
+    """(text, audio) output tokens of a reply that says `text` (aloud when `audio`)."""
+    seconds = len(text) / SPEECH_CHARS_PER_SECOND if audio else 0
+    return text_tokens(text), round(seconds * ASSISTANT_AUDIO_TOKENS_PER_SECOND)
+
+
+def fit(text: str, audio: bool, limit: int | str) -> str:
+    """The longest whole-word start of `text` within `limit` output tokens ("inf": all of it): where
+    a response with max_output_tokens stops."""
+    if limit == "inf" or sum(output_tokens(text, audio)) <= int(limit):
+        return text
+    words = text.split(" ")
+    kept = ""
+    for i in range(1, len(words) + 1):
+        candidate = " ".join(words[:i])
+        if sum(output_tokens(candidate, audio)) > int(limit):
+            break
+        kept = candidate
+    return kept
+
+
 @dataclass
 class UsageMeter:
     context_text: int = 0  # conversation tokens so far, beyond the instructions
@@ -40,8 +61,7 @@ class UsageMeter:
         prev_text, prev_audio = self.previous_input
         cached_text = (min(prev_text, in_text) // 64) * 64
         cached_audio = (min(prev_audio, in_audio) // 64) * 64
-        out_text = text_tokens(text)
-        out_audio = round(len(text) / SPEECH_CHARS_PER_SECOND * ASSISTANT_AUDIO_TOKENS_PER_SECOND) if audio else 0
+        out_text, out_audio = output_tokens(text, audio)
         self.previous_input = (in_text, in_audio)
         self.context_text += out_text
         self.context_audio += out_audio

@@ -28,7 +28,7 @@ class OfferPeer:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc.addTrack(AudioStreamTrack())
         self.opened = asyncio.Event()
-        channel = self.pc.createDataChannel("realtime-channel")
+        channel = self.channel = self.pc.createDataChannel("realtime-channel")
         channel.on("open", self.opened.set)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return self.pc.localDescription.sdp
@@ -40,6 +40,15 @@ class OfferPeer:
                 await asyncio.wait_for(self.opened.wait(), wait_open)
 
         self._run(go(), (wait_open or 0) + 20)
+
+    def send(self, event: dict) -> None:
+        """A client event on the data channel, as a browser (or an attacker holding the page) sends it."""
+        import json
+
+        async def go():
+            self.channel.send(json.dumps(event))
+
+        self._run(go(), 10)
 
     def close(self) -> None:
         try:

@@ -13,7 +13,11 @@ from .store import Archive
 from .summary import CallSummary
 
 # listener rows the session row counts (field name per row type); tool rows also count their errors
-MARK_COUNTS = {"listener.tool": "tool_calls", "listener.guardrail": "guardrail_hits"}
+MARK_COUNTS = {
+    "listener.tool": "tool_calls",
+    "listener.guardrail": "guardrail_hits",
+    "listener.policy": "policy_actions",
+}
 
 
 def id_key(event_id: str) -> int:

@@ -10,6 +10,7 @@ the `purging` row, and the next run finishes those calls first, whatever the set
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,7 @@ from .store import Archive
 
 log = logging.getLogger(__name__)
 EARLIEST_DAY = "19700101"
+RUN_SECONDS = 240.0  # well inside the 5-minute function timeout of a Consumption plan
 
 
 @dataclass
@@ -25,17 +27,32 @@ class RetentionResult:
     calls: list[str] = field(default_factory=list)
     event_rows: int = 0
     resumed: int = 0  # calls whose deletion an earlier run began and this one finished
+    more: bool = False  # stopped by its time or count: the next run goes on
 
 
-def purge(archive: Archive, days: int, now: datetime | None = None, max_calls: int = 500) -> RetentionResult | None:
-    """Finish the deletions earlier runs began, then delete calls past the limit, up to `max_calls`
-    calls in all (the rest go on the next run). None when days == 0 and nothing was left to finish."""
+def purge(
+    archive: Archive,
+    days: int,
+    now: datetime | None = None,
+    max_calls: int | None = None,
+    seconds: float = RUN_SECONDS,
+) -> RetentionResult | None:
+    """Finish the deletions earlier runs began, then delete calls past the limit, until none is left,
+    `seconds` have passed (inside the function's timeout) or `max_calls` calls went: the rest go on
+    the next run, an hour later. None when days == 0 and nothing was left to finish."""
     now = now or datetime.now(UTC)
+    stop_at = time.monotonic() + seconds
+    limit = max_calls if max_calls is not None else float("inf")
+
+    def full() -> bool:
+        return len(result.calls) >= limit or time.monotonic() >= stop_at
+
     since = now.isoformat(timespec="seconds")
     cutoff = now - timedelta(days=days) if days > 0 else None
     result = RetentionResult(cutoff.isoformat(timespec="seconds") if cutoff else None)
     for pending in archive.pending_deletions():
-        if len(result.calls) >= max_calls:
+        if full():
+            result.more = True
             break
         call_id, day = pending["call_id"], str(pending["day"])
         rows = archive.delete_call(call_id, day, str(pending["started_at"] or since))
@@ -53,7 +70,8 @@ def purge(archive: Archive, days: int, now: datetime | None = None, max_calls: i
         log.info("archive retention: ARCHIVE_RETENTION_DAYS=0, keeping every call")
         return result if result.calls else None
     for session in archive.sessions_between(EARLIEST_DAY, cutoff.strftime("%Y%m%d")):
-        if len(result.calls) >= max_calls:
+        if full():
+            result.more = True
             break
         created = _created(session)
         if created is not None and created >= cutoff:
@@ -70,6 +88,8 @@ def purge(archive: Archive, days: int, now: datetime | None = None, max_calls: i
         result.event_rows,
         f"; {result.resumed} of them begun by an earlier run" if result.resumed else "",
     )
+    if result.more:
+        log.warning("archive retention: more calls are past the limit; the next run goes on with them")
     return result
 
 

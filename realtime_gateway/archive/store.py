@@ -168,6 +168,17 @@ class Archive:
         except ResourceNotFoundError:
             return None
 
+    def ended_slots(self, first_day: str, last_day: str) -> set[str]:
+        """The active-call slots named by calls of these days that have ended (limits' reconciliation)."""
+        flt = (
+            f"PartitionKey ge '{_escape(first_day)}' and PartitionKey le '{_escape(last_day)}' "
+            "and state eq 'ended' and slot gt ''"
+        )
+        try:
+            return {str(r["slot"]) for r in self.sessions.query_entities(flt, select=["slot"]) if r.get("slot")}
+        except ResourceNotFoundError:  # no call archived yet
+            return set()
+
     def sessions_on(self, day: str) -> list[dict[str, Any]]:
         return [session_view(r) for r in self.sessions.query_entities(f"PartitionKey eq '{_escape(day)}'")]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from ..errors import ApiError
 from ..settings import Settings
 
-EXPOSED = "x-call-id, x-request-id, x-listener, retry-after"
+EXPOSED = "x-call-id, x-call-capability, x-request-id, x-listener, retry-after"
 ALLOWED_METHODS = "GET, POST, OPTIONS"
-ALLOWED_HEADERS = "content-type, x-request-id"
+ALLOWED_HEADERS = "content-type, x-request-id, x-call-capability"
 MAX_AGE = "600"
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+import threading
+import time
+from typing import Callable, Mapping
 
+from ..archive.codec import utc_iso
 from ..archive.tables import StorageConfigError, table_service_from_env
 
 TIMEOUT = 3  # seconds; health must answer quickly
@@ -22,3 +25,36 @@ def storage_reachable(env: Mapping[str, str]) -> tuple[bool, str]:
         return False, f"storage not reachable ({type(exc).__name__})"
     except ValueError as exc:  # malformed connection string
         return False, f"storage connection setting is malformed ({type(exc).__name__})"
+
+
+class Health:
+    """The health route's checks, asked at most once per `ttl` seconds per process."""
+
+    def __init__(self, identity: Callable[[], object] | None, env: Callable[[], Mapping[str, str]], ttl: float) -> None:
+        self._identity, self._env, self._ttl = identity, env, ttl
+        self._lock = threading.Lock()
+        self._checked: tuple[float, dict[str, str]] | None = None
+        self._at = ""
+
+    def checks(self) -> tuple[dict[str, str], str]:
+        """The checks and when they were asked (ISO time)."""
+        with self._lock:  # one request asks; the others wait for its answer instead of asking too
+            if self._checked is None or time.monotonic() - self._checked[0] >= self._ttl:
+                self._checked = (time.monotonic(), self._ask())
+                self._at = utc_iso(time.time())
+            return dict(self._checked[1]), self._at
+
+    def _ask(self) -> dict[str, str]:
+        from ..errors import ApiError
+
+        checks: dict[str, str] = {"settings": "ok"}
+        if self._identity is None:
+            checks["identity"] = "not used (api key)"
+        else:
+            try:
+                self._identity()
+                checks["identity"] = "ok"
+            except ApiError as exc:
+                checks["identity"] = exc.message
+        checks["storage"] = storage_reachable(self._env())[1]
+        return checks

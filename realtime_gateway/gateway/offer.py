@@ -17,12 +17,16 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def offer_from_body(content_type: str | None, body: bytes) -> str:
-    """Return the offer SDP text or raise ApiError(400/413/415)."""
+def check_size(body: bytes) -> None:
     if len(body) > MAX_OFFER_BYTES:
         raise ApiError(
             413, "payload_too_large", f"the request body is {len(body)} bytes; the limit is {MAX_OFFER_BYTES} bytes"
         )
+
+
+def offer_from_body(content_type: str | None, body: bytes) -> str:
+    """Return the offer SDP text or raise ApiError(400/413/415)."""
+    check_size(body)
     kind = media_type(content_type)
     if kind in RAW_TYPES:
         raw = body

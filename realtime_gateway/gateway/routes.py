@@ -3,25 +3,30 @@ wrong or the service could not do; `http.handle()` turns those into the JSON err
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 import time
 from typing import Any, Callable
 
 from .. import telemetry
-from ..archive.codec import utc_iso
+from ..archive.codec import day_of, utc_iso
 from ..archive.status import call_status
 from ..errors import ApiError
 from ..listener.message import CallMessage
 from ..process import Process
 from ..upstream.answers import valid_call_id
-from .health import storage_reachable
 from .http import Request, Response, json_response
-from .offer import offer_from_body
+from .offer import check_size, offer_from_body
+from .principal import HEADER as PRINCIPAL_HEADER
 from .principal import principal_from_headers
 
 log = logging.getLogger("realtime_gateway.http")
 
 CONNECT_BUDGET_CAP = 200.0  # seconds; Azure cuts HTTP responses at 230 s
+CAPABILITY_HEADER = "x-call-capability"
+_ignored_principal = False  # logged once: a client-sent principal without App Service authentication
 
 
 def _deadline(p: Process) -> float:
@@ -29,8 +34,18 @@ def _deadline(p: Process) -> float:
     return time.monotonic() + min(CONNECT_BUDGET_CAP, 2 * p.settings.http_timeout + 5)
 
 
+def capability_hash(capability: str) -> str:
+    return hashlib.sha256(capability.encode("utf-8")).hexdigest()
+
+
 def _principal(p: Process, req: Request) -> dict[str, Any] | None:
-    principal = principal_from_headers(req.headers)
+    """The caller's principal, only where the platform authenticated the request: without App
+    Service authentication anybody can send x-ms-client-principal, so it is ignored."""
+    global _ignored_principal
+    principal = principal_from_headers(req.headers) if p.settings.platform_auth else None
+    if not p.settings.platform_auth and req.headers.get(PRINCIPAL_HEADER) and not _ignored_principal:
+        _ignored_principal = True
+        log.warning("ignoring %s: App Service authentication is off, so a client may have set it", PRINCIPAL_HEADER)
     if principal is None and p.settings.require_principal:
         raise ApiError(401, "principal_required", "sign in first: this gateway requires an authenticated principal")
     return principal
@@ -44,6 +59,7 @@ def _call_id(call_id: str) -> str:
 
 @telemetry.traced("connect")
 def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] | None = None) -> Response:
+    check_size(req.body)  # before the limiter writes anything
     principal = _principal(p, req)
     telemetry.annotate(principal_id=(principal or {}).get("id"))
     with telemetry.span("limiter"):
@@ -57,6 +73,7 @@ def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] |
         raise
     telemetry.annotate(call_id=answer.call_id)
     started = p.clock()
+    capability = secrets.token_urlsafe(32)  # the creator's proof for hang-up; only its hash is kept
     message = CallMessage(
         call_id=answer.call_id,
         started_at=started,
@@ -68,7 +85,9 @@ def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] |
         voice=(p.settings.session_policy.get("audio") or {}).get("output", {}).get("voice"),
         traceparent=telemetry.traceparent(),  # the listener's span joins this call's trace
         slot=slot.id,
+        capability_sha256=capability_hash(capability),
     )
+    _register(p, message, rid)
     listener = "queued"
     try:
         if enqueue is None:
@@ -84,9 +103,26 @@ def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] |
     return Response(
         201,
         answer.sdp.encode("utf-8"),
-        {"x-call-id": answer.call_id, "x-listener": listener, "Cache-Control": "no-store"},
+        {
+            "x-call-id": answer.call_id,
+            CAPABILITY_HEADER: capability,
+            "x-listener": listener,
+            "Cache-Control": "no-store",
+        },
         "application/sdp",
     )
+
+
+def _register(p: Process, message: CallMessage, rid: str) -> None:
+    """The call's session row, before the answer leaves: the hang-up route checks the capability's
+    hash there, and a call whose listener never runs is still on the auditor's list."""
+    try:
+        p.archive.ensure_tables()
+        p.archive.open_session(
+            message.call_id, day_of(message.started_at), message.session_fields(p.settings.strict_recording)
+        )
+    except Exception as exc:  # the call works without it; its hang-up then falls back to the page closing media
+        log.error("connect rid=%s call=%s: session row not written (%s)", rid, message.call_id, type(exc).__name__)
 
 
 def token(p: Process, req: Request, rid: str) -> Response:
@@ -113,8 +149,23 @@ def token(p: Process, req: Request, rid: str) -> Response:
 
 
 def hangup(p: Process, req: Request, rid: str, call_id: str) -> Response:
-    _principal(p, req)
+    principal = _principal(p, req)
     _call_id(call_id)
+    p.limits.admit_control(req.headers, principal, rid)
+    given = req.headers.get(CAPABILITY_HEADER) or ""
+    if not given:
+        raise ApiError(401, "capability_required", f"send the {CAPABILITY_HEADER} header that the connect answer gave")
+    try:
+        row = p.archive.find_session(call_id)
+    except Exception as exc:
+        log.error("hangup rid=%s call=%s: archive unreadable (%s)", rid, call_id, type(exc).__name__)
+        raise ApiError(503, "archive_unavailable", "the call archive cannot be read now") from None
+    held = str((row or {}).get("capability_sha256") or "")
+    # one answer for an unknown call and a wrong capability: the route does not reveal which calls exist
+    if not held or not hmac.compare_digest(held, capability_hash(given)):
+        raise ApiError(403, "capability_invalid", f"this {CAPABILITY_HEADER} does not hold call {call_id}")
+    if (row or {}).get("state") == "ended":
+        return json_response(200, {"call_id": call_id, "status": "ended"})
     try:  # first, so the listener finds it when the service closes the sideband
         p.archive.mark_page_hangup(call_id, utc_iso(time.time()))
     except Exception as exc:  # the hang-up matters more than its note in the archive
@@ -126,6 +177,7 @@ def hangup(p: Process, req: Request, rid: str, call_id: str) -> Response:
 
 def call_state(p: Process, req: Request, rid: str, call_id: str) -> Response:
     _call_id(call_id)
+    p.limits.admit_control(req.headers, _principal(p, req), rid)
     try:
         state = call_status(p.archive, call_id)
     except Exception as exc:  # storage down: say so, without details
@@ -135,17 +187,10 @@ def call_state(p: Process, req: Request, rid: str, call_id: str) -> Response:
 
 
 def health(p: Process, req: Request, rid: str) -> Response:
-    checks: dict[str, str] = {"settings": "ok"}
-    if p.tokens is None:
-        checks["identity"] = "not used (api key)"
-    else:
-        try:
-            p.tokens.token()
-            checks["identity"] = "ok"
-        except ApiError as exc:
-            checks["identity"] = exc.message
-    checks["storage"] = storage_reachable(p.env)[1]
+    # answered from a copy for HEALTH_CACHE_SECONDS: an anonymous route that asks storage and the
+    # identity endpoint on every request would be a free amplifier
+    checks, checked_at = p.health.checks()
     healthy = all(v == "ok" or v.startswith("not used") for v in checks.values())
-    body: dict[str, Any] = {"status": "ok" if healthy else "unhealthy", "checks": checks}
+    body: dict[str, Any] = {"status": "ok" if healthy else "unhealthy", "checks": checks, "checked_at": checked_at}
     body["refusals"] = dict(p.limits.refusals)  # this instance's limit refusals by code, since it started
     return json_response(200 if healthy else 503, body)

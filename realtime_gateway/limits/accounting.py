@@ -81,6 +81,8 @@ class CallCharges:
             delta = u.minus(result.usage, self.charged if self.charged is not None else result.usage_before)
             self.charged = dict(result.usage)
         process.limits.charge(delta, seconds, int(ended), self.pkey)
+        if not ended:  # the next listener's running minutes count from here, not from the call's start
+            process.limits.charged_until(msg.slot, process.clock())
         if result.usage:
             cost = u.cost_usd(result.usage, process.settings.limits.prices)
             try:

@@ -12,7 +12,7 @@ import ipaddress
 import re
 from typing import Any, Mapping
 
-UNSAFE_KEY = re.compile(r"[/\\#?\x00-\x1f\x7f]")
+UNSAFE_KEY = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")  # what a table key must not hold
 
 
 def client_address(headers: Mapping[str, str], header: str, hop: int) -> str | None:

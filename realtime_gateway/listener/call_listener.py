@@ -52,7 +52,7 @@ class Upstream(Protocol):
 class ListenerResult:
     call_id: str
     outcome: str  # ended | handed_over | not_attached
-    end_reason: str | None  # ended | limit | hangup | guardrail | budget | error | time_box | None
+    end_reason: str | None  # ended | limit | hangup | guardrail | policy | budget | error | time_box | None
     events: int = 0
     duplicates: int = 0
     gaps: int = 0
@@ -84,6 +84,8 @@ class Listener:
         guardrail: Guardrail | None = None,
         on_attach: Callable[[], None] | None = None,
         on_commit: Callable[[dict[str, float], dict[str, float]], None] | None = None,
+        policy: Mapping[str, Any] | None = None,
+        policy_max_violations: int = 0,
     ):
         self.msg, self.archive, self.upstream = msg, archive, upstream
         self.url = sideband_url(websocket_endpoint, msg.call_id)
@@ -101,6 +103,7 @@ class Listener:
         self.attach_delay: float | None = None  # seconds from call created to the first sideband open
         self.tools, self.guardrail = tools, guardrail
         self.control: Control | None = None  # tools and guardrail acting on the call (control.py)
+        self.policy, self.policy_max_violations = policy, policy_max_violations  # policy.py
 
     # ---- the run ---------------------------------------------------------------------------------
     def run(self) -> ListenerResult:
@@ -159,7 +162,7 @@ class Listener:
         ).start()
 
     def _control(self, writer: ArchiveWriter) -> Control | None:
-        if self.tools is None and self.guardrail is None:
+        if self.tools is None and self.guardrail is None and self.policy is None:
             return None
 
         def send(message: Mapping[str, Any]) -> None:
@@ -172,7 +175,9 @@ class Listener:
             self.guardrail,
             send,
             lambda kind, payload: writer.mark(kind, payload, self.clock()),
-            lambda why: self._hangup(writer, "guardrail", why),
+            lambda reason, why: self.hang_up(reason, why),
+            self.policy,
+            self.policy_max_violations,
         )
 
     def _close_control(self, timeout: float | None = None) -> None:

@@ -14,10 +14,12 @@ import json
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .. import telemetry
 from .guardrails import Guardrail
+from .policy import TYPES as POLICY_TYPES
+from .policy import PolicyGuard
 from .tools import ToolBox
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,9 @@ class Control:
         guardrail: Guardrail | None,
         send: Callable[[dict[str, Any]], None],
         mark: Callable[[str, dict[str, Any]], None],
-        hangup: Callable[[str], None],
+        hangup: Callable[[str, str], None],
+        policy: Mapping[str, Any] | None = None,
+        max_violations: int = 0,
     ) -> None:
         self.tools, self.guardrail = tools, guardrail
         self._send, self._mark, self._hangup = send, mark, hangup
@@ -55,16 +59,23 @@ class Control:
         self._blocked: set[str] = set()  # responses already cancelled
         self._started: set[str] = set()  # call ids already run (an event seen twice runs nothing twice)
         self.hits = 0
+        self.policy = (
+            PolicyGuard(policy, self._try_send, mark, lambda why: self._submit(hangup, "policy", why), max_violations)
+            if policy is not None
+            else None
+        )
 
     # ---- the reader's side: never blocks ---------------------------------------------------------
     def on_event(self, raw: str) -> None:
-        if '"response.' not in raw:
-            return  # neither a tool call nor the assistant's words
+        if '"response.' not in raw and (self.policy is None or '"session.' not in raw):
+            return  # neither a tool call, the assistant's words, nor a session or response the policy checks
         try:
             event = json.loads(raw)
             kind = event["type"]
         except (ValueError, KeyError, TypeError):
             return
+        if self.policy is not None and kind in POLICY_TYPES:
+            self.policy.on_event(kind, event)
         if self.tools is not None and kind == "response.output_item.done":
             item = event.get("item") or {}
             if item.get("type") == "function_call" and item.get("status", "completed") == "completed":
@@ -193,7 +204,7 @@ class Control:
             },
         )
         if hang_up:
-            self._hangup(f"output guardrail: {hits} hits")
+            self._hangup("guardrail", f"output guardrail: {hits} hits")
 
     # ---- plumbing -------------------------------------------------------------------------------------
     def _submit(self, fn: Callable[..., None], *args: Any) -> None:

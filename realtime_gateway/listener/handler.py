@@ -7,17 +7,32 @@ poison output bindings); nothing here knows about azure.functions.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from .. import telemetry
 from ..limits.accounting import CallCharges
 from ..process import Process, get_process
+from ..settings import Settings
 from .call_listener import Listener, ListenerResult
 from .guardrails import Guardrail
 from .message import BadCallMessage, CallMessage
 from .tools import ToolBox
 
 log = logging.getLogger(__name__)
+
+
+def _merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+        )
+    return out
+
+
+def enforced_policy(s: Settings) -> dict[str, Any]:
+    """The session the call must keep: the minted policy, with the listener's own session.update on top."""
+    return _merge(s.session_policy, s.sideband_session_update or {})
 
 
 def make_listener(
@@ -48,6 +63,8 @@ def make_listener(
         guardrail=Guardrail.load(s.guardrail_terms, s.guardrail_hook, s.guardrail_notice, s.guardrail_max_hits),
         on_attach=charges.attached,
         on_commit=charges.committed,
+        policy=enforced_policy(s) if s.policy_enforce else None,
+        policy_max_violations=s.policy_max_violations,
     )
     charges.hang_up = lambda why: listener.hang_up("budget", why)
     return listener

@@ -34,6 +34,7 @@ class CallMessage:
     continuation: int = 0  # 0 for the first listener, +1 at each time-box hand-over
     traceparent: str | None = None  # W3C trace context of /connect (absent in older messages)
     slot: str | None = None  # the call's active-call slot (limits), released when it ends
+    capability_sha256: str | None = None  # hash of the x-call-capability its creator holds
 
     def to_json(self) -> str:
         return json.dumps({"v": VERSION, **asdict(self)}, separators=(",", ":"))
@@ -54,6 +55,8 @@ class CallMessage:
             "voice": self.voice or "",
             "continuations": self.continuation,
             "strict": strict,
+            "slot": self.slot or "",
+            "capability_sha256": self.capability_sha256 or "",
         }
 
     def continued(self) -> CallMessage:
@@ -86,7 +89,7 @@ class CallMessage:
             ):
                 raise BadCallMessage(f"{key} must be epoch seconds")
         # The optional fields reach the archive's session row: a wrong type would fail there, on every retry.
-        for key in ("origin", "request_id", "model", "voice"):
+        for key in ("origin", "request_id", "model", "voice", "slot", "capability_sha256"):
             if data.get(key) is not None and not isinstance(data[key], str):
                 raise BadCallMessage(f"{key} must be a string")
         if data.get("principal") is not None and not isinstance(data["principal"], dict):

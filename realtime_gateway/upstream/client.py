@@ -30,8 +30,17 @@ class SecretRefused(ApiError):
     started, so the caller may try once more with a freshly minted one."""
 
 
+class _Session(requests.Session):
+    """requests drops `Authorization` when a redirect leaves the host, but not Azure's `api-key`."""
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        if prepared_request.url and self.should_strip_auth(response.request.url or "", prepared_request.url):
+            prepared_request.headers.pop("api-key", None)
+
+
 def make_session(pool_size: int = 32) -> requests.Session:
-    session = requests.Session()
+    session = _Session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)

@@ -5,8 +5,10 @@ page probes (peer-connection stats, performance marks)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +19,8 @@ from local.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "static_web"
-ARTIFACTS = ROOT / "artifacts"
+# Screenshots and timings go to a temporary folder; `make screenshots` points this at artifacts/.
+ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR") or tempfile.mkdtemp(prefix="gateway-artifacts-"))
 
 
 def csp_with_gateway(csp: str, gateway_origin: str) -> str:
@@ -131,6 +134,11 @@ TRACK_PEER_CONNECTIONS = """
   window.__pcs = [];
   window.RTCPeerConnection = class extends Native {
     constructor(...args) { super(...args); window.__pcs.push(this); }
+    createDataChannel(...args) {  // what a visitor with the developer tools can reach and send on
+      const channel = super.createDataChannel(...args);
+      (window.__channels = window.__channels || []).push(channel);
+      return channel;
+    }
   };
   window.__csp = [];
   document.addEventListener('securitypolicyviolation',

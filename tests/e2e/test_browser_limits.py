@@ -8,7 +8,9 @@ from tests.e2e.browser_support import open_page
 
 
 def test_rate_limited_call_says_so(browser, gateway_stack_factory):
-    stack = gateway_stack_factory(RATE_LIMIT_PER_MINUTE=1, **{"AzureWebJobs.call_listener.Disabled": "true"})
+    stack = gateway_stack_factory(
+        RATE_LIMIT_PER_MINUTE=1, TOKEN_ROUTE_ENABLED="true", **{"AzureWebJobs.call_listener.Disabled": "true"}
+    )
     calls_before = stack.emulator.stats()["calls"]
     assert requests.get(stack.url + "/api/token", timeout=10).status_code == 200  # this client's one a minute
     page = open_page(browser, stack.url + "/")

@@ -384,6 +384,15 @@ def test_retention_deletes_a_long_call_over_several_transactions(own_archive):
     assert verify_call(archive, recent).ok
 
 
+def test_retention_has_no_call_cap_and_a_run_out_of_time_leaves_the_rest_to_the_next(own_archive):
+    archive, _ = own_archive
+    old = [write_call(archive, 2, days_ago=10) for _ in range(4)]
+    stopped = purge(archive, 5, seconds=0)  # out of time at once: nothing deleted, the next run goes on
+    assert stopped is not None and stopped.calls == [] and stopped.more
+    result = purge(archive, 5)  # no cap on calls: every old call goes in one run
+    assert result is not None and sorted(result.calls) == sorted(old) and not result.more
+
+
 def test_a_deletion_cut_short_reads_as_being_deleted_and_the_next_run_finishes_it(own_archive, capsys):
     archive, base = own_archive
     call_id, intact = write_call(archive, 260, days_ago=10), write_call(archive, 3, days_ago=10)
@@ -458,7 +467,7 @@ def test_usage_per_day_from_the_limiters_rows(azurite, capsys, monkeypatch):
     clock = [datetime(2026, 11, 23, 12, 0, tzinfo=UTC).timestamp()]
     env = {"AzureWebJobsStorage": azurite.connection_string}
     limiter = Limiter(
-        Limits(table=table, rate_per_minute=0, max_active_calls=0),
+        Limits(table=table, rate_per_minute=0, max_active_calls=0, daily_spend_usd=0),
         lambda: table_service_from_env(env, False, **LIMITS_STORAGE),
         lambda: clock[0],
     )

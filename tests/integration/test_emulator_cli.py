@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import requests
@@ -23,6 +24,7 @@ def test_runs_from_environment_and_stops_on_sigterm():
         "EMULATOR_IDENTITY_HEADER": "hdr",
         "EMULATOR_TOKEN_LIFETIME": "120",
         "EMULATOR_API_KEY": "k",
+        "EMULATOR_SESSION_MAX_SECONDS": "90",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "local.emulator"],
@@ -42,7 +44,7 @@ def test_runs_from_environment_and_stops_on_sigterm():
             timeout=10,
             params={"api-version": "2019-08-01", "resource": "r"},
         ).json()
-        assert 110 <= int(token["expires_on"]) - int(__import__("time").time()) <= 121
+        assert 110 <= int(token["expires_on"]) - int(time.time()) <= 121
         r = requests.post(
             f"{url}/openai/v1/realtime/client_secrets",
             headers={"api-key": "k"},
@@ -51,6 +53,9 @@ def test_runs_from_environment_and_stops_on_sigterm():
         )
         assert r.status_code == 200
         assert requests.get(f"{url}/_emulator/stats", timeout=10).json()["client_secrets"] == 1
+        call_id = requests.post(f"{url}/_emulator/calls", timeout=10).json()["call_id"]
+        info = requests.get(f"{url}/_emulator/calls/{call_id}", timeout=10).json()
+        assert 88 <= info["expires_at"] - time.time() <= 91  # the session cap from the environment
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(15)

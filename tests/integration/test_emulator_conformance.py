@@ -20,10 +20,14 @@ from local.emulator.peer import ClientPeer, entra_token
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 # The service reports the session with id/object/expires_at, which RealtimeSessionCreateRequest
-# (the type session.created/updated carry in the SDK) does not declare. Nothing else is allowed.
+# (the type session.created/updated carry in the SDK) does not declare; the emulator's response
+# object carries its effective `instructions`, which RealtimeResponse does not declare (the SDK's
+# models allow extra fields). Nothing else is allowed.
 ALLOWED_EXTRA = {
     ("session.created", "session"): {"id", "object", "expires_at"},
     ("session.updated", "session"): {"id", "object", "expires_at"},
+    ("response.created", "response"): {"instructions"},
+    ("response.done", "response"): {"instructions"},
 }
 
 
@@ -125,6 +129,17 @@ async def _call_everything(emu, webrtc_filter):
         )
         peer.send({"type": "response.create"})
         await peer.wait_for("output_audio_buffer.stopped", timeout=20)
+        # the browser cuts the reply it played (its real audio is longer than 300 ms)
+        first = await wait_side(side_a, "response.done")
+        peer.send(
+            {
+                "type": "conversation.item.truncate",
+                "item_id": first["response"]["output"][0]["id"],
+                "content_index": 0,
+                "audio_end_ms": 300,
+            }
+        )
+        await wait_side(side_a, "conversation.item.truncated")
         peer.say(speech_pcm("Testing one two three, can you hear me?"))
         await peer.wait_for("output_audio_buffer.stopped", timeout=30, count=2)
         # a tool call answered over the sideband, then a response cancelled mid-way
@@ -194,6 +209,7 @@ def test_every_emitted_message_validates(emulator, webrtc_filter):
         "error",
         "response.function_call_arguments.delta",
         "response.function_call_arguments.done",
+        "conversation.item.truncated",
     ):
         assert expected in side_types, expected
     assert side_a[0]["type"] == side_b[0]["type"] == "session.created"

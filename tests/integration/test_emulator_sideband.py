@@ -148,7 +148,7 @@ def test_hangup_closes_sideband_1001_and_second_hangup_is_404(emulator):
 
 
 def test_max_call_duration_closes_1001():
-    emu = Emulator(port=0, max_call_seconds=0.6).start()
+    emu = Emulator(port=0, session_max_seconds=0.6).start()
     try:
 
         async def run():
@@ -158,16 +158,18 @@ def test_max_call_duration_closes_1001():
                 ws = await _attach(http, emu.url, token, call_id)
                 loop = asyncio.get_running_loop()
                 start = loop.time()
-                _, _, code = await _drain(ws, timeout=5)
+                types, messages, code = await _drain(ws, timeout=5)
                 async with http.get(f"{emu.url}/_emulator/calls/{call_id}") as r:
-                    return code, loop.time() - start, await r.json()
+                    return types, messages, code, loop.time() - start, await r.json()
 
-        code, elapsed, info = asyncio.run(run())
+        types, messages, code, elapsed, info = asyncio.run(run())
     finally:
         emu.stop()
     assert code == 1001
     assert elapsed < 2
     assert info["state"] == "ended" and info["end_reason"] == "max_duration"
+    assert types == ["session.created", "error"]  # the service's last word before it closes
+    assert messages[1]["error"]["code"] == "session_expired"
 
 
 def test_sideband_rejects_bad_auth_unknown_call_and_plain_http(emulator):

@@ -56,8 +56,8 @@ def budget(default: int):
 # What a caller may get: the documented statuses and codes (README "Errors"), nothing else.
 DOCUMENTED = {
     400: {"missing_sdp", "invalid_sdp", "invalid_form", "sdp_rejected", "invalid_call_id"},
-    401: {"principal_required"},
-    403: {"origin_not_allowed"},
+    401: {"principal_required", "capability_required"},
+    403: {"origin_not_allowed", "capability_invalid"},
     404: {"call_not_found", "token_route_disabled"},
     413: {"payload_too_large"},
     415: {"unsupported_media_type"},
@@ -81,6 +81,8 @@ def gw():
                 # no storage here (env={}), and every try counted: limits and the secret pool are off
                 "RATE_LIMIT_PER_MINUTE": "0",
                 "MAX_ACTIVE_CALLS": "0",
+                "DAILY_SPEND_LIMIT_USD": "0",
+                "CONTROL_RATE_PER_MINUTE": "0",
                 "SECRET_POOL_SIZE": "0",
             }
         ),

@@ -41,6 +41,8 @@ def stack(host_factory, emulator, azurite, request):
         # these tests make many requests from 127.0.0.1: limits are tested in test_limits_host
         "LIMITS_TABLE": f"limits{_s.token_hex(4)}",
         "RATE_LIMIT_PER_MINUTE": "0",
+        "TOKEN_ROUTE_ENABLED": "true",
+        "WEBSITE_AUTH_ENABLED": "true",  # as App Service authentication sets it: the principal is the platform's
         "HTTP_TIMEOUT_SECONDS": "2",
         "MAX_CALL_SECONDS": "900",
         "SECRET_POOL_SIZE": "0",  # the mint's faults reach /connect only inline (the pool: test_secret_pool.py)
@@ -117,11 +119,17 @@ def test_seed_page_multipart_form_connects(stack):
 def test_hangup_and_token_and_health(stack, offer):
     resp = requests.get(stack.url + "/api/token", headers={"Origin": PAGE_ORIGIN}, timeout=10)
     assert resp.status_code == 200 and set(resp.json()) == {"token", "expires_at", "endpoint", "deployment"}
-    call_id = post_connect(stack, offer).headers["x-call-id"]
-    resp = requests.post(f"{stack.url}/api/calls/{call_id}/hangup", headers={"Origin": PAGE_ORIGIN}, timeout=10)
-    assert resp.status_code == 200 and resp.json()["status"] == "ended"
+    answer = post_connect(stack, offer)
+    call_id, capability = answer.headers["x-call-id"], answer.headers["x-call-capability"]
+    # only the call's creator may hang it up: no capability, or another's, is refused
     resp = requests.post(f"{stack.url}/api/calls/{call_id}/hangup", timeout=10)
-    assert resp.status_code == 404 and error(resp)["code"] == "call_not_found"
+    assert resp.status_code == 401 and error(resp)["code"] == "capability_required"
+    wrong = {"x-call-capability": capability[::-1]}
+    resp = requests.post(f"{stack.url}/api/calls/{call_id}/hangup", headers=wrong, timeout=10)
+    assert resp.status_code == 403 and error(resp)["code"] == "capability_invalid"
+    headers = {"Origin": PAGE_ORIGIN, "x-call-capability": capability}
+    resp = requests.post(f"{stack.url}/api/calls/{call_id}/hangup", headers=headers, timeout=10)
+    assert resp.status_code == 200 and resp.json()["status"] == "ended"
     health = requests.get(stack.url + "/api/health", timeout=10)
     assert health.status_code == 200
     assert health.json()["checks"] == {"settings": "ok", "identity": "ok", "storage": "ok"}

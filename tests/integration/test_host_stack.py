@@ -88,9 +88,8 @@ def test_stack_prints_ready_lines_serves_the_page_and_stops_cleanly(tmp_path):
         assert f"QueueEndpoint=http://127.0.0.1:{stack.ports['AZURITE_QUEUE_PORT']}/devstoreaccount1" in storage
         assert requests.get(gateway + "/").status_code == 200
         # The wiring works end to end: origin allowed, identity endpoint and emulator reached.
-        r = requests.get(gateway + "/api/token", headers={"Origin": gateway}, timeout=30)
-        assert r.status_code == 200, r.text
-        assert r.json()["token"].startswith("ek_")
+        r = requests.get(gateway + "/api/health", headers={"Origin": gateway}, timeout=30)
+        assert r.status_code == 200 and r.json()["checks"]["identity"] == "ok", r.text
         assert requests.get(f"http://127.0.0.1:{stack.ports['EMULATOR_PORT']}/_emulator/stats").ok
     finally:
         code = stack.terminate()

@@ -28,6 +28,7 @@ from realtime_gateway.settings import PRICES
 LISTENER_OFF = {"AzureWebJobs.call_listener.Disabled": "true"}
 # no client secrets minted ahead in the background: the tests count mints to prove a refusal made none
 NO_POOL = {"SECRET_POOL_SIZE": "0"}
+TOKEN_ON = {"TOKEN_ROUTE_ENABLED": "true"}  # off by default; these tests count it against the rate
 
 
 def send(url: str, method: str = "GET", source: str = "127.0.0.1", body: bytes | None = None, **headers):
@@ -63,7 +64,7 @@ def offer():
 
 
 def test_a_burst_from_one_client_is_limited_while_another_gets_through(gateway_stack_factory, offer):
-    stack = gateway_stack_factory(RATE_LIMIT_PER_MINUTE=3, **LISTENER_OFF, **NO_POOL)
+    stack = gateway_stack_factory(RATE_LIMIT_PER_MINUTE=3, **LISTENER_OFF, **NO_POOL, **TOKEN_ON)
     clear_of_minute_edge()
     minted = stack.emulator.stats()["client_secrets"]
     assert send(stack.url + "/api/token").status == 200
@@ -81,8 +82,8 @@ def test_a_burst_from_one_client_is_limited_while_another_gets_through(gateway_s
 
 def test_two_host_processes_sharing_one_azurite_enforce_one_limit(gateway_stack_factory):
     table = f"limits{secrets.token_hex(4)}"
-    a = gateway_stack_factory(RATE_LIMIT_PER_MINUTE=4, LIMITS_TABLE=table, **LISTENER_OFF)
-    b = gateway_stack_factory(RATE_LIMIT_PER_MINUTE=4, LIMITS_TABLE=table, **LISTENER_OFF)
+    a = gateway_stack_factory(RATE_LIMIT_PER_MINUTE=4, LIMITS_TABLE=table, **LISTENER_OFF, **TOKEN_ON)
+    b = gateway_stack_factory(RATE_LIMIT_PER_MINUTE=4, LIMITS_TABLE=table, **LISTENER_OFF, **TOKEN_ON)
     clear_of_minute_edge()
     statuses = [send(stack.url + "/api/token").status for stack in (a, b) * 4]
     assert statuses.count(200) == 4 and statuses.count(429) == 4
@@ -96,7 +97,8 @@ def test_the_active_call_cap_frees_a_slot_when_a_call_ends(gateway_stack_factory
     call_id = first.headers["x-call-id"]
     wait_until(lambda: stack.emulator.stats()["sideband_connections"] and "sideband attached" in stack.logs, 20)
     assert refusal(connect(stack, offer), "too_many_active_calls") <= 60
-    assert send(f"{stack.url}/api/calls/{call_id}/hangup", "POST").status == 200
+    capability = {"x-call-capability": first.headers["x-call-capability"]}
+    assert send(f"{stack.url}/api/calls/{call_id}/hangup", "POST", **capability).status == 200
     stack.host.wait_for_log(f"call {call_id}: listener 0 done: ended")
     assert connect(stack, offer).status == 201
 
@@ -125,7 +127,8 @@ def test_usage_is_summed_priced_and_a_spent_budget_waits_for_tomorrow(gateway_st
             f"{stack.emulator.url}/_emulator/calls/{call_id}/script", json={"responses": 3}, timeout=60
         )
         assert script.status_code == 200
-        assert send(f"{stack.url}/api/calls/{call_id}/hangup", "POST").status == 200
+        capability = {"x-call-capability": resp.headers["x-call-capability"]}
+        assert send(f"{stack.url}/api/calls/{call_id}/hangup", "POST", **capability).status == 200
     stack.host.wait_for_log(f"call {call_id}: listener 0 done: ended")
 
     tables = TableServiceClient.from_connection_string(stack.azurite.connection_string)
@@ -159,7 +162,10 @@ def test_usage_is_summed_priced_and_a_spent_budget_waits_for_tomorrow(gateway_st
 def test_an_unreachable_limits_table_fails_open_for_the_rate_and_closed_for_calls(gateway_stack_factory, offer):
     probe = gateway_stack_factory(**LISTENER_OFF)  # for the emulator's and Azurite's addresses
     dead = probe.azurite.connection_string.replace(f":{probe.azurite.table_port}/", f":{free_port()}/")
-    stack = gateway_stack_factory(AzureWebJobsStorage=dead, **LISTENER_OFF, **NO_POOL)  # queues still up
+    # the token route checks only the rate here: the spend bound would refuse it closed, as it does calls
+    stack = gateway_stack_factory(
+        AzureWebJobsStorage=dead, DAILY_SPEND_LIMIT_USD=0, **LISTENER_OFF, **NO_POOL, **TOKEN_ON
+    )  # queues still up
     minted = stack.emulator.stats()["client_secrets"]
     assert send(stack.url + "/api/token").status == 200  # RATE_LIMIT_FAIL_OPEN=true (default)
     resp = connect(stack, offer)

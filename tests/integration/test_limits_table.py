@@ -42,7 +42,7 @@ def refused(fn) -> ApiError:
 
 @pytest.fixture
 def limits():
-    return Limits(table=f"limits{secrets.token_hex(4)}", rate_per_minute=0, max_active_calls=0)
+    return Limits(table=f"limits{secrets.token_hex(4)}", rate_per_minute=0, max_active_calls=0, daily_spend_usd=0)
 
 
 def test_two_instances_admit_exactly_the_rate_between_them(azurite, limits):
@@ -83,9 +83,9 @@ def test_slots_are_freed_when_released_and_when_they_expire(azurite, limits):
     err = refused(lambda: b.admit(XFF, None, "call-3"))
     assert (err.status, err.code, err.headers["Retry-After"]) == (429, "too_many_active_calls", "30")
     first.release()  # on instance a; instance b's cached row is stale and must not refuse
-    b.admit(XFF, None, "call-3")
+    third = b.admit(XFF, None, "call-3")
     # call-2 never attached: its slot expires after CALL_SLOT_ATTACH_SECONDS; call-3 attached (renewed)
-    b.renew("call-3", 600, None)
+    b.renew(third.id, 600, None)
     clock.now += 31
     a.admit(XFF, None, "call-4")
     assert refused(lambda: a.admit(XFF, None, "call-5")).code == "too_many_active_calls"
@@ -143,3 +143,41 @@ def test_unreachable_storage_fails_open_or_closed(
             err = refused(lambda call=call: lim.admit(XFF, None, "r", call=call))
             assert (err.status, err.code, err.headers["Retry-After"]) == (503, "limits_unavailable", "30")
     assert lim.refusals["limits_unavailable"] >= 1
+
+
+def test_a_handed_over_call_is_not_charged_its_minutes_twice(azurite, limits):
+    """The first listener charges its 60 s at the hand-over; the slot then counts from there, so at
+    90 s the day holds 60 charged + 30 running, not 60 + 90."""
+    clock = Clock()
+    lim = limiter(azurite, replace(limits, daily_call_minutes=2), clock)
+    call = lim.admit(XFF, None, "long-call")
+    clock.now += 60
+    lim.charge({}, 60.0, 0, None)  # the hand-over
+    lim.charged_until(call.id, clock.now)
+    clock.now += 30
+    lim.admit(XFF, None, "second")  # 60 + 30 = 90 s < 120 s (counted twice it would be 150 s)
+    clock.now += 14  # 60 + 44 + 14 = 118 s
+    lim.admit(XFF, None, "third")
+    clock.now += 1  # 60 + 45 + 15 + 0 ... = 121 s
+    assert refused(lambda: lim.admit(XFF, None, "fourth")).code == "budget_exhausted"
+
+
+def test_the_cap_is_split_exactly_over_the_shards_and_holds_thousands(azurite, limits):
+    lim = limiter(azurite, replace(limits, max_active_calls=5000, slot_shards=16), Clock())
+    assert lim.shards == 16 and sum(lim.capacity(i) or 0 for i in range(16)) == 5000
+    small = limiter(azurite, replace(limits, max_active_calls=3, slot_shards=16), Clock())
+    assert small.shards == 3 and [small.capacity(i) for i in range(3)] == [1, 1, 1]
+    # a full shard of 5000 / 16 entries (each with a principal) fits one table property (32K chars)
+    import json
+
+    entry = [1733333333.123, 1733333333.123, "0123456789ab"]
+    row = json.dumps({f"015.{i:012x}": entry for i in range(313)}, separators=(",", ":"))
+    assert len(row) < 32_768
+
+
+def test_slot_ids_are_made_by_the_server_and_spread_over_shards(azurite, limits):
+    lim = limiter(azurite, replace(limits, max_active_calls=40, slot_shards=8), Clock())
+    ids = [lim.admit(XFF, None, "same-request-id").id for _ in range(40)]
+    assert len(set(ids)) == 40 and all(i and i.split(".")[0].isdigit() for i in ids)
+    assert len({i.split(".")[0] for i in ids if i}) == 8  # every shard holds its part
+    assert refused(lambda: lim.admit(XFF, None, "same-request-id")).code == "too_many_active_calls"

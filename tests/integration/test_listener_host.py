@@ -12,6 +12,7 @@ from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.audit import verify_call
+from realtime_gateway.gateway.routes import capability_hash
 from realtime_gateway.listener.message import CallMessage
 
 
@@ -53,6 +54,9 @@ def _call(stack) -> str:
     return requests.post(f"{stack.emulator.url}/_emulator/calls", timeout=10).json()["call_id"]
 
 
+CAPABILITY = "capability-of-the-host-test"
+
+
 def _send(stack, call_id, max_seconds=600) -> CallMessage:
     now = time.time()
     msg = CallMessage(
@@ -61,6 +65,7 @@ def _send(stack, call_id, max_seconds=600) -> CallMessage:
         deadline=now + max_seconds,
         origin=stack.url,
         request_id="req-host-test",
+        capability_sha256=capability_hash(CAPABILITY),
         model="gpt-realtime",
         voice="marin",
     )
@@ -118,7 +123,8 @@ def test_a_hang_up_through_the_gateway_is_archived_as_hangup(gateway_stack):
     call_id = _call(stack)
     _send(stack, call_id)
     _wait(lambda: _status(stack, call_id)["state"] == "attached", what="attached")
-    r = requests.post(f"{stack.url}/api/calls/{call_id}/hangup", headers={"Origin": stack.url}, timeout=10)
+    headers = {"Origin": stack.url, "x-call-capability": CAPABILITY}
+    r = requests.post(f"{stack.url}/api/calls/{call_id}/hangup", headers=headers, timeout=10)
     assert r.status_code == 200
     archive = _archive(stack)
     session = _wait(lambda: (s := archive.find_session(call_id) or {}).get("state") == "ended" and s, what="ended")

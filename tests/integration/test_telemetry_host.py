@@ -93,6 +93,7 @@ def test_one_call_is_one_trace_from_connect_through_a_hand_over_to_the_archive(g
         # pool off: every connect mints inline, so the failing mint below is the step that fails;
         # the shortest time box: the first listener hands over to a second one mid-call
         stack = gateway_stack_factory(
+            WEBSITE_AUTH_ENABLED="true",  # as App Service authentication sets it: the principal is the platform's
             origins=(ORIGIN,),
             OTEL_EXPORTER_OTLP_ENDPOINT=sink.url,
             SECRET_POOL_SIZE="0",
@@ -111,6 +112,7 @@ def test_one_call_is_one_trace_from_connect_through_a_hand_over_to_the_archive(g
         r = requests.post(f"{stack.url}/api/connect", data=offer, headers=headers, timeout=30)
         assert r.status_code == 201, r.text
         call_id, answer = r.headers["x-call-id"], r.text
+        capability = {"x-call-capability": r.headers["x-call-capability"]}
         peer.accept(answer, wait_open=15)  # a connected call: the scripted replies play their audio
 
         def say(n: int) -> None:
@@ -133,7 +135,9 @@ def test_one_call_is_one_trace_from_connect_through_a_hand_over_to_the_archive(g
         _wait(lambda: emulator.stats()["sideband_connections"] >= sidebands + 3, what="listener 1 attached")
         say(1)
         time.sleep(0.5)  # the listener reads the turn before the hang-up closes the socket
-        assert requests.post(f"{stack.url}/api/calls/{call_id}/hangup", timeout=30).status_code == 200
+        assert (
+            requests.post(f"{stack.url}/api/calls/{call_id}/hangup", headers=capability, timeout=30).status_code == 200
+        )
 
         # a failing upstream step: the secret's mint answered 400 (not retried)
         emulator.set_fault("client_secrets", status=400, times=1)

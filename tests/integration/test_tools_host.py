@@ -169,6 +169,7 @@ def test_tool_failures_are_error_outputs_and_the_call_goes_on(gateway_stack_fact
         TOOLS_MODULE="tests.fixture_app.tools",
         REALTIME_TOOLS=json.dumps(TOOLS),
         TOOL_TIMEOUT_SECONDS="0.5",
+        POLICY_ENFORCE="false",  # the call's session declares a tool (ghost) the policy does not: kept for this test
         LISTENER_SESSION_UPDATE=json.dumps(SESSION_UPDATE),
     )
     archive = archive_of(stack)
@@ -307,6 +308,7 @@ def test_guardrail_hook_cancels_and_hangs_up_at_the_limit(gateway_stack_factory,
         GUARDRAIL_HOOK="tests.fixture_app.tools:flag_secret_plan",
         GUARDRAIL_NOTICE=notice,
         GUARDRAIL_MAX_HITS="2",
+        POLICY_ENFORCE="false",  # the listener's own messages are counted: no policy restore among them
     )
     archive = archive_of(stack)
     # Deltas 0.1 s apart: the response is still streaming when the hook's verdict comes back.

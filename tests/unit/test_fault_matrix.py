@@ -67,6 +67,8 @@ def gateway(endpoint: str, emulator) -> Process:
             # no storage here (env={}), and every try counted: limits and the secret pool are off
             "RATE_LIMIT_PER_MINUTE": "0",
             "MAX_ACTIVE_CALLS": "0",
+            "DAILY_SPEND_LIMIT_USD": "0",
+            "CONTROL_RATE_PER_MINUTE": "0",
             "SECRET_POOL_SIZE": "0",
         }
     )

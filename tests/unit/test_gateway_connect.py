@@ -47,8 +47,13 @@ def gw(emulator, monkeypatch):
             "ALLOWED_ORIGINS": ORIGIN,
             "RATE_LIMIT_PER_MINUTE": "0",  # no storage here (env={}): limits are tested on the host
             "MAX_ACTIVE_CALLS": "0",
+            "DAILY_SPEND_LIMIT_USD": "0",
+            "CONTROL_RATE_PER_MINUTE": "0",
             "HTTP_TIMEOUT_SECONDS": "2",
             "MAX_CALL_SECONDS": "600",
+            "TOKEN_ROUTE_ENABLED": "true",
+            "HEALTH_CACHE_SECONDS": "0",  # each request asks anew: the test changes the storage between them
+            "WEBSITE_AUTH_ENABLED": "true",  # as App Service authentication sets it: the principal header is the platform's
             "SECRET_POOL_SIZE": "0",  # each fault here hits the inline mint; tests/unit/test_secret_pool.py covers the pool
         }
     )
@@ -200,7 +205,7 @@ def test_no_secret_in_any_log_or_error(gw, emulator, offer, caplog):
         assert all(secret.encode() not in b for b in bodies)
 
 
-def test_api_key_resources_work_and_the_key_is_never_logged(caplog, offer):
+def test_api_key_resources_work_and_the_key_is_never_logged(caplog, offer, azurite):
     from local.emulator import Emulator
 
     redact.install_record_factory()  # as function_app.py does at start-up (this test may run alone)
@@ -216,15 +221,18 @@ def test_api_key_resources_work_and_the_key_is_never_logged(caplog, offer):
                 "ALLOWED_ORIGINS": ORIGIN,
                 "RATE_LIMIT_PER_MINUTE": "0",  # no storage here (env={}): limits are tested on the host
                 "MAX_ACTIVE_CALLS": "0",
+                "DAILY_SPEND_LIMIT_USD": "0",
+                "CONTROL_RATE_PER_MINUTE": "0",
             }
         )
-        gateway = Process(settings, env={})
+        gateway = Process(settings, env={"AzureWebJobsStorage": azurite.connection_string})
         assert gateway.tokens is None
         process_state.reset_process(gateway)
         resp, queued = connect(offer.encode())
         assert resp.status == 201 and len(queued) == 1
         call_id = resp.headers["x-call-id"]
-        assert handle(routes.hangup, Request("POST", "http://h/"), call_id=call_id).status == 200
+        capability = {"x-call-capability": resp.headers["x-call-capability"]}
+        assert handle(routes.hangup, Request("POST", "http://h/", capability), call_id=call_id).status == 200
         logging.getLogger("anything").warning("upstream said: api-key %s rejected", key)
         assert emu.stats()["identity_tokens"] == 0
         assert key not in caplog.text

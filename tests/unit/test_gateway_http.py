@@ -24,6 +24,8 @@ ENV = {
     # no storage here (env={}): the limits, which live in storage, are tested in test_limits_host
     "RATE_LIMIT_PER_MINUTE": "0",
     "MAX_ACTIVE_CALLS": "0",
+    "DAILY_SPEND_LIMIT_USD": "0",
+    "CONTROL_RATE_PER_MINUTE": "0",
 }
 
 
@@ -108,7 +110,7 @@ def test_unsafe_request_ids_are_replaced(gateway):
 
 
 def test_principal_required(gateway):
-    settings = load_settings({**ENV, "REQUIRE_PRINCIPAL": "true"})
+    settings = load_settings({**ENV, "REQUIRE_PRINCIPAL": "true", "WEBSITE_AUTH_ENABLED": "true"})
     process_state.reset_process(Process(settings, env={}))
     resp = handle(
         routes.connect,

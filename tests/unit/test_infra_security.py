@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -73,8 +74,17 @@ def test_openai_account_kind_and_subdomain():
     assert "customSubDomainName: name" in src
     assert re.search(r"format: 'OpenAI'", src) and "version: modelVersion" in src
     main = text("main.bicep")
-    assert "param openAiModelName string = 'gpt-realtime'" in main
-    assert "param openAiDeploymentName string = 'gpt-realtime'" in main
+    # the current GA realtime model (gpt-realtime 2025-08-28 takes no new customers); DESIGN.md: Models
+    assert "param openAiModelName string = 'gpt-realtime-1.5'" in main
+    assert "param openAiModelVersion string = '2026-02-23'" in main
+    # the deployment is named after the model unless AZURE_OPENAI_DEPLOYMENT_NAME says otherwise
+    assert "param openAiDeploymentName string = ''" in main
+    assert "var openAiDeployment = !empty(openAiDeploymentName) ? openAiDeploymentName : openAiModelName" in main
+    assert "deploymentName: openAiDeployment\n" in main and "AZURE_OPENAI_DEPLOYMENT: openAiDeployment\n" in main
+    params = json.loads(text("main.parameters.json"))["parameters"]
+    assert params["openAiModelName"]["value"] == "${AZURE_OPENAI_MODEL=gpt-realtime-1.5}"
+    assert params["openAiModelVersion"]["value"] == "${AZURE_OPENAI_MODEL_VERSION=2026-02-23}"
+    assert params["openAiDeploymentName"]["value"] == "${AZURE_OPENAI_DEPLOYMENT_NAME}"
 
 
 def role_ids_in(src: str) -> dict[str, str]:

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from realtime_gateway.settings import QUEUE_NAME, TABLE_NAME, SettingsError, load_settings
+from tests.unit.test_infra_bicep import decorator_value, param_decls
 
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = (ROOT / "infra" / "main.bicep").read_text(encoding="utf-8")
+PARAMS = param_decls(ROOT / "infra" / "main.bicep")
 API = (ROOT / "infra" / "app" / "api.bicep").read_text(encoding="utf-8")
 
 
@@ -114,7 +116,7 @@ def test_default_names_pass_the_apps_own_validation():
     settings = load_settings(
         {
             "AZURE_OPENAI_ENDPOINT": "https://cog-abc123.openai.azure.com",
-            "AZURE_OPENAI_DEPLOYMENT": param_default("openAiDeploymentName"),
+            "AZURE_OPENAI_DEPLOYMENT": param_default("openAiModelName"),  # the deployment name defaults to it
             "LISTENER_QUEUE": queue,
             "ARCHIVE_EVENTS_TABLE": param_default("eventsTableName"),
             "ARCHIVE_SESSIONS_TABLE": param_default("sessionsTableName"),
@@ -165,5 +167,129 @@ def test_limit_and_price_settings_are_passed_through():
     prices = set(re.findall(r"^\s*(PRICE_[A-Z_]+):", MAIN, re.M))
     assert len(wanted) >= 17
     assert wanted <= APP_SETTINGS.keys() | prices, wanted - APP_SETTINGS.keys() - prices
-    assert "}, prices, extraAppSettings)" in MAIN
+    assert "}, authSecretSettings, extraAppSettings)" in MAIN  # extra settings win, identity settings stay last
     assert "LIMITS_CLOCK_OFFSET_SECONDS" not in MAIN + API
+
+
+def bicep_string(value) -> str:
+    """What Bicep's string() makes of a parameter value (ARM writes booleans as True/False)."""
+    return str(value) if not isinstance(value, bool) else ("True" if value else "False")
+
+
+def rendered(expr: str, params: dict) -> str | None:
+    """The value of a simple app setting expression (a literal, a parameter, string(parameter)); else None."""
+    if m := re.fullmatch(r"'([^'$]*)'", expr):
+        return m.group(1)
+    if m := re.fullmatch(r"string\((\w+)\)", expr):
+        return bicep_string(params[m.group(1)]) if m.group(1) in params else None
+    return bicep_string(params[expr]) if expr in params else None
+
+
+def deployed_env(**overrides) -> dict[str, str]:
+    """The gateway's app settings as main.bicep's defaults (or `overrides`) make them, for the app's loader."""
+    params = {name: decl["default"] for name, decl in PARAMS.items()}
+    params.update(overrides)
+    env = {}
+    for name, expr in object_keys(MAIN, "gatewayAppSettings").items():
+        value = rendered(expr, params)
+        if value is not None:
+            env[name] = value
+    # the derived ones, as the expressions in main.bicep compute them
+    env["AZURE_OPENAI_ENDPOINT"] = "https://cog-abc123.openai.azure.com"
+    env["AZURE_OPENAI_DEPLOYMENT"] = params["openAiDeploymentName"] or params["openAiModelName"]
+    env["ALLOWED_ORIGINS"] = ",".join(["https://stapp-abc123.azurestaticapps.net", params["extraAllowedOrigins"]])
+    env["OTEL_SERVICE_NAME"] = "func-api-abc123"
+    assert APP_SETTINGS["LIMIT_SLOT_SHARDS"] == "string(slotShards)"
+    per_shard = int(re.search(r"^var slotsPerShard = (\d+)$", MAIN, re.M).group(1))
+    env["LIMIT_SLOT_SHARDS"] = str(max(params["limitSlotShards"], -(-params["maxActiveCalls"] // per_shard)))
+    assert APP_SETTINGS["REQUIRE_PRINCIPAL"] == "!empty(requirePrincipal) ? requirePrincipal : string(signInEnabled)"
+    env["REQUIRE_PRINCIPAL"] = params["requirePrincipal"] or bicep_string(params["signInEnabled"])
+    return env
+
+
+def test_the_deployed_defaults_are_the_safe_ones_and_the_app_accepts_them():
+    env = deployed_env()
+    assert {"DAILY_SPEND_LIMIT_USD", "LIMIT_SLOT_SHARDS", "CONTROL_RATE_PER_MINUTE", "POLICY_ENFORCE"} <= env.keys()
+    s = load_settings(env)
+    assert s.token_route_enabled is False  # a public site: no secrets that bypass slots, listener and budgets
+    assert s.limits.hangup_running is True  # a spent budget hangs up the running calls too
+    assert s.limits.daily_spend_usd == 20.0
+    assert s.limits.principal_daily_spend_usd == 0.0
+    assert s.limits.running_minute_usd == 0.10
+    assert s.limits.slot_shards == 16
+    assert s.limits.control_rate_per_minute == 120
+    assert s.limits.max_active_calls == 100
+    assert (s.policy_enforce, s.policy_max_violations, s.health_cache_seconds) == (True, 3, 15.0)
+    assert (s.audit_api_enabled, s.archive_retention_days, s.require_principal) == (False, 0, False)
+    assert s.deployment == "gpt-realtime-1.5"
+    assert s.allowed_origins == ("https://stapp-abc123.azurestaticapps.net",)  # the empty extra dropped
+
+
+def test_new_settings_reach_the_app_settings_from_their_parameters():
+    wanted = {
+        "TOKEN_ROUTE_ENABLED": "string(tokenRouteEnabled)",
+        "BUDGET_HANGUP_RUNNING": "string(budgetHangupRunning)",
+        "DAILY_SPEND_LIMIT_USD": "dailySpendLimitUsd",
+        "PRINCIPAL_DAILY_SPEND_LIMIT_USD": "principalDailySpendLimitUsd",
+        "PRICE_RUNNING_CALL_PER_MINUTE": "priceRunningCallPerMinute",
+        "LIMIT_SLOT_SHARDS": "string(slotShards)",
+        "CONTROL_RATE_PER_MINUTE": "string(controlRatePerMinute)",
+        "POLICY_ENFORCE": "string(policyEnforce)",
+        "POLICY_MAX_VIOLATIONS": "string(policyMaxViolations)",
+        "HEALTH_CACHE_SECONDS": "string(healthCacheSeconds)",
+        "AUDIT_API_ENABLED": "string(auditApiEnabled)",
+        "ARCHIVE_RETENTION_DAYS": "string(archiveRetentionDays)",
+    }
+    assert {k: APP_SETTINGS.get(k) for k in wanted} == wanted
+    defaults = {k: PARAMS[k]["default"] for k in ("tokenRouteEnabled", "budgetHangupRunning", "dailySpendLimitUsd")}
+    assert defaults == {"tokenRouteEnabled": False, "budgetHangupRunning": True, "dailySpendLimitUsd": "20"}
+
+
+def test_a_set_value_reaches_the_app():
+    env = deployed_env(
+        tokenRouteEnabled=True, dailySpendLimitUsd="0", maxActiveCalls=10000, limitSlotShards=64, policyEnforce=False
+    )
+    s = load_settings(env)
+    assert (s.token_route_enabled, s.limits.daily_spend_usd, s.limits.max_active_calls) == (True, 0.0, 10000)
+    assert (s.limits.slot_shards, s.policy_enforce) == (64, False)
+
+
+# app setting -> the int parameter it is made of (`string(param)`)
+INT_SETTINGS = {
+    name: m.group(1)
+    for name, expr in APP_SETTINGS.items()
+    if (m := re.fullmatch(r"string\((\w+)\)", expr)) and PARAMS.get(m.group(1), {}).get("type") == "int"
+} | {"LIMIT_SLOT_SHARDS": "limitSlotShards"}  # through slotShards, raised for MAX_ACTIVE_CALLS
+
+
+def test_slot_shards_follow_the_active_call_cap():
+    from realtime_gateway.settings import SLOTS_PER_SHARD
+
+    assert f"var slotsPerShard = {SLOTS_PER_SHARD}\n" in MAIN
+    assert "var slotShards = max(limitSlotShards, (maxActiveCalls + slotsPerShard - 1) / slotsPerShard)" in MAIN
+    for cap, shards, deployed in ((100, 16, 16), (6400, 16, 16), (6401, 16, 17), (10000, 16, 25), (10000, 64, 64)):
+        env = deployed_env(maxActiveCalls=cap, limitSlotShards=shards)
+        assert env["LIMIT_SLOT_SHARDS"] == str(deployed)
+        assert load_settings(env).limits.slot_shards == deployed
+
+
+def test_max_active_calls_may_go_up_to_ten_thousand():
+    assert INT_SETTINGS["MAX_ACTIVE_CALLS"] == "maxActiveCalls"
+    assert decorator_value(PARAMS["maxActiveCalls"]["decorators"], "maxValue") == 10000
+
+
+@pytest.mark.parametrize("setting", sorted(set(INT_SETTINGS) - {"PYTHON_THREADPOOL_THREAD_COUNT"}))
+def test_integer_ranges_are_the_apps(setting):
+    """@minValue/@maxValue of the parameter are the range the app accepts, so `azd provision` refuses
+    what the app would refuse at start. (PYTHON_THREADPOOL_THREAD_COUNT is the Python worker's.)"""
+    decorators = PARAMS[INT_SETTINGS[setting]]["decorators"]
+    lo, hi = decorator_value(decorators, "minValue"), decorator_value(decorators, "maxValue")
+    assert lo is not None and hi is not None, f"{INT_SETTINGS[setting]} ({setting}) needs @minValue and @maxValue"
+    for ok in (lo, hi):
+        env = deployed_env(**{INT_SETTINGS[setting]: ok})  # derived settings follow, as in main.bicep
+        assert env[setting] == str(ok) or setting == "LIMIT_SLOT_SHARDS"
+        load_settings(env)
+    base = deployed_env()
+    for bad in (lo - 1, hi + 1):
+        with pytest.raises(SettingsError, match=setting):
+            load_settings({**base, setting: str(bad)})

@@ -98,6 +98,40 @@ def test_limit_settings_are_validated_and_prices_overridable():
     limits = load_settings({**base, "PRICE_OUTPUT_AUDIO_PER_MTOK": "80", "MAX_ACTIVE_CALLS": "0"}).limits
     assert limits.prices["output_audio"] == 80 and limits.max_active_calls == 0 and limits.rate_per_minute == 10
     with pytest.raises(SettingsError) as err:
-        load_settings({**base, "MAX_ACTIVE_CALLS": "501", "PRICE_INPUT_TEXT_PER_MTOK": "-1", "CLIENT_IP_HEADER": "x y"})
+        load_settings(
+            {**base, "MAX_ACTIVE_CALLS": "10001", "PRICE_INPUT_TEXT_PER_MTOK": "-1", "CLIENT_IP_HEADER": "x y"}
+        )
     for name in ("MAX_ACTIVE_CALLS", "PRICE_INPUT_TEXT_PER_MTOK", "CLIENT_IP_HEADER"):
         assert name in str(err.value)
+
+
+def test_table_key_filter_covers_c1_controls():
+    from realtime_gateway.limits.client import principal_key
+
+    assert principal_key({"id": "a\x7fb\x85c\x9fd/e"}) == "p-a_b_c_d_e"
+
+
+def test_slot_ids_name_their_shard_and_foreign_ids_are_ignored():
+    from realtime_gateway.limits.limiter import principal_digest, shard_of
+
+    assert shard_of("007.0a1b2c3d4e5f") == 7
+    assert shard_of("fixed-id-1234") is None and shard_of(None) is None and shard_of("x.y") is None
+    assert len(principal_digest("p-alice")) == 12 and principal_digest(None) == ""
+
+
+def test_the_cap_needs_enough_shards_and_a_principal_needs_the_platform():
+    from realtime_gateway.settings import SettingsError
+
+    base = {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT": "d"}
+    assert load_settings({**base, "MAX_ACTIVE_CALLS": "6400"}).limits.slot_shards == 16
+    with pytest.raises(SettingsError) as err:
+        load_settings({**base, "MAX_ACTIVE_CALLS": "6401"})
+    assert "LIMIT_SLOT_SHARDS of at least 17" in str(err.value)
+    with pytest.raises(SettingsError) as err:
+        load_settings({**base, "REQUIRE_PRINCIPAL": "true"})
+    assert "WEBSITE_AUTH_ENABLED" in str(err.value)
+    s = load_settings({**base, "REQUIRE_PRINCIPAL": "true", "WEBSITE_AUTH_ENABLED": "True"})
+    assert s.require_principal and s.platform_auth
+    defaults = load_settings(base)
+    assert not defaults.token_route_enabled and defaults.limits.hangup_running
+    assert defaults.limits.daily_spend_usd == 20 and defaults.policy_enforce
