@@ -1,6 +1,7 @@
 # `make run`: the local stack (Azurite + realtime emulator + functions host) at http://127.0.0.1:7071/
 # `make test`: everything the tests need, then lint, format and type checks, then the whole suite.
 # Both are idempotent: each step runs only when its inputs changed or its tool is missing.
+# `make unit`: the unit tier only (tests/unit, in process), for a quick check while editing.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -11,13 +12,18 @@ SYSTEM_TOOLS := chromium espeak-ng sox
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test lint infra-scan system clean-local bench screenshots
+.PHONY: run test unit lint infra-scan system clean-local bench screenshots
 
 run: $(VENV_STAMP) $(NODE_STAMP)
 	$(PY) -m local.stack
 
 test: lint infra-scan $(NODE_STAMP) system
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The unit tier alone, in well under a minute: in process, no port, no subprocess (tests/unit/conftest.py
+# fails any test that opens one). `make test` runs it too, with the integration, security and e2e tiers.
+unit: $(VENV_STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # Every bench/bench_*.py in turn, then bench/results/REPORT.md; `make bench BENCH_ARGS=--long` for the long runs.
 bench: $(VENV_STAMP) $(NODE_STAMP) system

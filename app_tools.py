@@ -27,7 +27,7 @@ def current_time(timezone: str) -> dict[str, str]:
 
 def calls_recorded(day: str) -> dict[str, object]:
     """A lookup in a table the app already has: the number of calls archived on a day (YYYY-MM-DD)."""
-    from realtime_gateway.process import get_process  # the app's own archive, built once per process
+    from realtime_gateway.services import get_services  # the app's own archive, built once per process
 
     datetime.strptime(day, "%Y-%m-%d")  # a malformed day raises ValueError before any query
-    return {"day": day, "calls": len(get_process().archive.sessions_on(day.replace("-", "")))}  # PartitionKey YYYYMMDD
+    return {"day": day, "calls": len(get_services().archive.sessions_on(day.replace("-", "")))}  # PartitionKey YYYYMMDD

@@ -12,8 +12,7 @@ from realtime_gateway.audit import api as audit_api
 from realtime_gateway.gateway import routes
 from realtime_gateway.gateway.http import Request, Response, Route, handle
 from realtime_gateway.listener.handler import handle_call_message
-from realtime_gateway.listener.threads import in_listener_thread
-from realtime_gateway.process import get_process
+from realtime_gateway.services import get_services
 
 redact.install_record_factory()  # before any trigger runs: no secret reaches a log record
 telemetry.setup()  # exporters from the app settings (README: Telemetry); off when none is set
@@ -24,7 +23,7 @@ def _http(route: Route, req: func.HttpRequest, **kwargs) -> func.HttpResponse:
     neutral = Request(
         req.method, req.url, dict(req.headers), req.get_body() or b"", dict(req.params), dict(req.route_params)
     )
-    resp: Response = handle(route, neutral, **kwargs)
+    resp: Response = handle(route, get_services, neutral, **kwargs)
     return func.HttpResponse(resp.body, status_code=resp.status, headers=resp.headers, mimetype=resp.mimetype)
 
 
@@ -62,17 +61,19 @@ def gateway_health(req: func.HttpRequest) -> func.HttpResponse:
 
 # --- Queue: the sideband listener --------------------------------------------------------
 # One invocation per call for the whole call (up to LISTENER_TIME_BOX_SECONDS), async so that it
-# holds a thread of the listeners' own pool (listener/threads.py), not of the worker's, which
-# PYTHON_THREADPOOL_THREAD_COUNT caps at 32; batchSize + newBatchThreshold in host.json bound how
-# many run at once (README: listener capacity). The handover output binding carries the time-box continuation;
+# holds a thread of the listeners' own pool (services.py), not of the worker's, which
+# PYTHON_THREADPOOL_THREAD_COUNT caps at 32 (services.py); batchSize + newBatchThreshold in host.json
+# bound how many run at once (README: listener capacity). The handover output binding carries the time-box continuation;
 # the poison one takes malformed messages at once instead of after maxDequeueCount failed tries.
 @app.queue_trigger(arg_name="msg", queue_name="%LISTENER_QUEUE%", connection="AzureWebJobsStorage")
 @app.queue_output(arg_name="handover", queue_name="%LISTENER_QUEUE%", connection="AzureWebJobsStorage")
 @app.queue_output(arg_name="poison", queue_name="%LISTENER_QUEUE%-poison", connection="AzureWebJobsStorage")
 async def call_listener(msg: func.QueueMessage, handover: func.Out[str], poison: func.Out[str]) -> None:
-    await in_listener_thread(
+    services = get_services()  # a bad setting raises here: the host retries, then poisons
+    await services.in_listener_thread(
         handle_call_message,
         msg.get_body(),
+        services=services,
         send_handover=handover.set,
         send_poison=poison.set,
         dequeue_count=getattr(msg, "dequeue_count", None),
@@ -103,8 +104,8 @@ def audit_verify(req: func.HttpRequest) -> func.HttpResponse:
 # Run it by hand with POST /admin/functions/archive_retention and the master key.
 @app.timer_trigger(schedule="0 30 * * * *", arg_name="timer", run_on_startup=False)
 def archive_retention(timer: func.TimerRequest) -> None:
-    process = get_process()
-    purge(process.archive, process.settings.archive_retention_days)
+    services = get_services()
+    purge(services.archive, services.settings.archive_retention_days)
 
 
 # --- Timer: free the active-call slots of ended calls ------------------------------------
@@ -112,4 +113,4 @@ def archive_retention(timer: func.TimerRequest) -> None:
 # deploy, a scale-in, Ctrl-C) would otherwise hold that slot until the call's deadline.
 @app.timer_trigger(schedule="0 * * * * *", arg_name="timer", run_on_startup=True)
 def slot_reconcile(timer: func.TimerRequest) -> None:
-    get_process().free_ended_slots()
+    get_services().free_ended_slots()

@@ -17,11 +17,12 @@ import uuid
 
 from bench.common import Report, median, pct, pyplot
 from local.azurite import start_azurite
-from realtime_gateway.archive.call_log import CallLog, classify
+from realtime_gateway.archive.call_log import CallLog
 from realtime_gateway.archive.codec import transaction_batches
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.archive.writer import ArchiveWriter
+from realtime_gateway.core.events import parse
 
 
 def sample_events(n: int) -> list[str]:
@@ -58,7 +59,7 @@ def batched(archive: Archive, events: list[str]) -> float:
     t0 = time.perf_counter()
     w = ArchiveWriter(archive, call_id, "20260101", {"state": "attached"}).start()
     for raw in events:
-        w.event(raw, time.time())
+        w.event(parse(raw), time.time())
     w.close({"state": "ended"})
     elapsed = time.perf_counter() - t0
     assert sum(1 for _ in archive.read_events(call_id)) == len(events)
@@ -68,7 +69,7 @@ def batched(archive: Archive, events: list[str]) -> float:
 def transactions_only(archive: Archive, events: list[str]) -> float:
     """The rows the writer would write, built beforehand: only the transactions are timed."""
     log = CallLog("rtc_raw_" + uuid.uuid4().hex[:8], 0)
-    rows = [r for raw in events for r in log.event(raw, time.time(), *classify(raw))]
+    rows = [r for raw in events for r in log.event(parse(raw), time.time())]
     t0 = time.perf_counter()
     for batch in transaction_batches(rows):
         archive.write_entities(batch)
@@ -113,7 +114,7 @@ def durable_delays(archive: Archive, rate: float, seconds: float) -> list[float]
     for i, raw in enumerate(events):
         time.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
         handed[json.loads(raw)["event_id"]] = time.perf_counter()
-        w.event(raw, time.time())
+        w.event(parse(raw), time.time())
     w.close({"state": "ended"})
     archive.write_entities = write  # type: ignore[method-assign]
     return [(committed[k] - t) * 1000 for k, t in handed.items()]

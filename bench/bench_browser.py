@@ -36,7 +36,7 @@ from local.azurite import start_azurite
 from local.emulator import Emulator, reply_for
 from local.processes import free_port
 from local.testing.browser import CHROMIUM, CHROMIUM_ARGS
-from local.testing.host import ROOT, HostProcess, gateway_settings
+from local.testing.host_process import ROOT, HostProcess, gateway_settings
 
 REPORT_ARGS: list[str] = []
 LONG_ARGS = ["--n", "30"]

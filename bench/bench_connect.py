@@ -26,7 +26,7 @@ from bench.common import Report, Upstream, median, pyplot
 from local.azurite import start_azurite
 from local.emulator import Emulator
 from local.processes import free_port
-from local.testing.host import ROOT, HostProcess, gateway_settings
+from local.testing.host_process import ROOT, HostProcess, gateway_settings
 from local.testing.offer import OfferPeer
 
 REPORT_ARGS: list[str] = []

@@ -20,7 +20,7 @@ from aiohttp import web
 from bench.common import Report, median
 from local.azurite import start_azurite
 from local.processes import free_port, wait_for_port
-from local.testing.host import FIXTURE_APP, HostProcess, fixture_settings
+from local.testing.host_process import FIXTURE_APP, HostProcess, fixture_settings
 
 
 def bare_server(port: int) -> None:

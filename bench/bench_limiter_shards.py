@@ -45,7 +45,7 @@ from azure.data.tables import TableClient
 from bench.common import Report, emulator_process, median, pct, pyplot
 from local.azurite import start_azurite
 from local.processes import free_port
-from local.testing.host import ROOT, HostProcess, gateway_settings
+from local.testing.host_process import ROOT, HostProcess, gateway_settings
 from local.testing.offer import OfferPeer
 
 REPORT_ARGS: list[str] = []  # `make bench`: the defaults, about 90 s on 2 cores

@@ -18,7 +18,7 @@ import requests
 from bench.common import alternate_connects, side_by_side_hosts
 from local.azurite import start_azurite
 from local.emulator import Emulator
-from local.testing.host import HostProcess
+from local.testing.host_process import HostProcess
 
 LISTENER_OFF = {"AzureWebJobs.call_listener.Disabled": "true"}
 ON = {"RATE_LIMIT_PER_MINUTE": 10**5, "MAX_ACTIVE_CALLS": 500, "DAILY_TOKEN_BUDGET": 10**12}

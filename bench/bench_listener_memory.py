@@ -23,9 +23,9 @@ from bench.common import Report, emulator_process
 from local.azurite import start_azurite
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env  # noqa: E402
-from realtime_gateway.listener.call_listener import Listener
-from realtime_gateway.listener.message import CallMessage
-from realtime_gateway.process import Process
+from realtime_gateway.core.message import CallMessage
+from realtime_gateway.listener.call_listener import Listener, ListenerConfig
+from realtime_gateway.services import Services
 from realtime_gateway.settings import Settings  # noqa: E402
 
 REPORT_ARGS = ["--events", "10000"]
@@ -69,7 +69,7 @@ def main() -> None:
         call_id = requests.post(url + "/_emulator/calls", timeout=10).json()["call_id"]
         now = time.time()
         msg = CallMessage(call_id=call_id, started_at=now, deadline=now + 3600)
-        upstream = Process(settings, env={}, archive=archive).api
+        upstream = Services(settings, archive=archive).api
         upstream.headers()  # imports and the first token: a process cost, not a per-call one
         if args.tracemalloc:
             tracemalloc.start()
@@ -78,8 +78,7 @@ def main() -> None:
             archive,
             upstream,
             settings.websocket_endpoint,
-            time_box=3600,
-            session_update={"type": "realtime", "output_modalities": ["text"]},
+            ListenerConfig(time_box=3600, session_update={"type": "realtime", "output_modalities": ["text"]}),
         )
         # Keep the writer the listener builds (it holds the event-id set) for the figures below.
         lst.bench_writers, build = [], lst._writer  # type: ignore[attr-defined]

@@ -30,10 +30,10 @@ import requests
 from bench.common import Report, emulator_process, p95, pyplot
 from local.azurite import start_azurite
 from local.processes import free_port
-from local.testing.host import ROOT, HostProcess, gateway_settings, queue
+from local.testing.host_process import ROOT, HostProcess, gateway_settings, queue
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
-from realtime_gateway.listener.message import CallMessage
+from realtime_gateway.core.message import CallMessage
 
 REPORT_ARGS: list[str] = []  # what `make bench` runs (bench/run_all.py); --long adds LONG_ARGS
 LONG_ARGS = ["--long"]

@@ -35,7 +35,7 @@ import requests
 from bench.common import Report, emulator_process, pct
 from local.azurite import start_azurite
 from local.processes import free_port
-from local.testing.host import ROOT, HostProcess, gateway_settings
+from local.testing.host_process import ROOT, HostProcess, gateway_settings
 from local.testing.offer import OfferPeer
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env

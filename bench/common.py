@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 import requests
 
 from local.processes import die_with_parent, free_port, wait_for_port
-from local.testing.host import HostProcess, gateway_settings
+from local.testing.host_process import HostProcess, gateway_settings
 from local.testing.offer import OfferPeer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,16 +13,80 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .listener.guardrails import DEFAULT_NOTICE, parse_terms
-from .listener.schema import unsupported
+from .core.schema import unsupported
 
 TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 
+DEFAULT_NOTICE = "I stopped that answer because it broke this service's output policy."
+
+
+def parse_terms(raw: str) -> list[str]:
+    """GUARDRAIL_BLOCKED_TERMS: a JSON list of regular expressions, or comma-separated plain terms."""
+    raw = raw.strip()
+    if not raw:
+        return []
+    if raw.startswith("["):
+        terms = json.loads(raw)
+        if not isinstance(terms, list) or not all(isinstance(t, str) and t for t in terms):
+            raise ValueError("must be a JSON list of non-empty strings")
+        return terms
+    return [rf"\b{re.escape(t.strip())}\b" for t in raw.split(",") if t.strip()]
+
+
+def _merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        nested = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = _merge(out[key], value) if nested else value
+    return out
+
+
 class SettingsError(ValueError):
     """One or more settings are missing or malformed; the message lists each."""
+
+
+# `UseDevelopmentStorage=true`: Azurite on its default ports, with its published development key.
+DEVELOPMENT_STORAGE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+
+
+class StorageConfigError(ValueError):
+    """Neither a connection string nor an identity-based table endpoint is configured."""
+
+
+@dataclass(frozen=True)
+class StorageConnection:
+    """How to reach the app's storage account, as the Functions host reads `AzureWebJobsStorage`."""
+
+    connection_string: str | None = None  # local (Azurite); wins over the identity group, as in the host
+    table_uri: str = ""  # identity-based: `__tableServiceUri`, or derived from `__accountName`
+    client_id: str | None = None  # a user-assigned identity's client id
+
+
+def storage_connection(env: Mapping[str, str] | None = None) -> StorageConnection:
+    env = os.environ if env is None else env
+    conn = (env.get("AzureWebJobsStorage") or "").strip()
+    if conn:
+        if conn.lower() == "usedevelopmentstorage=true":  # as Core Tools reads it: Azurite on its own ports
+            conn = DEVELOPMENT_STORAGE
+        return StorageConnection(connection_string=conn)
+    uri = (env.get("AzureWebJobsStorage__tableServiceUri") or "").strip().rstrip("/")
+    account = (env.get("AzureWebJobsStorage__accountName") or "").strip()
+    if not uri and account:
+        uri = f"https://{account}.table.core.windows.net"
+    if not uri:
+        raise StorageConfigError(
+            "set AzureWebJobsStorage (connection string, local) or "
+            "AzureWebJobsStorage__tableServiceUri (managed identity, Azure)"
+        )
+    return StorageConnection(table_uri=uri, client_id=(env.get("AzureWebJobsStorage__clientId") or "").strip() or None)
 
 
 @dataclass(frozen=True)
@@ -34,6 +98,9 @@ class Settings:
     session_policy: Mapping[str, Any] = field(default_factory=dict)  # the `session` object
     client_secret_ttl: int = 600
     allowed_origins: tuple[str, ...] = ()
+    cors_allowed_headers: tuple[str, ...] = ()  # request headers allowed beyond the gateway's own
+    cors_allow_credentials: bool = False  # cookies / Easy Auth sessions from an allowed origin
+    service_session_seconds: int = 1800  # the service's own session cap (Azure: 30 minutes)
     webrtc_filter: bool = True
     listener_queue: str = "call-listener"
     events_table: str = "callevents"
@@ -66,10 +133,15 @@ class Settings:
     audit_api_enabled: bool = False  # the read-only /api/audit/* routes (function keys)
     archive_retention_days: int = 0  # calls older than this are deleted by the retention timer; 0 = keep
     limits: Limits = field(default_factory=lambda: Limits())
+    storage: StorageConnection | None = None  # AzureWebJobsStorage (or its identity group); None: not set
 
     @property
     def websocket_endpoint(self) -> str:
         return "ws" + self.endpoint[len("http") :]
+
+    def enforced_policy(self) -> dict[str, Any]:
+        """The session a call must keep: the minted policy, the listener's own session.update on top."""
+        return _merge(self.session_policy, self.sideband_session_update or {})
 
     def origin_allowed(self, origin: str | None) -> bool:
         if not origin:
@@ -112,7 +184,6 @@ class Limits:
     hangup_running: bool = True  # a spent daily budget also hangs up the calls still running
     client_ip_header: str = "x-forwarded-for"
     client_ip_hop: int = 1  # which entry from the right: 1 = the one the platform's front end appended
-    clock_offset: float = 0.0  # seconds added to the limits' clock: tests reach "tomorrow" with it
     prices: Mapping[str, float] = field(default_factory=lambda: dict(PRICES))
 
 
@@ -182,12 +253,6 @@ def _limits(env: Mapping[str, str], errors: list[str]) -> Limits:
                     raise ValueError
             except ValueError:
                 errors.append(f"{name} must be a price of zero or more (USD), got {raw!r}")
-    offset = env.get("LIMITS_CLOCK_OFFSET_SECONDS", "").strip()
-    if offset:
-        try:
-            values["clock_offset"] = float(offset)
-        except ValueError:
-            errors.append(f"LIMITS_CLOCK_OFFSET_SECONDS must be a number, got {offset!r}")
     return Limits(table=table, client_ip_header=header, prices=prices, **values)
 
 
@@ -201,26 +266,23 @@ def _bool(name: str, raw: str, errors: list[str]) -> bool:
     return False
 
 
-def _float(name: str, raw: str, lo: float, hi: float, errors: list[str]) -> float:
+def _number(name: str, raw: str, lo: float, hi: float, errors: list[str], kind: type = int) -> Any:
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        errors.append(f"{name} must be a number, got {raw!r}")
-        return lo
-    if not lo <= value <= hi:
-        errors.append(f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
-    return value
-
-
-def _int(name: str, raw: str, lo: int, hi: int, errors: list[str]) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        errors.append(f"{name} must be a whole number, got {raw!r}")
+        errors.append(f"{name} must be {'a whole number' if kind is int else 'a number'}, got {raw!r}")
         return lo
     if not lo <= value <= hi:
         errors.append(f"{name} must be between {lo} and {hi}, got {value}")
     return value
+
+
+def _float(name: str, raw: str, lo: float, hi: float, errors: list[str]) -> float:
+    return float(_number(name, raw, lo, hi, errors, float))
+
+
+def _int(name: str, raw: str, lo: int, hi: int, errors: list[str]) -> int:
+    return int(_number(name, raw, lo, hi, errors, int))
 
 
 def _json(name: str, raw: str, errors: list[str]) -> Any:
@@ -320,41 +382,6 @@ def _archive_tables(env: Mapping[str, str], errors: list[str]) -> dict[str, str]
     return tables
 
 
-class StorageConfigError(ValueError):
-    """Neither a connection string nor an identity-based table endpoint is configured."""
-
-
-@dataclass(frozen=True)
-class StorageConnection:
-    """How to reach the app's storage account, as the Functions host reads `AzureWebJobsStorage`."""
-
-    connection_string: str | None = None  # local (Azurite); wins over the identity group, as in the host
-    table_uri: str = ""  # identity-based: `__tableServiceUri`, or derived from `__accountName`
-    client_id: str | None = None  # a user-assigned identity's client id
-
-
-def storage_connection(env: Mapping[str, str] | None = None) -> StorageConnection:
-    env = os.environ if env is None else env
-    conn = (env.get("AzureWebJobsStorage") or "").strip()
-    if conn:
-        if conn.lower() == "usedevelopmentstorage=true":
-            raise StorageConfigError(
-                "AzureWebJobsStorage=UseDevelopmentStorage=true names fixed ports; "
-                "give Azurite's full connection string"
-            )
-        return StorageConnection(connection_string=conn)
-    uri = (env.get("AzureWebJobsStorage__tableServiceUri") or "").strip().rstrip("/")
-    account = (env.get("AzureWebJobsStorage__accountName") or "").strip()
-    if not uri and account:
-        uri = f"https://{account}.table.core.windows.net"
-    if not uri:
-        raise StorageConfigError(
-            "set AzureWebJobsStorage (connection string, local) or "
-            "AzureWebJobsStorage__tableServiceUri (managed identity, Azure)"
-        )
-    return StorageConnection(table_uri=uri, client_id=(env.get("AzureWebJobsStorage__clientId") or "").strip() or None)
-
-
 def limits_settings(env: Mapping[str, str] | None = None) -> Limits:
     """The limits' settings alone (the audit command prices and finds the day rows with them)."""
     errors: list[str] = []
@@ -399,6 +426,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             errors.append(f"ALLOWED_ORIGINS entries must look like https://host[:port], got {origin!r}")
 
     values: dict[str, Any] = {}
+    headers = tuple(h.strip().lower() for h in env.get("CORS_ALLOWED_HEADERS", "").split(",") if h.strip())
+    for header in headers:
+        if not re.match(r"^[a-z0-9-]+$", header):
+            errors.append(f"CORS_ALLOWED_HEADERS entries must be header names, got {header!r}")
+    values["cors_allowed_headers"] = headers
     for name, attr, lo, hi in (
         ("CLIENT_SECRET_TTL_SECONDS", "client_secret_ttl", 10, 7200),
         ("LISTENER_TIME_BOX_SECONDS", "listener_time_box", 10, 86400),
@@ -410,6 +442,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("LISTENER_MAX_CONCURRENT", "listener_max_concurrent", 1, 1000),
         ("ARCHIVE_RETENTION_DAYS", "archive_retention_days", 0, 36500),
         ("POLICY_MAX_VIOLATIONS", "policy_max_violations", 0, 1000),
+        ("SERVICE_SESSION_SECONDS", "service_session_seconds", 60, 7200),
     ):
         if env.get(name, "").strip():
             values[attr] = _int(name, env[name].strip(), lo, hi, errors)
@@ -420,6 +453,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("STRICT_RECORDING", "strict_recording"),
         ("AUDIT_API_ENABLED", "audit_api_enabled"),
         ("POLICY_ENFORCE", "policy_enforce"),
+        ("CORS_ALLOW_CREDENTIALS", "cors_allow_credentials"),
         ("WEBSITE_AUTH_ENABLED", "platform_auth"),
     ):
         if env.get(name, "").strip():
@@ -460,10 +494,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     policy = _session_policy(env, deployment, errors)
     values.update(_tools_and_guardrail(env, errors))
     limits = _limits(env, errors)
+    if values.get("cors_allow_credentials") and "*" in origins:
+        errors.append("CORS_ALLOW_CREDENTIALS=true needs named ALLOWED_ORIGINS: browsers refuse credentials with *")
     if errors:
         raise SettingsError("invalid settings: " + "; ".join(errors))
+    try:
+        storage: StorageConnection | None = storage_connection(env)
+    except StorageConfigError:  # routes that need storage say so (health, the archive); the rest work
+        storage = None
     return Settings(
         endpoint=endpoint,
+        storage=storage,
         deployment=deployment,
         api_key=env.get("AZURE_OPENAI_API_KEY") or None,
         managed_identity_client_id=env.get("AZURE_CLIENT_ID") or None,

@@ -85,50 +85,53 @@ def setup(env: Mapping[str, str] | None = None) -> str:
 
 
 def _providers(ts: TelemetrySettings) -> tuple[Any, Any]:
-    # Imported here: the exporters cost tens of ms at import, paid only when telemetry is on.
+    """One tracer and one meter provider with the exporters the settings name (Azure Monitor, OTLP):
+    the exporters alone, no auto-instrumentation (our spans tell the call's story; a span per SDK
+    request would multiply the cost). Imported here: they cost tens of ms, paid only when on."""
     from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     resource = Resource.create({"service.name": ts.service_name})
+    spans: list[Any] = []
+    measures: list[Any] = []
+    logs: list[Any] = []
     if ts.connection_string:
-        from azure.identity import ManagedIdentityCredential
-        from azure.monitor.opentelemetry import configure_azure_monitor
-
-        configure_azure_monitor(
-            connection_string=ts.connection_string,
-            # App Insights has local auth disabled: ingestion needs the identity's Entra token.
-            credential=ManagedIdentityCredential(client_id=ts.aad_client_id or None)
-            if ts.aad_client_id is not None
-            else None,
-            resource=resource,
-            logger_name="realtime_gateway",  # our records only; not every library's
-            # Our spans tell the call's story; per-request spans of every SDK call would multiply the cost.
-            instrumentation_options={name: {"enabled": False} for name in _AUTO_INSTRUMENTED},
-            disable_azure_core_tracing=True,
-            enable_live_metrics=False,
-            enable_performance_counters=False,
+        from azure.monitor.opentelemetry.exporter import (
+            AzureMonitorLogExporter,
+            AzureMonitorMetricExporter,
+            AzureMonitorTraceExporter,
         )
-        _redact_exported_logs(logging.getLogger("realtime_gateway"))
-        tracer_provider: Any = trace.get_tracer_provider()  # the SDK's, with add_span_processor
-        meter_provider = metrics.get_meter_provider()
-        if ts.otlp_endpoint:
-            tracer_provider.add_span_processor(_otlp_span_processor())
-    else:
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.trace import TracerProvider
 
-        readers = []
-        tracer_provider = TracerProvider(resource=resource)
-        if ts.otlp_endpoint:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        options: dict[str, Any] = {"connection_string": ts.connection_string, "disable_offline_storage": True}
+        if ts.aad_client_id is not None:  # App Insights has local auth off: ingestion takes the identity's token
+            from azure.identity import ManagedIdentityCredential
 
-            tracer_provider.add_span_processor(_otlp_span_processor())
-            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-            _otlp_logs(resource)
-        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-        trace.set_tracer_provider(tracer_provider)
-        metrics.set_meter_provider(meter_provider)
+            options["credential"] = ManagedIdentityCredential(client_id=ts.aad_client_id or None)
+        spans.append(AzureMonitorTraceExporter(**options))
+        measures.append(AzureMonitorMetricExporter(**options))
+        logs.append(AzureMonitorLogExporter(**options))
+    if ts.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        spans.append(OTLPSpanExporter())
+        measures.append(OTLPMetricExporter())
+        logs.append(OTLPLogExporter())
+    tracer_provider = TracerProvider(resource=resource)
+    for exporter in spans:
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=[PeriodicExportingMetricReader(m) for m in measures]
+    )
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    if logs:
+        _export_logs(resource, logs)
     if ts.summary:
         from .trace_summary import CallSummaryProcessor
 
@@ -136,25 +139,16 @@ def _providers(ts: TelemetrySettings) -> tuple[Any, Any]:
     return tracer_provider, meter_provider
 
 
-_AUTO_INSTRUMENTED = ("azure_sdk", "django", "fastapi", "flask", "psycopg2", "requests", "urllib", "urllib3")
-
-
-def _otlp_span_processor() -> Any:
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    return BatchSpanProcessor(OTLPSpanExporter())
-
-
-def _otlp_logs(resource: Any) -> None:
+def _export_logs(resource: Any, exporters: list[Any]) -> None:
+    """Our log records (the realtime_gateway logger's, not every library's) to the exporters."""
     from opentelemetry._logs import set_logger_provider
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.instrumentation.logging.handler import LoggingHandler
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
     provider = LoggerProvider(resource=resource)
-    provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+    for exporter in exporters:
+        provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     set_logger_provider(provider)
     logger = logging.getLogger("realtime_gateway")
     logger.addHandler(LoggingHandler(level=logging.INFO, logger_provider=provider))

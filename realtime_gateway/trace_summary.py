@@ -88,7 +88,10 @@ class CallSummaryProcessor(SpanProcessor):
             elif len(self._traces) > MAX_TRACES:
                 self._traces.popitem(last=False)
         if done:
-            print(summarize(spans), file=self.stream, flush=True)
+            # one write, newline included: print() writes the text and the newline apart, and an
+            # unbuffered stream shared with the log handler could put a log line between them
+            self.stream.write(summarize(spans) + "\n")
+            self.stream.flush()
 
     def shutdown(self) -> None:
         pass

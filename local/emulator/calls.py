@@ -15,6 +15,7 @@ from . import events as ev
 from .audio import RATE, EnergyVad, ReplyAudioTrack, frame_rms, speech_pcm
 from .conversation import Conversation, content_problem, item_text
 from .ids import new_id
+from .meter import SPEECH_CHARS_PER_SECOND, UsageMeter, fit
 from .overrides import Problem, ResponseSpec, check, resolve
 from .replies import (
     SPEECH_TRANSCRIPT,
@@ -26,7 +27,6 @@ from .replies import (
     tool_reply,
     tool_request,
 )
-from .usage import SPEECH_CHARS_PER_SECOND, UsageMeter, fit
 
 log = logging.getLogger("realtime-emulator")
 

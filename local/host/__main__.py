@@ -43,7 +43,7 @@ def main(argv=None) -> int:
 
 
 async def _run(args) -> int:
-    from .host import LocalHost  # after logging is set up: importing the app may log
+    from .local_host import LocalHost
 
     started = time.monotonic()
     cors = tuple(o.strip().rstrip("/") for o in args.cors.split(",") if o.strip())

@@ -9,15 +9,10 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue.aio import QueueClient
 
+from realtime_gateway.settings import DEVELOPMENT_STORAGE
+
 from .app_loader import FunctionSpec
 from .bindings import OutValue, encode_message, queue_messages
-
-# `UseDevelopmentStorage=true` means Azurite on its default ports, as in the real host.
-DEV_STORAGE = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
-)
 
 
 class MissingConnection(RuntimeError):
@@ -30,7 +25,7 @@ def connection_string(connection: str | None, settings: Mapping[str, str]) -> st
     for candidate in (name, "AzureWebJobs" + name):
         value = settings.get(candidate, "").strip()
         if value:
-            return DEV_STORAGE if value.lower() == "usedevelopmentstorage=true" else value
+            return DEVELOPMENT_STORAGE if value.lower() == "usedevelopmentstorage=true" else value
     if any(k.startswith(name + "__") for k in settings):
         raise MissingConnection(
             f"connection {name!r} is identity-based ({name}__...); the local host "

@@ -9,9 +9,9 @@ import requests
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-from local.testing.host import wait_until
+from local.testing.host_process import wait_until
 from realtime_gateway.archive.store import Archive
-from realtime_gateway.listener.message import CallMessage
+from realtime_gateway.core.message import CallMessage
 
 
 def start_recorded_call(

@@ -7,8 +7,10 @@ import hashlib
 import json
 from typing import Any
 
+from ..core.clock import utc_iso
+from ..core.events import Event
 from .chain import genesis, link
-from .codec import EventRecord, event_entities, row_key, utc_iso
+from .codec import EventRecord, event_entities, row_key
 from .store import Archive
 from .summary import CallSummary
 
@@ -24,24 +26,6 @@ def id_key(event_id: str) -> int:
     """A 64-bit digest of an event id: a third of the string's memory in the seen-set of a long call
     (a collision among 10^5 ids has odds near 10^-10)."""
     return int.from_bytes(hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
-
-
-def classify(raw: str) -> tuple[str, str, Any]:
-    """(event_type, event_id, parsed event) of a frame as received; odd frames still get a type."""
-    try:
-        event = json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
-        return "invalid.json", "", None
-    if not isinstance(event, dict):
-        return "invalid.json", "", event
-    return _identifier(event.get("type") or "unknown"), _identifier(event.get("event_id") or ""), event
-
-
-def _identifier(value: Any) -> str:
-    """Type and id go into the chain's hash and the row's properties as text: a lone surrogate
-    (`"\\ud800"` in JSON, or invalid UTF-8 in a binary frame) becomes U+FFFD there; the payload
-    keeps the frame exactly."""
-    return str(value).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 class CallLog:
@@ -77,14 +61,14 @@ class CallLog:
                 self.gaps += rec.event_type == "listener.gap"
                 self._count(rec.event_type, rec.event())
 
-    def event(self, raw: str, received: float, event_type: str, event_id: str, event: Any) -> list[dict[str, Any]]:
-        """The rows for a service event (`classify(raw)` gives the rest), or none for one already archived."""
-        event_id = event_id or f"noid-{self.listener}-{self.next_seq}"
+    def event(self, ev: Event, received: float) -> list[dict[str, Any]]:
+        """The rows for a service event, or none for one already archived."""
+        event_id = ev.event_id or f"noid-{self.listener}-{self.next_seq}"
         if id_key(event_id) in self.seen:
             self.duplicates += 1
             return []
-        self.summary.apply(event_type, event)
-        return self._append(event_id, event_type, raw, received, "service")
+        self.summary.apply(ev.type, ev.data)
+        return self._append(event_id, ev.type, ev.raw, received, "service")
 
     def mark(self, event_type: str, payload: dict[str, Any], received: float) -> list[dict[str, Any]]:
         """The rows for a listener mark (gap, hand-over), chained like the events."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Iterable, Mapping
 
 PROPERTY_CHARS = 32_000  # a string property holds 32,768 UTF-16 units; keep a margin
@@ -18,14 +17,6 @@ CHUNKS_PER_ROW = 12  # 12 x 64 KB stays well under the 1 MiB entity limit
 BATCH_ENTITIES = 100  # entity-group transaction limit
 BATCH_BYTES = 3_500_000  # under the 4 MiB transaction limit, with room for the envelope
 SEQ_DIGITS = 10
-
-
-def utc_iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
-
-
-def day_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y%m%d")
 
 
 def row_key(seq: int) -> str:

@@ -6,10 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..limits import usage as usage_
+from ..core import usage as usage_
+from ..core.events import ASSISTANT_DONES
 from .codec import join_property
-
-ASSISTANT_TEXT = {"response.output_audio_transcript.done": "transcript", "response.output_text.done": "text"}
 
 
 def turn_text(event_type: str, event: Any) -> tuple[str, str] | None:
@@ -22,8 +21,8 @@ def turn_text(event_type: str, event: Any) -> tuple[str, str] | None:
     if event_type == "conversation.item.input_audio_transcription.completed":
         text = event.get("transcript")
         return ("user", text) if isinstance(text, str) else None
-    if event_type in ASSISTANT_TEXT:
-        text = event.get(ASSISTANT_TEXT[event_type])
+    if event_type in ASSISTANT_DONES:
+        text = event.get(ASSISTANT_DONES[event_type])
         return ("assistant", text) if isinstance(text, str) else None
     if event_type == "conversation.item.added":
         item = event.get("item")

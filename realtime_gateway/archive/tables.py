@@ -11,9 +11,9 @@ from typing import Any, Mapping
 
 from azure.data.tables import TableServiceClient
 
-from ..settings import StorageConfigError, storage_connection
+from ..settings import StorageConfigError, StorageConnection, storage_connection
 
-__all__ = ["StorageConfigError", "table_service_from_env"]
+__all__ = ["StorageConfigError", "table_service", "table_service_from_env"]
 
 # The SDK's own retry policy, configured rather than wrapped: connection errors, timeouts, 408/429
 # and 5xx on reads are retried within about 4 s (0.25, 0.5, 1, 2 s). azure-core never retries a
@@ -30,9 +30,18 @@ RETRY = {
 def table_service_from_env(
     env: Mapping[str, str], own_identity: bool = False, **client_options: Any
 ) -> TableServiceClient:
-    """`own_identity`: a person's sign-in (the audit command) instead of the app's managed identity."""
+    return table_service(storage_connection(env), own_identity, **client_options)
+
+
+def table_service(
+    storage: StorageConnection | None, own_identity: bool = False, **client_options: Any
+) -> TableServiceClient:
+    """`own_identity`: a person's sign-in (the audit command) instead of the app's managed identity;
+    `storage` None: not configured (Settings.storage), a StorageConfigError naming the settings."""
+    if storage is None:
+        storage_connection({})  # raises the error that names the settings
+        raise AssertionError("unreachable")
     client_options = {**RETRY, **client_options}
-    storage = storage_connection(env)
     if storage.connection_string:
         return TableServiceClient.from_connection_string(storage.connection_string, **client_options)
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential

@@ -14,8 +14,9 @@ import time
 from typing import Any, Callable
 
 from .. import telemetry
+from ..core.events import Event
 from ..retry import Backoff
-from .call_log import CallLog, classify
+from .call_log import CallLog
 from .store import Archive, ArchiveError
 from .summary import CallSummary
 
@@ -70,8 +71,8 @@ class ArchiveWriter:
         self._thread.start()
         return self
 
-    def event(self, raw: str, received: float) -> None:
-        self._queue.put(("event", raw, received))
+    def event(self, ev: Event, received: float) -> None:
+        self._queue.put(("event", ev, received))
 
     def mark(self, event_type: str, payload: dict[str, Any], received: float) -> None:
         """A listener mark (gap, hand-over) archived in order with the events and chained like them."""
@@ -160,11 +161,10 @@ class ArchiveWriter:
             if urgent:
                 self._flush(force_session=True)
             return
-        if kind == "event":  # parsed once, for the archive and the turn clock
-            _, raw, received = item
-            event_type, event_id, event = classify(raw)
-            rows = self.call_log.event(raw, received, event_type, event_id, event)
-            self._turns.see(event_type, event, received)
+        if kind == "event":
+            _, ev, received = item
+            rows = self.call_log.event(ev, received)
+            self._turns.see(ev.type, ev.data, received)
         else:
             rows = self.call_log.mark(*item[1:])
         if rows:

@@ -1,4 +1,4 @@
-"""The auditor's view of the archive: `python -m realtime_gateway.audit` (sessions, show, export,
+"""The auditor's view of the archive: `realtime-audit` (or `python -m realtime_gateway.audit`) (sessions, show, export,
 verify, report) and the read-only audit API's logic (`api.py`)."""
 
 from __future__ import annotations

@@ -12,16 +12,26 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from typing import Any, Protocol
 
-from ..archive.store import PURGE_FIELD
+from ..archive.store import PURGE_FIELD, Archive
+from ..core.ids import valid_call_id
 from ..errors import ApiError
 from ..gateway.http import Request, Response, json_response
-from ..process import Process
-from ..upstream.answers import valid_call_id
+from ..settings import Settings
 from .dates import BadRange, day_range
 from .sessions import call_summary
 from .verify import verify_call
+
+
+class Process(Protocol):
+    """What the audit routes take from the process's shared objects."""
+
+    settings: Settings
+
+    @property
+    def archive(self) -> Archive: ...
+
 
 MAX_RANGE_DAYS = 31
 MAX_PAGE = 1000

@@ -1,14 +1,14 @@
 """The auditor's command: find calls over a period, read one, export it, verify it, render it.
 
-    python -m realtime_gateway.audit sessions --from 2026-11-01 --to 2026-11-30 [--origin O]
+    realtime-audit sessions --from 2026-11-01 --to 2026-11-30 [--origin O]
                                               [--principal P] [--ended-by R] [--json]
-    python -m realtime_gateway.audit show CALL_ID [--events | --json]
-    python -m realtime_gateway.audit export CALL_ID [--format jsonl|csv] [-o FILE]
-    python -m realtime_gateway.audit export --from DATE --to DATE -o DIR [--format jsonl|csv]
-    python -m realtime_gateway.audit verify CALL_ID | --from DATE --to DATE   (exit 1 if not intact)
-    python -m realtime_gateway.audit report CALL_ID [-o call.html]            (alias: timeline)
-    python -m realtime_gateway.audit usage --from DATE --to DATE [--principal ID] [--json]  (per-day cost)
-    python -m realtime_gateway.audit list [--day YYYYMMDD]                    (one day, as before)
+    realtime-audit show CALL_ID [--events | --json]
+    realtime-audit export CALL_ID [--format jsonl|csv] [-o FILE]
+    realtime-audit export --from DATE --to DATE -o DIR [--format jsonl|csv]
+    realtime-audit verify CALL_ID | --from DATE --to DATE   (exit 1 if not intact)
+    realtime-audit report CALL_ID [-o call.html]            (alias: timeline)
+    realtime-audit usage --from DATE --to DATE [--principal ID] [--json]  (per-day cost)
+    realtime-audit list [--day YYYYMMDD]                    (one day, as before)
 
 Storage comes from AzureWebJobsStorage (connection string) or AzureWebJobsStorage__tableServiceUri
 (signed-in identity via DefaultAzureCredential), or --connection-string. Exit codes: 0 done, 1 not
@@ -19,35 +19,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence, get_args
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from .. import redact
 from ..archive.store import PURGE_FIELD, Archive
-from ..archive.tables import StorageConfigError, table_service_from_env
-from ..settings import archive_tables
+from ..archive.tables import StorageConfigError, table_service
+from ..core.result import EndReason
+from ..settings import archive_tables, storage_connection
 from .dates import BadRange, day_range
+from .day_usage import day_usage, format_usage, limits_table_name, prices_from_env, valid_table_name
 from .export import FORMATS, export_call, export_range
 from .report import dumps_row, render_timeline
 from .sessions import call_summary, format_table, list_calls
 from .transcript import format_transcript, transcript, turns
-from .usage import day_usage, format_usage, limits_table_name, prices_from_env, valid_table_name
 from .verify import VerifyReport, verify_call, verify_range
 
 EXIT_NOT_INTACT, EXIT_USAGE, EXIT_UNKNOWN, EXIT_PURGING = 1, 2, 3, 4
 
 
 def _archive(args: argparse.Namespace) -> Archive:
-    env = dict(os.environ)
-    if args.connection_string:
-        env["AzureWebJobsStorage"] = args.connection_string
+    given = {"AzureWebJobsStorage": args.connection_string} if args.connection_string else None
     # an auditor signs in as themselves (DefaultAzureCredential), never as the app's identity
-    return Archive(table_service_from_env(env, own_identity=True), args.events_table, args.sessions_table)
+    return Archive(table_service(storage_connection(given), own_identity=True), args.events_table, args.sessions_table)
 
 
 def _purging(session: dict | None) -> str | None:
@@ -71,44 +69,54 @@ def _range_args(parser: argparse.ArgumentParser, required: bool) -> None:
 def _parser() -> argparse.ArgumentParser:
     events_table, sessions_table = archive_tables()
     p = argparse.ArgumentParser(
-        prog="python -m realtime_gateway.audit",
+        prog="realtime-audit",
         description=(__doc__ or "").split("\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join((__doc__ or "").split("\n")[2:]),
     )
-    p.add_argument("--connection-string", help="storage connection string (default: AzureWebJobsStorage)")
-    p.add_argument("--events-table", default=events_table)
-    p.add_argument("--sessions-table", default=sessions_table)
+    # The storage options go before or after the subcommand alike: each subcommand takes them too,
+    # without defaults of its own (SUPPRESS), so the top level's defaults stand unless given there.
+    storage = argparse.ArgumentParser(add_help=False)
+    for parser, defaults in ((p, (None, events_table, sessions_table)), (storage, (argparse.SUPPRESS,) * 3)):
+        parser.add_argument(
+            "--connection-string", default=defaults[0], help="storage connection string (default: AzureWebJobsStorage)"
+        )
+        parser.add_argument("--events-table", default=defaults[1])
+        parser.add_argument("--sessions-table", default=defaults[2])
     sub = p.add_subparsers(dest="cmd", required=True)
-    ss = sub.add_parser("sessions", help="the calls of a period, as a table (streamed page by page)")
+
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[storage], **kwargs)
+
+    ss = command("sessions", help="the calls of a period, as a table (streamed page by page)")
     _range_args(ss, True)
     ss.add_argument("--origin", help="only calls from this exact Origin")
     ss.add_argument("--principal", help="only calls of this principal (name or id)")
-    ss.add_argument("--ended-by", help="only calls that ended so (ended, hangup, limit, error, time_box)")
+    ss.add_argument("--ended-by", help=f"only calls that ended so ({', '.join(get_args(EndReason))})")
     ss.add_argument("--json", action="store_true", help="one JSON object per call, a line each")
-    us = sub.add_parser("usage", help="usage and cost per UTC day, from the limits table (calls, minutes, tokens)")
+    us = command("usage", help="usage and cost per UTC day, from the limits table (calls, minutes, tokens)")
     _range_args(us, True)
     us.add_argument("--principal", help="one principal's rows (its id, as in the session rows' principal_id)")
     us.add_argument("--json", action="store_true", help="one JSON object per day, a line each")
     us.add_argument("--limits-table", default=limits_table_name(), help="default: LIMITS_TABLE or gatewaylimits")
-    ls = sub.add_parser("list", help="calls of one day (UTC)")
+    ls = command("list", help="calls of one day (UTC)")
     ls.add_argument("--day", default=time.strftime("%Y%m%d", time.gmtime()))
     ls.add_argument("--json", action="store_true")
-    sh = sub.add_parser("show", help="a call's summary and its conversation with times")
+    sh = command("show", help="a call's summary and its conversation with times")
     sh.add_argument("call_id")
     sh.add_argument("--events", action="store_true", help="also print every event, one JSON line each")
     sh.add_argument("--json", action="store_true", help="the session row as JSON instead of the summary")
-    ex = sub.add_parser("export", help="every event of a call (or of every call of a period), whole, in order")
+    ex = command("export", help="every event of a call (or of every call of a period), whole, in order")
     ex.add_argument("call_id", nargs="?")
     _range_args(ex, False)
     ex.add_argument("--format", choices=FORMATS, default="jsonl")
     ex.add_argument("-o", "--output", help="file (one call; default stdout) or folder (a period)")
-    vf = sub.add_parser("verify", help="check the hash chain and the session head; exit 1 if not intact")
+    vf = command("verify", help="check the hash chain and the session head; exit 1 if not intact")
     vf.add_argument("call_id", nargs="?")
     _range_args(vf, False)
     vf.add_argument("--json", action="store_true")
     for name in ("report", "timeline"):
-        rp = sub.add_parser(name, help="write the call as a self-contained HTML page")
+        rp = command(name, help="write the call as a self-contained HTML page")
         rp.add_argument("call_id")
         rp.add_argument("-o", "--output", help="file to write (default: call-<id>.html)")
     return p

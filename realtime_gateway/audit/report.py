@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping
 
 from ..archive.codec import EventRecord
 from ..archive.summary import turn_text
-from ..limits import usage as usage_
+from ..core import usage as usage_
 from ..settings import PRICES
 from .sessions import duration_seconds, usage_fields
 from .transcript import clock, spans, transcript, turns, when

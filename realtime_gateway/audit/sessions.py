@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..archive.store import PURGE_FIELD, Archive
-from ..limits import usage as usage_
+from ..core import usage as usage_
 
 
 def is_usage_field(name: str) -> bool:

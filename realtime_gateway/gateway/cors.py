@@ -6,9 +6,10 @@ from __future__ import annotations
 from ..errors import ApiError
 from ..settings import Settings
 
-EXPOSED = "x-call-id, x-call-capability, x-request-id, x-listener, retry-after"
+EXPOSED = "location, x-call-id, x-call-capability, x-call-expires-at, x-request-id, x-listener, retry-after"
 ALLOWED_METHODS = "GET, POST, OPTIONS"
-ALLOWED_HEADERS = "content-type, x-request-id, x-call-capability"
+# the gateway's own, and what the OpenAI Agents SDK's WebRTC transport sends (its Bearer is ignored)
+ALLOWED_HEADERS = ("content-type", "x-request-id", "x-call-capability", "authorization", "x-openai-agents-sdk")
 MAX_AGE = "600"
 
 
@@ -23,6 +24,8 @@ def response_headers(settings: Settings | None, origin: str | None) -> dict[str,
     if origin and settings is not None and settings.origin_allowed(origin):
         headers["Access-Control-Allow-Origin"] = origin
         headers["Access-Control-Expose-Headers"] = EXPOSED
+        if settings.cors_allow_credentials:
+            headers["Access-Control-Allow-Credentials"] = "true"
     return headers
 
 
@@ -31,7 +34,7 @@ def preflight_headers(settings: Settings, origin: str | None) -> dict[str, str]:
     headers.update(
         {
             "Access-Control-Allow-Methods": ALLOWED_METHODS,
-            "Access-Control-Allow-Headers": ALLOWED_HEADERS,
+            "Access-Control-Allow-Headers": ", ".join(dict.fromkeys(ALLOWED_HEADERS + settings.cors_allowed_headers)),
             "Access-Control-Max-Age": MAX_AGE,
         }
     )

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Mapping
+from typing import Callable
 
-from ..archive.codec import utc_iso
-from ..archive.tables import StorageConfigError, table_service_from_env
+from ..archive.tables import StorageConfigError, table_service
+from ..core.clock import utc_iso
+from ..settings import StorageConnection
 
 TIMEOUT = 3  # seconds; health must answer quickly
 
 
-def storage_reachable(env: Mapping[str, str]) -> tuple[bool, str]:
+def storage_reachable(storage: StorageConnection | None) -> tuple[bool, str]:
     from azure.core.exceptions import AzureError
 
     try:
-        with table_service_from_env(env, connection_timeout=TIMEOUT, read_timeout=TIMEOUT, retry_total=0) as client:
+        with table_service(storage, connection_timeout=TIMEOUT, read_timeout=TIMEOUT, retry_total=0) as client:
             next(iter(client.list_tables(results_per_page=1).by_page()), None)
         return True, "ok"
     except StorageConfigError:
@@ -30,8 +31,10 @@ def storage_reachable(env: Mapping[str, str]) -> tuple[bool, str]:
 class Health:
     """The health route's checks, asked at most once per `ttl` seconds per process."""
 
-    def __init__(self, identity: Callable[[], object] | None, env: Callable[[], Mapping[str, str]], ttl: float) -> None:
-        self._identity, self._env, self._ttl = identity, env, ttl
+    def __init__(
+        self, identity: Callable[[], object] | None, storage: Callable[[], StorageConnection | None], ttl: float
+    ) -> None:
+        self._identity, self._storage, self._ttl = identity, storage, ttl
         self._lock = threading.Lock()
         self._checked: tuple[float, dict[str, str]] | None = None
         self._at = ""
@@ -56,5 +59,5 @@ class Health:
                 checks["identity"] = "ok"
             except ApiError as exc:
                 checks["identity"] = exc.message
-        checks["storage"] = storage_reachable(self._env())[1]
+        checks["storage"] = storage_reachable(self._storage())[1]
         return checks

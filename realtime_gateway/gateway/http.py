@@ -1,8 +1,10 @@
 """The gateway's HTTP plumbing on a framework-neutral request/response, so the handlers run (and
 are tested) without the Functions runtime; `function_app.py` converts to and from `func.Http*`.
 
-`handle(route, req)` runs one route: request id, CORS (allowlist and preflight), errors as JSON,
-one log line. A route is a plain function `route(process, req, rid, **kwargs) -> Response`.
+`handle(route, services, req)` runs one route: request id, CORS (allowlist and preflight), errors
+as JSON, one log line. A route is a plain function `route(services, req, rid, **kwargs) -> Response`;
+`services` is a callable that gives the process's shared objects (a bad setting raises there, and
+every route answers 500 naming it).
 """
 
 from __future__ import annotations
@@ -13,13 +15,12 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 from requests.structures import CaseInsensitiveDict
 
 from .. import redact
 from ..errors import ApiError, error_body
-from ..process import get_process
 from ..settings import Settings, SettingsError
 from . import cors
 
@@ -54,7 +55,11 @@ class Response:
     mimetype: str | None = None
 
 
-Route = Callable[..., "Response"]  # route(process, req, rid, **kwargs) -> Response
+Route = Callable[..., "Response"]  # route(services, req, rid, **kwargs) -> Response
+
+
+class HasSettings(Protocol):
+    settings: Settings
 
 
 def json_response(status: int, data: Any, headers: Mapping[str, str] | None = None) -> Response:
@@ -68,13 +73,13 @@ def request_id_for(req: Request) -> str:
     return given if REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
-def handle(route: Route, req: Request, **kwargs: Any) -> Response:
+def handle(route: Route, services: Callable[[], HasSettings], req: Request, **kwargs: Any) -> Response:
     started = time.monotonic()
     rid = request_id_for(req)
     name = route.__name__
     settings: Settings | None = None
     try:
-        process = get_process()
+        process = services()
         settings = process.settings
         cors.check_origin(settings, req.origin)
         if req.method == "OPTIONS":

@@ -8,21 +8,41 @@ import hmac
 import logging
 import secrets
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from .. import telemetry
-from ..archive.codec import day_of, utc_iso
 from ..archive.status import call_status
+from ..archive.store import Archive
+from ..core.clock import day_of, utc_iso
+from ..core.ids import valid_call_id
+from ..core.message import CallMessage
 from ..errors import ApiError
-from ..listener.message import CallMessage
-from ..process import Process
-from ..upstream.answers import valid_call_id
+from ..limits.limiter import Limiter
+from ..settings import Settings
+from ..upstream.realtime_api import RealtimeApi
+from ..upstream.secret_pool import SecretPool
+from .health import Health
 from .http import Request, Response, json_response
 from .offer import check_size, offer_from_body
 from .principal import HEADER as PRINCIPAL_HEADER
 from .principal import principal_from_headers
 
 log = logging.getLogger("realtime_gateway.http")
+
+
+class Process(Protocol):
+    """What the routes take from the process's shared objects (the composition root hands them in)."""
+
+    settings: Settings
+    limits: Limiter
+    secret_pool: SecretPool
+    api: RealtimeApi
+    health: Health
+    clock: Callable[[], float]
+
+    @property
+    def archive(self) -> Archive: ...
+
 
 CONNECT_BUDGET_CAP = 200.0  # seconds; Azure cuts HTTP responses at 230 s
 CAPABILITY_HEADER = "x-call-capability"
@@ -105,7 +125,13 @@ def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] |
         answer.sdp.encode("utf-8"),
         {
             "x-call-id": answer.call_id,
+            # where the SDKs look for the call id (the last path segment), as the service answers
+            "Location": f"/api/calls/{answer.call_id}",
             CAPABILITY_HEADER: capability,
+            # when this call ends at the latest: the service's session cap or MAX_CALL_SECONDS
+            "x-call-expires-at": str(
+                int(started + min(p.settings.max_call_seconds, p.settings.service_session_seconds))
+            ),
             "x-listener": listener,
             "Cache-Control": "no-store",
         },

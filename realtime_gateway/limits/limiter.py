@@ -32,10 +32,11 @@ from typing import Any, Callable, Iterable, Mapping
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
 
+from ..core import usage as u
+from ..core.clock import day_of
 from ..errors import ApiError
 from ..settings import Limits
-from . import usage as u
-from .client import client_key, principal_key
+from .client_key import client_key, principal_key
 from .rows import Contended, Rows
 
 log = logging.getLogger("realtime_gateway.limits")
@@ -46,10 +47,6 @@ USAGE_PREFIX = "usage-"  # + YYYYMMDD: a day's usage rows
 BUDGET_CACHE_SECONDS = 5.0  # a day or shard row read this recently decides without storage
 SLOT_GRACE_SECONDS = 120  # after a call's deadline, a slot its listener never released expires
 STORAGE_ERRORS = (AzureError, Contended)
-
-
-def _day(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
 
 
 def _usage_pk(day: str) -> str:
@@ -167,7 +164,7 @@ class Limiter:
         return cap // n + (1 if shard < cap % n else 0) if cap else None
 
     def now(self) -> float:
-        return self._clock() + self.limits.clock_offset
+        return self._clock()
 
     @property
     def rows(self) -> Rows:
@@ -401,7 +398,7 @@ class Limiter:
 
     def _check_budget(self, now: float, pkey: str | None, slots: Mapping[str, list]) -> None:
         s = self.limits
-        day = _day(now)
+        day = day_of(now)
         midnight = now - (now % 86400)
         checks: list[tuple[str, str | None, int, int, float, str]] = [
             ("app", None, s.daily_tokens, s.daily_call_minutes, s.daily_spend_usd, "today's")
@@ -474,7 +471,7 @@ class Limiter:
         """Add one listener's usage to today's rows (the app's and the principal's)."""
         if not (delta or seconds or calls):
             return
-        day = _day(self.now())
+        day = day_of(self.now())
         prices = self.limits.prices
 
         def change(row: dict[str, Any]) -> tuple[dict[str, Any], None]:

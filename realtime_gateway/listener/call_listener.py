@@ -9,18 +9,22 @@ time box runs out on a live call it hands over with a continuation message.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
 from .. import telemetry
-from ..archive.codec import day_of, utc_iso
 from ..archive.store import PAGE_HANGUP_FIELD, Archive, ArchiveError
 from ..archive.writer import ArchiveWriter
+from ..core.clock import day_of, utc_iso
+from ..core.events import parse
+from ..core.message import CallMessage
+from ..core.result import EndReason, ListenerResult, Outcome
 from ..retry import Backoff
+from ..settings import Settings
 from .control import Control
 from .guardrails import Guardrail
-from .message import CallMessage
 from .sideband import CallGone, Sideband, SidebandClosed, SidebandError, SidebandLost, sideband_url
 from .tools import ToolBox
 
@@ -29,10 +33,10 @@ log = logging.getLogger(__name__)
 RECV_SLICE = 0.25  # how often the reader looks at the clock between frames
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
 HANGUP_GRACE = 5.0  # after hanging up, keep reading this long for the closing events
-ENDED_CODES = {1000: "ended", 1001: "limit"}  # 1001: the service's session limit
+ENDED_CODES: dict[int, EndReason] = {1000: "ended", 1001: "limit"}  # 1001: the service's session limit
 
 
-def ended_reason(closed: SidebandClosed) -> str | None:
+def ended_reason(closed: SidebandClosed) -> EndReason | None:
     """How a close frame ended the call; None for codes that mean a broken connection."""
     if closed.code not in ENDED_CODES:
         return None
@@ -48,20 +52,38 @@ class Upstream(Protocol):
     def hangup(self, call_id: str) -> None: ...
 
 
-@dataclass
-class ListenerResult:
-    call_id: str
-    outcome: str  # ended | handed_over | not_attached
-    end_reason: str | None  # ended | limit | hangup | guardrail | policy | budget | error | time_box | None
-    events: int = 0
-    duplicates: int = 0
-    gaps: int = 0
-    attach_delay: float | None = None  # seconds from call created to sideband open (first attach)
-    continuation: CallMessage | None = None
-    head: str | None = None  # the hash chain's head after this listener (for external logs)
-    detail: dict[str, Any] = field(default_factory=dict)
-    usage: dict[str, float] = field(default_factory=dict)  # the call's usage sums after this listener
-    usage_before: dict[str, float] = field(default_factory=dict)  # ... as earlier listeners left them
+@dataclass(frozen=True)
+class ListenerConfig:
+    """How a listener runs, from the settings (`from_settings`) or a test's own values."""
+
+    time_box: float  # seconds one invocation holds the call (LISTENER_TIME_BOX_SECONDS)
+    strict: bool = False  # STRICT_RECORDING: a call without a sideband within attach_limit is hung up
+    attach_limit: float = 15.0
+    session_update: Mapping[str, Any] | None = None  # LISTENER_SESSION_UPDATE, sent on every attach
+    flush_interval: float = 0.5  # the archive writer's batching window
+    policy: Mapping[str, Any] | None = None  # the session the call must keep (policy.py); None: not held
+    policy_max_violations: int = 0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> ListenerConfig:
+        return cls(
+            time_box=s.listener_time_box,
+            strict=s.strict_recording,
+            attach_limit=s.attach_limit_seconds,
+            session_update=s.sideband_session_update,
+            policy=s.enforced_policy() if s.policy_enforce else None,
+            policy_max_violations=s.policy_max_violations,
+        )
+
+
+class CallHooks(Protocol):
+    """What the listener tells the stages beside it (the limits' accounting), on its own threads."""
+
+    def attached(self, hang_up: Callable[[EndReason, str], None]) -> None:
+        """The call is live; `hang_up` ends it through the service from any thread."""
+
+    def committed(self, usage: dict[str, float], usage_before: dict[str, float]) -> None:
+        """A batch that changed the call's usage is durable (on the archive writer's thread)."""
 
 
 class Listener:
@@ -71,45 +93,35 @@ class Listener:
         archive: Archive,
         upstream: Upstream,
         websocket_endpoint: str,
+        config: ListenerConfig,
         *,
-        time_box: float,
-        strict: bool = False,
-        attach_limit: float = 15.0,
-        session_update: Mapping[str, Any] | None = None,
-        handover: Callable[[CallMessage], None] | None = None,
-        clock: Callable[[], float] = time.time,
-        flush_interval: float = 0.5,
-        redelivered: bool = False,
+        hooks: CallHooks | None = None,
         tools: ToolBox | None = None,
         guardrail: Guardrail | None = None,
-        on_attach: Callable[[], None] | None = None,
-        on_commit: Callable[[dict[str, float], dict[str, float]], None] | None = None,
-        policy: Mapping[str, Any] | None = None,
-        policy_max_violations: int = 0,
+        handover: Callable[[CallMessage], None] | None = None,
+        redelivered: bool = False,
+        clock: Callable[[], float] = time.time,
     ):
-        self.msg, self.archive, self.upstream = msg, archive, upstream
+        self.msg, self.archive, self.upstream, self.config = msg, archive, upstream, config
         self.url = sideband_url(websocket_endpoint, msg.call_id)
-        self.time_box, self.strict, self.attach_limit = time_box, strict, attach_limit
-        self.session_update, self.handover, self.clock = session_update, handover, clock
-        self.flush_interval = flush_interval
+        self.hooks, self.tools, self.guardrail = hooks, tools, guardrail
+        self.handover, self.clock = handover, clock
         self.redelivered = redelivered  # an earlier try of this message failed mid-call
-        self.on_attach = on_attach  # the call is live (limits: hold its slot until its deadline)
-        self.on_commit = on_commit  # the call's usage grew and is archived (limits: charge the day)
-        self.writer: ArchiveWriter | None = None
-        self.hung_up_at: float | None = None
-        self.end_reason: str | None = None
         self.run_started = 0.0
-        self.sb: Sideband | None = None
         self.attach_delay: float | None = None  # seconds from call created to the first sideband open
-        self.tools, self.guardrail = tools, guardrail
-        self.control: Control | None = None  # tools and guardrail acting on the call (control.py)
-        self.policy, self.policy_max_violations = policy, policy_max_violations  # policy.py
+        self.sb: Sideband | None = None  # the reader's socket (control threads send on it)
+        self.writer: ArchiveWriter | None = None
+        self.control: Control | None = None  # tools, guardrail and policy acting on the call (control.py)
+        # The hang-up, from the reader, a control thread or the limits' thread: set once, under the lock.
+        self._hangup_lock = threading.Lock()
+        self.hung_up_at: float | None = None
+        self.end_reason: EndReason | None = None
 
     # ---- the run ---------------------------------------------------------------------------------
     def run(self) -> ListenerResult:
         msg = self.msg
         self.run_started = self.clock()
-        box_end = self.run_started + self.time_box
+        box_end = self.run_started + self.config.time_box
         first_error: str | None = None
         try:  # socket first: every millisecond before it is a missed event
             self.sb = self._open()
@@ -155,14 +167,14 @@ class Listener:
             self.archive,
             self.msg.call_id,
             day_of(self.msg.started_at),
-            self.msg.session_fields(strict=self.strict),
+            self.msg.session_fields(strict=self.config.strict),
             listener=self.msg.continuation,
-            flush_interval=self.flush_interval,
-            on_commit=self.on_commit,
+            flush_interval=self.config.flush_interval,
+            on_commit=self.hooks.committed if self.hooks is not None else None,
         ).start()
 
     def _control(self, writer: ArchiveWriter) -> Control | None:
-        if self.tools is None and self.guardrail is None and self.policy is None:
+        if self.tools is None and self.guardrail is None and self.config.policy is None:
             return None
 
         def send(message: Mapping[str, Any]) -> None:
@@ -176,8 +188,8 @@ class Listener:
             send,
             lambda kind, payload: writer.mark(kind, payload, self.clock()),
             lambda reason, why: self.hang_up(reason, why),
-            self.policy,
-            self.policy_max_violations,
+            self.config.policy,
+            self.config.policy_max_violations,
         )
 
     def _close_control(self, timeout: float | None = None) -> None:
@@ -190,9 +202,9 @@ class Listener:
 
     def _send_policy(self, sb: Sideband) -> None:
         """The policy's session.update, on every (re)attach: a new socket may follow a session reset."""
-        if self.session_update:
+        if self.config.session_update:
             # the GA schema requires session.type (openai's SessionUpdateEvent)
-            sb.send_json({"type": "session.update", "session": {"type": "realtime", **self.session_update}})
+            sb.send_json({"type": "session.update", "session": {"type": "realtime", **self.config.session_update}})
 
     def _open(self) -> Sideband:
         try:
@@ -204,7 +216,7 @@ class Listener:
     def _attach_retry(self, writer: ArchiveWriter, box_end: float, error: str | None) -> Sideband | None:
         """Retry opening with bounded backoff until the attach limit (strict) or the time box."""
         since = self.msg.started_at if self.msg.continuation == 0 else self.run_started
-        limit = since + self.attach_limit if self.strict else box_end
+        limit = since + self.config.attach_limit if self.config.strict else box_end
         backoff = self._backoff(min(limit, box_end, self.msg.deadline))
         while True:
             log.warning("call %s: sideband not open yet (%s)", self.msg.call_id, error)
@@ -241,8 +253,8 @@ class Listener:
         if self.attach_delay is not None:
             telemetry.observe(telemetry.ATTACH_DELAY, self.attach_delay * 1000)
         self._send_policy(sb)
-        if first and self.on_attach is not None:
-            self.on_attach()
+        if first and self.hooks is not None:
+            self.hooks.attached(self.hang_up)
         log.info("call %s: sideband attached (listener %d)", self.msg.call_id, self.msg.continuation)
 
     # ---- reading -----------------------------------------------------------------------------------
@@ -277,9 +289,10 @@ class Listener:
                 new = self._reconnect(writer, box_end, str(lost))
             else:
                 if raw is not None:
-                    writer.event(raw, self.clock())
+                    ev = parse(raw)  # the one parse of this frame: the archive and the control share it
+                    writer.event(ev, self.clock())
                     if self.control is not None:
-                        self.control.on_event(raw)
+                        self.control.on_event(ev)
                 continue
             if isinstance(new, ListenerResult):
                 return new
@@ -343,14 +356,17 @@ class Listener:
         except Exception:  # storage down: the close code's reading stands
             return False
 
-    def hang_up(self, reason: str, why: str) -> None:
-        """From another thread (the limits' budget check): end the call through the service."""
-        if self.writer is not None and self.hung_up_at is None:
+    def hang_up(self, reason: EndReason, why: str) -> None:
+        """From another thread (a control step, the limits' budget check): end the call through the service."""
+        if self.writer is not None:
             self._hangup(self.writer, reason, why)
 
-    def _hangup(self, writer: ArchiveWriter, reason: str, why: str) -> None:
-        self.hung_up_at = self.clock()
-        self.end_reason = reason
+    def _hangup(self, writer: ArchiveWriter, reason: EndReason, why: str) -> None:
+        with self._hangup_lock:  # once, whoever asks first: its reason is the call's
+            if self.hung_up_at is not None:
+                return
+            self.hung_up_at = self.clock()
+            self.end_reason = reason
         log.info("call %s: hanging up (%s)", self.msg.call_id, why)
         telemetry.event("hangup", reason=reason)
         writer.session_update({"hangup_requested_at": utc_iso(self.hung_up_at), "end_detail": why})
@@ -364,7 +380,7 @@ class Listener:
 
     # ---- endings -------------------------------------------------------------------------------------
     def _finish(
-        self, writer: ArchiveWriter, reason: str, close_code: int | None = None, detail: str | None = None
+        self, writer: ArchiveWriter, reason: EndReason, close_code: int | None = None, detail: str | None = None
     ) -> ListenerResult:
         now = self.clock()
         fields: dict[str, Any] = {"state": "ended", "ended_at": utc_iso(now), "end_reason": reason}
@@ -391,13 +407,13 @@ class Listener:
 
     def _not_attached(self, writer: ArchiveWriter, box_end: float) -> ListenerResult:
         now = self.clock()
-        if self.strict or now >= self.msg.deadline:
+        if self.config.strict or now >= self.msg.deadline:
             why = (
-                f"not recorded: no sideband within {self.attach_limit:.0f} s"
-                if self.strict
+                f"not recorded: no sideband within {self.config.attach_limit:.0f} s"
+                if self.config.strict
                 else "maximum call duration reached before the sideband opened"
             )
-            self._hangup(writer, "hangup" if self.strict else "limit", why)
+            self._hangup(writer, "hangup" if self.config.strict else "limit", why)
             return self._finish(writer, self.end_reason or "hangup", detail=why)
         return self._hand_over(writer)
 
@@ -405,7 +421,8 @@ class Listener:
         """The call had ended before we could attach: complete quietly, with the session marked."""
         writer = self._writer()
         writer.ready.wait(30)
-        ended = "ended" if writer.session.get("state") != "ended" else writer.session.get("end_reason", "ended")
+        # a row another listener already ended keeps its reason (the archive's own word for it)
+        ended: Any = "ended" if writer.session.get("state") != "ended" else writer.session.get("end_reason", "ended")
         fields = {"state": "ended", "end_reason": ended}
         if writer.session.get("state") != "ended":
             fields.update(
@@ -418,7 +435,7 @@ class Listener:
         writer.close(fields)
         return self._result(writer, "ended", ended)
 
-    def _result(self, writer: ArchiveWriter, outcome: str, reason: str | None) -> ListenerResult:
+    def _result(self, writer: ArchiveWriter, outcome: Outcome, reason: EndReason | None) -> ListenerResult:
         done = writer.call_log
         return ListenerResult(
             self.msg.call_id,

@@ -10,13 +10,14 @@ while one is active).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Mapping
 
 from .. import telemetry
+from ..core.events import ASSISTANT_DELTAS, ASSISTANT_DONES, Event
+from ..core.result import EndReason
 from .guardrails import Guardrail
 from .policy import TYPES as POLICY_TYPES
 from .policy import PolicyGuard
@@ -25,8 +26,6 @@ from .tools import ToolBox
 log = logging.getLogger(__name__)
 
 TOOL_WORKERS = 4
-DELTAS = ("response.output_audio_transcript.delta", "response.output_text.delta")
-DONES = {"response.output_audio_transcript.done": "transcript", "response.output_text.done": "text"}
 
 
 class Control:
@@ -36,7 +35,7 @@ class Control:
         guardrail: Guardrail | None,
         send: Callable[[dict[str, Any]], None],
         mark: Callable[[str, dict[str, Any]], None],
-        hangup: Callable[[str, str], None],
+        hangup: Callable[[EndReason, str], None],
         policy: Mapping[str, Any] | None = None,
         max_violations: int = 0,
     ) -> None:
@@ -66,14 +65,8 @@ class Control:
         )
 
     # ---- the reader's side: never blocks ---------------------------------------------------------
-    def on_event(self, raw: str) -> None:
-        if '"response.' not in raw and (self.policy is None or '"session.' not in raw):
-            return  # neither a tool call, the assistant's words, nor a session or response the policy checks
-        try:
-            event = json.loads(raw)
-            kind = event["type"]
-        except (ValueError, KeyError, TypeError):
-            return
+    def on_event(self, ev: Event) -> None:
+        kind, event = ev.type, ev.fields
         if self.policy is not None and kind in POLICY_TYPES:
             self.policy.on_event(kind, event)
         if self.tools is not None and kind == "response.output_item.done":
@@ -82,14 +75,14 @@ class Control:
                 self._start_tool(str(event.get("response_id") or ""), item)
         elif self.tools is not None and kind == "response.done":
             self._response_done(str((event.get("response") or {}).get("id") or ""))
-        elif self.guardrail is not None and (kind in DELTAS or kind in DONES):
+        elif self.guardrail is not None and (kind in ASSISTANT_DELTAS or kind in ASSISTANT_DONES):
             item_id, rid = str(event.get("item_id") or ""), str(event.get("response_id") or "")
-            if kind in DELTAS:
+            if kind in ASSISTANT_DELTAS:
                 text = self._text[item_id] = self._text.get(item_id, "") + str(event.get("delta") or "")
             else:
-                text = str(event.get(DONES[kind]) or self._text.get(item_id, ""))
+                text = str(event.get(ASSISTANT_DONES[kind]) or self._text.get(item_id, ""))
                 self._text.pop(item_id, None)
-            self._check(rid, item_id, text, final=kind in DONES)
+            self._check(rid, item_id, text, final=kind in ASSISTANT_DONES)
 
     def close(self, timeout: float) -> None:
         """Let tools in flight finish (each is bounded by its own time limit) so their rows are kept."""

@@ -10,28 +10,12 @@ and a hook that raises lets the text pass (logged), so a broken hook never ends 
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
-
-DEFAULT_NOTICE = "I stopped that answer because it broke this service's output policy."
-
-
-def parse_terms(raw: str) -> list[str]:
-    """GUARDRAIL_BLOCKED_TERMS: a JSON list of regular expressions, or comma-separated plain terms."""
-    raw = raw.strip()
-    if not raw:
-        return []
-    if raw.startswith("["):
-        terms = json.loads(raw)
-        if not isinstance(terms, list) or not all(isinstance(t, str) and t for t in terms):
-            raise ValueError("must be a JSON list of non-empty strings")
-        return terms
-    return [rf"\b{re.escape(t.strip())}\b" for t in raw.split(",") if t.strip()]
 
 
 def load_hook(spec: str) -> Callable[[str], Any]:

@@ -7,53 +7,49 @@ poison output bindings); nothing here knows about azure.functions.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping
+from typing import Callable, Protocol
 
 from .. import telemetry
-from ..limits.accounting import CallCharges
-from ..process import Process, get_process
+from ..archive.store import Archive
+from ..core.message import BadCallMessage, CallMessage
+from ..core.result import ListenerResult
+from ..limits.limiter import Limiter
 from ..settings import Settings
-from .call_listener import Listener, ListenerResult
+from .accounting import CallCharges
+from .call_listener import Listener, ListenerConfig, Upstream
 from .guardrails import Guardrail
-from .message import BadCallMessage, CallMessage
 from .tools import ToolBox
 
 log = logging.getLogger(__name__)
 
 
-def _merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = (
-            _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
-        )
-    return out
+class ListenerServices(Protocol):
+    """What the listener takes from the process's shared objects (the composition root hands them in)."""
 
+    settings: Settings
+    api: Upstream
+    limits: Limiter
+    clock: Callable[[], float]
 
-def enforced_policy(s: Settings) -> dict[str, Any]:
-    """The session the call must keep: the minted policy, with the listener's own session.update on top."""
-    return _merge(s.session_policy, s.sideband_session_update or {})
+    @property
+    def archive(self) -> Archive: ...
 
 
 def make_listener(
     msg: CallMessage,
-    process: Process,
+    services: ListenerServices,
     handover: Callable[[CallMessage], None] | None,
     redelivered: bool,
-    charges: CallCharges,
+    hooks: CallCharges,
 ) -> Listener:
-    s = process.settings
-    listener = Listener(
+    s = services.settings
+    return Listener(
         msg,
-        process.archive,
-        process.api,
+        services.archive,
+        services.api,
         s.websocket_endpoint,
-        time_box=s.listener_time_box,
-        strict=s.strict_recording,
-        attach_limit=s.attach_limit_seconds,
-        session_update=s.sideband_session_update,
-        handover=handover,
-        redelivered=redelivered,
+        ListenerConfig.from_settings(s),
+        hooks=hooks,
         # per listener: importlib caches the modules, so this costs little after the first call.
         # With the browser filtered, only the server can answer: declared tools without TOOLS_MODULE
         # get "no implementation" rather than a model left waiting.
@@ -61,13 +57,9 @@ def make_listener(
         if s.tools_module or s.webrtc_filter
         else None,
         guardrail=Guardrail.load(s.guardrail_terms, s.guardrail_hook, s.guardrail_notice, s.guardrail_max_hits),
-        on_attach=charges.attached,
-        on_commit=charges.committed,
-        policy=enforced_policy(s) if s.policy_enforce else None,
-        policy_max_violations=s.policy_max_violations,
+        handover=handover,
+        redelivered=redelivered,
     )
-    charges.hang_up = lambda why: listener.hang_up("budget", why)
-    return listener
 
 
 def handle_call_message(
@@ -75,8 +67,8 @@ def handle_call_message(
     *,
     send_handover: Callable[[str], None],
     send_poison: Callable[[str], None],
+    services: ListenerServices,
     dequeue_count: int | None = None,
-    process: Process | None = None,
 ) -> ListenerResult | None:
     """Run the listener for one queue message.
 
@@ -85,7 +77,6 @@ def handle_call_message(
     (visibilityTimeout apart) before poisoning the same bytes. Any other failure raises, so the
     host retries (archive rows are idempotent) and poisons after maxDequeueCount.
     """
-    process = process or get_process()
     try:
         msg = CallMessage.from_json(body)
     except BadCallMessage as exc:
@@ -93,7 +84,7 @@ def handle_call_message(
         log.error(
             "rejected malformed call message (%s); moved to %s-poison without retry (dequeue count %s, %d bytes)",
             exc,
-            process.settings.listener_queue,
+            services.settings.listener_queue,
             dequeue_count,
             len(text),
         )
@@ -102,8 +93,8 @@ def handle_call_message(
     redelivered = bool(dequeue_count and dequeue_count > 1)
     if redelivered:
         log.warning("call %s: message redelivered (try %d); resuming from the archive", msg.call_id, dequeue_count)
-    charges = CallCharges(process, msg)
-    listener = make_listener(msg, process, lambda nxt: send_handover(nxt.to_json()), redelivered, charges)
+    charges = CallCharges(services.limits, services.archive, services.clock, msg)
+    listener = make_listener(msg, services, lambda nxt: send_handover(nxt.to_json()), redelivered, charges)
     with telemetry.listener_span(msg, redelivered):
         try:
             result = listener.run()

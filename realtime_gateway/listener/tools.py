@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from ..core import schema
 from ..redact import redact
-from . import schema
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ..core.ids import valid_call_id
 from ..errors import ApiError
-
-
-def valid_call_id(call_id: str) -> bool:
-    return 0 < len(call_id) <= 200 and all(c.isalnum() or c in "_-." for c in call_id)
 
 
 @dataclass(frozen=True)

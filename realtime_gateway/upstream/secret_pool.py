@@ -25,7 +25,7 @@ from ..errors import ApiError
 from ..retry import Backoff
 from ..settings import Settings
 from .answers import Answer, ClientSecret
-from .client import RealtimeApi, SecretRefused
+from .realtime_api import RealtimeApi, SecretRefused
 
 log = logging.getLogger(__name__)
 

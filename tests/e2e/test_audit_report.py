@@ -3,11 +3,11 @@ Chromium: it renders offline (no request leaves the file), shows the timeline ch
 latency, the gap and hand-over, usage and the transcript. Screenshot: artifacts/audit-report.png."""
 
 from local.testing.calls import end_and_wait, script, start_recorded_call
-from local.testing.host import wait_until
+from local.testing.host_process import wait_until
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.audit import main as audit_main
-from realtime_gateway.limits import usage as u
+from realtime_gateway.core import usage as u
 from realtime_gateway.settings import PRICES
 from tests.e2e.browser_support import ARTIFACTS
 

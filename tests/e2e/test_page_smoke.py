@@ -3,7 +3,7 @@ with every same-origin resource found and no script error."""
 
 from urllib.parse import urlsplit
 
-from local.testing.host import ROOT
+from local.testing.host_process import ROOT
 
 
 def test_page_served_by_the_host_loads_in_chromium(gateway_stack, browser):

@@ -21,18 +21,20 @@ from azure.data.tables import UpdateMode
 
 from local.processes import free_port
 from local.testing.calls import end_and_wait, script, start_recorded_call
-from local.testing.host import ROOT, HostProcess, gateway_settings, wait_until
+from local.testing.host_process import ROOT, HostProcess, gateway_settings, wait_until
 from realtime_gateway.archive.chain import link
-from realtime_gateway.archive.codec import day_of, row_key, utc_iso
+from realtime_gateway.archive.codec import row_key
 from realtime_gateway.archive.retention import purge
 from realtime_gateway.archive.store import INDEX_PREFIX, PURGE_PARTITION, Archive
 from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.archive.writer import ArchiveWriter
 from realtime_gateway.audit import main as audit_main
 from realtime_gateway.audit.verify import verify_call
-from realtime_gateway.limits import usage as u
+from realtime_gateway.core import usage as u
+from realtime_gateway.core.clock import day_of, utc_iso
+from realtime_gateway.core.events import parse
 from realtime_gateway.limits.limiter import Limiter
-from realtime_gateway.process import LIMITS_STORAGE
+from realtime_gateway.services import LIMITS_STORAGE
 from realtime_gateway.settings import PRICES, Limits
 
 PAD = 70_000  # the first reply's *.done events exceed 64 KiB, so their payloads are split
@@ -327,7 +329,7 @@ def write_call(archive: Archive, events: int, days_ago: float = 0, delta: str = 
     w = ArchiveWriter(archive, call_id, day_of(started), fields, flush_interval=0.05).start()
     for i in range(events):
         event = {"type": "response.output_audio_transcript.delta", "event_id": f"ev_{i}", "delta": f"{delta}{i} "}
-        w.event(json.dumps(event), time.time())
+        w.event(parse(json.dumps(event)), time.time())
     w.close({"state": "ended", "end_reason": "ended", "ended_at": utc_iso(time.time())})
     return call_id
 

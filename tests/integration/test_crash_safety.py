@@ -25,15 +25,15 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from local.processes import free_port, stop_group
 from local.testing.calls import end_and_wait, script, start_recorded_call
-from local.testing.host import PASS_THROUGH, ROOT, gateway_settings, wait_until
+from local.testing.host_process import PASS_THROUGH, ROOT, gateway_settings, wait_until
 from realtime_gateway.archive.codec import EventRecord
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.summary import turn_text
 from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.audit import verify_call
+from realtime_gateway.core.message import CallMessage
 from realtime_gateway.listener.handler import handle_call_message
-from realtime_gateway.listener.message import CallMessage
-from realtime_gateway.process import Process
+from realtime_gateway.services import Services
 from realtime_gateway.settings import load_settings
 
 LEASE_SECONDS = 5  # the local host's message lease (the real host's is 10 min): back soon after a kill
@@ -173,11 +173,11 @@ def test_killed_host_redelivers_and_the_listener_resumes_the_call(gateway_stack_
 CHILD = r"""
 import os, signal, sys
 from realtime_gateway.listener.handler import handle_call_message
-from realtime_gateway.process import Process
+from realtime_gateway.services import Services
 from realtime_gateway.settings import load_settings
 
 body, dequeue_count, arm = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-process = Process(load_settings())
+process = Services(load_settings())
 archive = process.archive
 write_entities, update_session = archive.write_entities, archive.update_session
 written = []
@@ -194,7 +194,7 @@ def update(call_id, day, fields):
     update_session(call_id, day, fields)
 
 archive.write_entities, archive.update_session = write, update
-handle_call_message(body, send_handover=print, send_poison=print, dequeue_count=dequeue_count, process=process)
+handle_call_message(body, send_handover=print, send_poison=print, dequeue_count=dequeue_count, services=process)
 print("the listener returned", flush=True)
 """
 
@@ -268,13 +268,13 @@ def test_listener_killed_between_table_write_and_session_update(emulator, azurit
     assert [e.event_type for e in archive.read_events(call_id, after_seq=survived1[-1][0])] == ["listener.gap"]
 
     # the third try, as the host runs it, in this process: it resumes and finishes the call
-    process = Process(load_settings(env), env=env)
+    process = Services(load_settings(env))
     box: dict = {}
 
     def third_try() -> None:
         try:
             box["result"] = handle_call_message(
-                body, send_handover=print, send_poison=print, dequeue_count=3, process=process
+                body, send_handover=print, send_poison=print, dequeue_count=3, services=process
             )
         except BaseException as exc:  # surfaced below
             box["error"] = exc

@@ -11,52 +11,12 @@ import aiohttp
 import pytest
 
 # The oracle: the openai package's public types (a test-only dependency, in requirements-dev).
-from openai.types.realtime import ClientSecretCreateResponse, RealtimeServerEvent
-from pydantic import BaseModel, TypeAdapter
+from openai.types.realtime import ClientSecretCreateResponse
 
 from local.emulator import SPEECH_TRANSCRIPT, reply_for
 from local.emulator.audio import speech_pcm
 from local.emulator.peer import ClientPeer, entra_token
-
-SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
-# The service reports the session with id/object/expires_at, which RealtimeSessionCreateRequest
-# (the type session.created/updated carry in the SDK) does not declare; the emulator's response
-# object carries its effective `instructions`, which RealtimeResponse does not declare (the SDK's
-# models allow extra fields). Nothing else is allowed.
-ALLOWED_EXTRA = {
-    ("session.created", "session"): {"id", "object", "expires_at"},
-    ("session.updated", "session"): {"id", "object", "expires_at"},
-    ("response.created", "response"): {"instructions"},
-    ("response.done", "response"): {"instructions"},
-}
-
-
-def extras(model, path=""):
-    """(path, field) for every field a model accepted without declaring it, recursively."""
-    found = []
-    if isinstance(model, BaseModel):
-        for name in model.model_extra or {}:
-            found.append((path, name))
-        for name in type(model).model_fields:
-            found += extras(getattr(model, name), f"{path}.{name}".lstrip("."))
-    elif isinstance(model, (list, tuple)):
-        for i, value in enumerate(model):
-            found += extras(value, f"{path}[{i}]")
-    elif isinstance(model, dict):
-        for key, value in model.items():
-            found += extras(value, f"{path}.{key}")
-    return found
-
-
-def assert_server_event(message: dict) -> None:
-    parsed = SERVER_EVENT.validate_python(message)
-    assert parsed.type == message["type"]
-    assert message["event_id"].startswith("event_")
-    unexpected = [(p, n) for p, n in extras(parsed) if n not in ALLOWED_EXTRA.get((message["type"], p), set())]
-    assert not unexpected, f"{message['type']}: undeclared fields {unexpected}"
-    # Round trip: nothing the emulator sent was lost by the model (no silently ignored field).
-    dumped = parsed.model_dump(mode="json", exclude_unset=True)
-    assert set(dumped) == set(message), message["type"]
+from tests.fixtures.realtime_types import assert_server_event, extras
 
 
 async def _sideband(session, url, token, call_id, sink):

@@ -8,8 +8,8 @@ import aiohttp
 
 from local.emulator import Emulator
 from local.emulator.peer import ClientPeer, entra_token, mint_ephemeral_key
-from tests.integration.test_emulator_conformance import assert_server_event
-from tests.integration.test_emulator_responses import Sideband, admin_call
+from tests.fixtures.realtime_types import assert_server_event
+from tests.fixtures.sideband import Sideband, admin_call
 
 
 async def _webrtc_call(emu, http, webrtc_filter):

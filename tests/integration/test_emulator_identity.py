@@ -9,6 +9,7 @@ from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
 from local.emulator import Emulator
 from local.emulator.peer import ClientPeer
+from local.testing.host_process import wait_until
 
 SCOPE = "https://cognitiveservices.azure.com/.default"
 
@@ -82,8 +83,13 @@ def test_tokens_expire_and_the_credential_refreshes(identity_env):
         first = credential.get_token(SCOPE)
         assert first.expires_on <= time.time() + 3
         assert mint(emu, {"Authorization": f"Bearer {first.token}"}).status_code == 200
-        time.sleep(2.2)
-        expired = mint(emu, {"Authorization": f"Bearer {first.token}"})
+        # accepted until its 2 s are up, then refused: asked again until the emulator says no
+        (expired,) = wait_until(  # a 1-tuple: a refused Response is falsy
+            lambda: (r := mint(emu, {"Authorization": f"Bearer {first.token}"})).status_code != 200 and (r,),
+            5,
+            0.1,
+            what="the token refused",
+        )
         assert expired.status_code == 401 and "expired" in expired.json()["error"]["message"]
         assert first.token not in expired.text
         second = credential.get_token(SCOPE)

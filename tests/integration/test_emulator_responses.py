@@ -10,57 +10,12 @@ import aiohttp
 
 from local.emulator import reply_for
 from local.emulator.conversation import cut_transcript
-from local.emulator.peer import entra_token
 from local.emulator.replies import instructed
-from tests.integration.test_emulator_conformance import assert_server_event
+from tests.fixtures.realtime_types import assert_server_event
+from tests.fixtures.sideband import Sideband, admin_call
 
 SESSION_INSTRUCTIONS = "Be brief."
 OVERRIDE = "Answer like a pirate, never mention the weather, and be kind."
-
-
-class Sideband:
-    """One sideband observer: every message it receives, and waits on them."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.messages: list[dict] = []
-        self.reader = asyncio.ensure_future(self._read())
-
-    async def _read(self) -> None:
-        async for msg in self.ws:
-            self.messages.append(msg.json())
-
-    async def send(self, event: dict) -> None:
-        await self.ws.send_json(event)
-
-    def of(self, type_: str) -> list[dict]:
-        return [m for m in self.messages if m["type"] == type_]
-
-    async def wait(self, type_: str, count: int = 1, timeout: float = 20) -> dict:
-        end = asyncio.get_running_loop().time() + timeout
-        while len(self.of(type_)) < count:
-            if asyncio.get_running_loop().time() > end:
-                raise AssertionError(f"no {type_} (x{count}) on the sideband; got {[m['type'] for m in self.messages]}")
-            await asyncio.sleep(0.02)
-        return self.of(type_)[count - 1]
-
-    async def closed(self, timeout: float = 10) -> int | None:
-        await asyncio.wait_for(self.reader, timeout)
-        return self.ws.close_code
-
-
-async def admin_call(http: aiohttp.ClientSession, emu, **spec) -> tuple[str, Sideband]:
-    """An admin call (no media) with one sideband observer attached."""
-    async with http.post(f"{emu.url}/_emulator/calls", json=spec) as r:
-        assert r.status == 200, await r.text()
-        call_id = (await r.json())["call_id"]
-    token = await entra_token(emu.url, emu.identity_header, http)
-    ws = await http.ws_connect(
-        f"{emu.url}/openai/v1/realtime?call_id={call_id}", headers={"Authorization": f"Bearer {token}"}
-    )
-    side = Sideband(ws)
-    await side.wait("session.created")
-    return call_id, side
 
 
 async def end_call(http: aiohttp.ClientSession, emu, call_id: str, side: Sideband) -> None:

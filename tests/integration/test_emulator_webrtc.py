@@ -8,7 +8,7 @@ import aiohttp
 import numpy as np
 
 from local.emulator import SPEECH_TRANSCRIPT, reply_for
-from local.emulator.audio import RATE, speech_pcm, tone
+from local.emulator.audio import FRAME_SAMPLES, RATE, speech_pcm, tone
 from local.emulator.events import BROWSER_EVENTS
 from local.emulator.peer import ClientPeer, entra_token, mint_ephemeral_key
 
@@ -37,8 +37,14 @@ def test_text_turn_filtered_channel_and_audio_back(emulator):
             peer.send({"type": "response.create"})
             done = await peer.wait_for("response.output_audio_transcript.done", timeout=10)
             await peer.wait_for("output_audio_buffer.stopped", timeout=15)
-            await asyncio.sleep(0.3)
-            info = _info(emulator, peer.call_id)
+            # the reply's audio frames reach the client, the client's microphone frames the emulator
+            end = asyncio.get_running_loop().time() + 5
+            while True:
+                info = _info(emulator, peer.call_id)
+                if peer.remote_loud_frames > 20 and info["audio_frames_in"] > 20:
+                    break
+                assert asyncio.get_running_loop().time() < end, (peer.remote_loud_frames, info)
+                await asyncio.sleep(0.05)
             await peer.close()
             return peer, done, info
 
@@ -98,9 +104,15 @@ def test_short_beeps_are_not_speech(emulator):
     async def run():
         async with aiohttp.ClientSession() as http:
             peer = await _connect(emulator, http, webrtc_filter=False)
+            received = _info(emulator, peer.call_id)["audio_frames_in"]
             peer.say(pattern)
-            await asyncio.sleep(3.5)
-            info = _info(emulator, peer.call_id)
+            # until the whole pattern (~3 s, played in real time) and 10 frames of the silence after it
+            # have reached the emulator's VAD
+            through = received + -(-len(pattern) // FRAME_SAMPLES) + 10
+            end = asyncio.get_running_loop().time() + 15
+            while (info := _info(emulator, peer.call_id))["audio_frames_in"] < through:
+                assert asyncio.get_running_loop().time() < end, info
+                await asyncio.sleep(0.1)
             await peer.close()
             return peer, info
 

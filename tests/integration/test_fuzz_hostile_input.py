@@ -28,14 +28,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from local.processes import free_port
-from realtime_gateway import process as process_state
+from realtime_gateway import services as services_state
 from realtime_gateway.archive.codec import join_property, split_property
 from realtime_gateway.audit.cli import main as audit_main
+from realtime_gateway.core.events import parse
+from realtime_gateway.core.message import BadCallMessage, CallMessage
 from realtime_gateway.gateway import routes
 from realtime_gateway.gateway.http import Request, handle
 from realtime_gateway.listener.handler import handle_call_message
-from realtime_gateway.listener.message import BadCallMessage, CallMessage
-from realtime_gateway.process import Process
+from realtime_gateway.services import Services
 from realtime_gateway.settings import load_settings
 
 LONG = int(os.environ.get("FUZZ_EXAMPLES") or 0)
@@ -70,7 +71,7 @@ ORIGIN = "https://app.example.com"
 @pytest.fixture(scope="module")
 def gw():
     closed = free_port()  # nothing listens: every upstream call is refused at once
-    gateway = Process(
+    gateway = Services(
         load_settings(
             {
                 "AZURE_OPENAI_ENDPOINT": f"http://127.0.0.1:{closed}",
@@ -86,13 +87,12 @@ def gw():
                 "SECRET_POOL_SIZE": "0",
             }
         ),
-        env={},
     )
-    process_state.reset_process(gateway)
+    services_state.reset_services(gateway)
     logging.getLogger("realtime_gateway").setLevel(logging.CRITICAL)  # 10,000 error lines help nobody
     yield gateway
     logging.getLogger("realtime_gateway").setLevel(logging.NOTSET)
-    process_state.reset_process()
+    services_state.reset_services()
 
 
 def check(response, allowed_2xx: set[int] = frozenset()) -> None:  # type: ignore[assignment]
@@ -170,7 +170,10 @@ def test_connect_bodies_headers_and_content_types(gw, body_and_type, origin, req
     for name, value in (("origin", origin), ("x-request-id", request_id), ("x-ms-client-principal", principal)):
         if value is not None:
             headers[name] = value
-    check(handle(routes.connect, Request(method, "http://x/api/connect", headers, body)), {204})
+    check(
+        handle(routes.connect, services_state.get_services, Request(method, "http://x/api/connect", headers, body)),
+        {204},
+    )
 
 
 @given(
@@ -187,7 +190,7 @@ def test_call_routes_with_odd_call_ids_and_origins(gw, call_id, route, origin):
     TRIED["hangup/token/health"] += 1
     headers = {"origin": origin} if origin is not None else {}
     kwargs = {"call_id": call_id} if route is routes.hangup else {}
-    response = handle(route, Request("POST", "http://x/api/r", headers, b""), **kwargs)
+    response = handle(route, services_state.get_services, Request("POST", "http://x/api/r", headers, b""), **kwargs)
     if route is routes.health:
         assert response.status in (200, 503, 403), response.body  # storage is not configured here
         return
@@ -250,7 +253,7 @@ def test_malformed_queue_messages_go_to_poison_without_a_call(gw, text):
     except BadCallMessage:
         pass
     poisoned: list[str] = []
-    result = handle_call_message(text, send_handover=lambda m: None, send_poison=poisoned.append, process=gw)
+    result = handle_call_message(text, send_handover=lambda m: None, send_poison=poisoned.append, services=gw)
     assert result is None and len(poisoned) == 1
 
 
@@ -344,7 +347,7 @@ def test_sideband_frames_archive_whole_and_verify(fuzz_archive, frames):
     call_id = "rtc_" + uuid.uuid4().hex
     writer = ArchiveWriter(fuzz_archive, call_id, "20260101", {"state": "attached"}, flush_interval=0.05).start()
     for frame in frames:
-        writer.event(frame, time.time())
+        writer.event(parse(frame), time.time())
     writer.close({"state": "ended"})
     events = list(fuzz_archive.read_events(call_id))
     assert len(events) + writer.duplicates == len(frames)

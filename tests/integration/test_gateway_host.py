@@ -13,9 +13,9 @@ import requests
 from azure.storage.queue import QueueClient
 from urllib3 import encode_multipart_formdata
 
-from local.testing.host import ROOT
+from local.testing.host_process import ROOT
 from local.testing.offer import OfferPeer
-from realtime_gateway.listener.message import CallMessage
+from realtime_gateway.core.message import CallMessage
 
 PAGE_ORIGIN = "http://127.0.0.1:5500"  # a static site on another origin
 # The listener is switched off the way Azure does it, so its message stays on the queue to read.

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from local.testing.host import FIXTURE_APP, copy_app, fixture_settings
+from local.testing.host_process import FIXTURE_APP, copy_app, fixture_settings
 
 
 @pytest.fixture

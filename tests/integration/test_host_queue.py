@@ -6,7 +6,16 @@ import time
 
 import pytest
 
-from local.testing.host import FIXTURE_APP, b64, copy_app, drain_texts, fixture_settings, queue, records, wait_until
+from local.testing.host_process import (
+    FIXTURE_APP,
+    b64,
+    copy_app,
+    drain_texts,
+    fixture_settings,
+    queue,
+    records,
+    wait_until,
+)
 
 
 def test_failing_handler_ends_in_poison_after_max_dequeue_count(host_factory, azurite, tmp_path):

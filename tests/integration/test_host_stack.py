@@ -12,7 +12,7 @@ import time
 import requests
 
 from local.processes import free_port
-from local.testing.host import ROOT
+from local.testing.host_process import ROOT
 
 
 class Stack:

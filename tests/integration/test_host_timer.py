@@ -4,7 +4,7 @@ runOnStartup, the admin API's manual run, and a missing setting stopping start-u
 import pytest
 import requests
 
-from local.testing.host import FIXTURE_APP, fixture_settings, records, wait_until
+from local.testing.host_process import FIXTURE_APP, fixture_settings, records, wait_until
 
 
 def test_schedule_from_a_setting_and_run_on_startup(host_factory, azurite, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.errors import ApiError
 from realtime_gateway.limits.limiter import Limiter
-from realtime_gateway.process import LIMITS_STORAGE
+from realtime_gateway.services import LIMITS_STORAGE
 from realtime_gateway.settings import Limits
 
 NOON = datetime(2026, 11, 23, 12, 0, 10, tzinfo=UTC).timestamp()

@@ -12,38 +12,7 @@ import requests
 from realtime_gateway.audit import verify_call
 from realtime_gateway.listener.guardrails import Guardrail
 from realtime_gateway.listener.tools import ToolBox
-from tests.integration.test_listener_sideband import (  # noqa: F401 (its fixtures, used by name)
-    archive,
-    end_call,
-    listener,
-    message,
-    process,
-    run_in_thread,
-    settings,
-    upstream,
-    wait_attached,
-)
-
-TOOLS = [
-    {
-        "type": "function",
-        "name": "echo",
-        "description": "Repeat a text",
-        "parameters": {
-            "type": "object",
-            "properties": {"text": {"type": "string"}, "times": {"type": "integer", "minimum": 1}},
-            "required": ["text"],
-            "additionalProperties": False,
-        },
-    },
-    {"type": "function", "name": "explode", "parameters": {"type": "object", "properties": {}}},
-    {
-        "type": "function",
-        "name": "slow",
-        "parameters": {"type": "object", "properties": {"seconds": {"type": "number"}}},
-    },
-    {"type": "function", "name": "ghost", "parameters": {"type": "object"}},  # declared, not implemented
-]
+from tests.fixtures.listener import TOOLS, end_call, listener, message, run_in_thread, wait_attached
 
 
 def new_call(emulator, **spec) -> str:
@@ -78,7 +47,7 @@ def payloads(arc, call_id, event_type):
     return [json.loads(e.payload) for e in arc.read_events(call_id) if e.event_type == event_type]
 
 
-def test_tool_calls_answer_with_results_and_errors_and_the_call_goes_on(emulator, archive, upstream, settings):  # noqa: F811
+def test_tool_calls_answer_with_results_and_errors_and_the_call_goes_on(emulator, archive, upstream, settings):
     call_id = new_call(emulator, session={"tools": TOOLS, "output_modalities": ["text"]})
     tools = ToolBox.load(TOOLS, "tests.fixture_app.tools", timeout=0.5)
     t, box = run_in_thread(listener(message(call_id), archive, upstream, settings, tools=tools))
@@ -139,7 +108,7 @@ def test_tool_calls_answer_with_results_and_errors_and_the_call_goes_on(emulator
     assert report.ok, report.problems
 
 
-def test_guardrail_cancels_blocked_words_and_hangs_up_after_max_hits(emulator, archive, upstream, settings):  # noqa: F811
+def test_guardrail_cancels_blocked_words_and_hangs_up_after_max_hits(emulator, archive, upstream, settings):
     call_id = new_call(emulator, session={"output_modalities": ["text"]}, delta_interval=0.05)
     guardrail = Guardrail.load((r"\bforbidden\b",), "", "That answer was stopped.", 2)
     t, box = run_in_thread(listener(message(call_id), archive, upstream, settings, guardrail=guardrail))

@@ -5,7 +5,6 @@ retries, or hands the call to the queue's retry, and what the archive then shows
 event once, in a chain that verifies, any loss marked as a gap. The matrix is printed (`-s`) and
 kept in the README; the run is also the secret-hygiene sweep of the listener's logs and rows."""
 
-# ruff: noqa: F811 (the fixtures imported from test_listener_sideband are used by name)
 from __future__ import annotations
 
 import json
@@ -21,18 +20,15 @@ from local.testing.fault_proxy import FaultProxy
 from realtime_gateway.archive.store import Archive, ArchiveError
 from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.audit import verify_call
-from tests.integration.test_listener_sideband import (  # noqa: F401 (its fixtures, used by name)
-    archive,
+from tests.fixtures.listener import (
     emulator_events,
     end_call,
     listener,
     message,
     new_call,
-    process,
     run_in_thread,
     script,
-    settings,
-    upstream,
+    sideband_connections,
     wait_attached,
 )
 
@@ -166,10 +162,11 @@ def test_sideband_connect_refused(archive, upstream, settings, swept, emulator):
 def test_sideband_mid_call_drop(emulator, archive, upstream, settings, swept):
     call_id = new_call(emulator)
     emulator.set_fault("sideband", drop_after=5, times=1)  # the socket dies with no close frame
+    sidebands = sideband_connections(emulator)
     t, box = run_in_thread(listener(message(call_id), archive, upstream, settings))
     wait_attached(archive, call_id)
     script(emulator, call_id, 1)
-    time.sleep(1.5)  # reconnected by now
+    wait_for(lambda: sideband_connections(emulator) >= sidebands + 2, 10, "the listener reconnected")
     script(emulator, call_id, 1)
     end_call(emulator, call_id)
     t.join(30)

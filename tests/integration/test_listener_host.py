@@ -12,8 +12,8 @@ from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.audit import verify_call
+from realtime_gateway.core.message import CallMessage
 from realtime_gateway.gateway.routes import capability_hash
-from realtime_gateway.listener.message import CallMessage
 
 
 def _queue(stack, suffix=""):

@@ -1,122 +1,30 @@
-"""The listener against the realtime emulator's sideband and Azurite's tables, called directly."""
+"""The listener against the realtime emulator's sideband and Azurite's tables, called directly
+(its fixtures and helpers: tests/fixtures/listener.py)."""
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 
-import pytest
 import requests
 
-from realtime_gateway.archive.store import Archive
-from realtime_gateway.archive.tables import table_service_from_env
+from local.testing.host_process import wait_until
 from realtime_gateway.audit import verify_call
-from realtime_gateway.listener.call_listener import Listener
+from realtime_gateway.core.events import parse
 from realtime_gateway.listener.handler import handle_call_message
-from realtime_gateway.listener.message import CallMessage
-from realtime_gateway.process import Process
-from realtime_gateway.settings import Settings
-
-
-@pytest.fixture
-def settings(emulator, monkeypatch):
-    # The managed identity's real code path, answered by the emulator's identity endpoint.
-    monkeypatch.setenv("IDENTITY_ENDPOINT", emulator.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", emulator.identity_header)
-    return Settings(
-        endpoint=emulator.url,
-        deployment="gpt-realtime",
-        managed_identity_client_id="listener-test",
-        events_table="ev" + uuid.uuid4().hex[:10],
-        sessions_table="se" + uuid.uuid4().hex[:10],
-    )
-
-
-@pytest.fixture
-def archive(azurite, settings):
-    svc = table_service_from_env({"AzureWebJobsStorage": azurite.connection_string})
-    arc = Archive(svc, settings.events_table, settings.sessions_table)
-    arc.ensure_tables()
-    return arc
-
-
-@pytest.fixture
-def process(settings, archive):
-    return Process(settings, env={}, archive=archive)
-
-
-@pytest.fixture
-def upstream(process):
-    return process.api
-
-
-def new_call(emulator) -> str:
-    r = requests.post(f"{emulator.url}/_emulator/calls", timeout=10)
-    r.raise_for_status()
-    return r.json()["call_id"]
-
-
-def script(emulator, call_id, responses, **extra):
-    r = requests.post(
-        f"{emulator.url}/_emulator/calls/{call_id}/script", json={"responses": responses, **extra}, timeout=120
-    )
-    r.raise_for_status()
-    return r.json()
-
-
-def end_call(emulator, call_id):
-    requests.post(f"{emulator.url}/_emulator/calls/{call_id}/end", timeout=10)
-
-
-def message(call_id, continuation=0, max_seconds=600, **kw) -> CallMessage:
-    now = time.time()
-    return CallMessage(
-        call_id=call_id,
-        started_at=now,
-        deadline=now + max_seconds,
-        origin="http://127.0.0.1:9",
-        principal={"id": "u-1", "name": "Ada", "provider": "aad"},
-        request_id="req-1",
-        model="gpt-realtime",
-        voice="marin",
-        continuation=continuation,
-        **kw,
-    )
-
-
-def listener(msg, archive, upstream, settings, **kw):
-    kw.setdefault("time_box", 60)
-    return Listener(msg, archive, upstream, settings.websocket_endpoint, flush_interval=0.2, **kw)
-
-
-def run_in_thread(lst):
-    box = {}
-
-    def target():
-        try:
-            box["result"] = lst.run()
-        except BaseException as exc:  # surfaced by the test
-            box["error"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    return t, box
-
-
-def wait_attached(archive, call_id, timeout=10):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        row = archive.find_session(call_id)
-        if row and row.get("attached_at"):
-            return row
-        time.sleep(0.05)
-    raise AssertionError("listener never marked the session attached")
-
-
-def emulator_events(emulator, call_id):
-    return requests.get(f"{emulator.url}/_emulator/calls/{call_id}", timeout=10).json()["events"]
+from tests.fixtures.listener import (
+    all_archived,
+    emulator_events,
+    end_call,
+    listener,
+    message,
+    new_call,
+    run_in_thread,
+    script,
+    sideband_connections,
+    wait_attached,
+)
 
 
 def test_scripted_call_archives_every_event_in_order(emulator, archive, upstream, settings):
@@ -209,10 +117,11 @@ def test_time_box_hands_over_and_continuation_archives_the_rest(emulator, archiv
 def test_dropped_socket_reconnects_and_the_gap_is_marked(emulator, archive, upstream, settings):
     call_id = new_call(emulator)
     emulator.set_fault("sideband", drop_after=5, times=1)
+    sidebands = sideband_connections(emulator)
     t, box = run_in_thread(listener(message(call_id), archive, upstream, settings))
     wait_attached(archive, call_id)
     script(emulator, call_id, 2)  # the first socket dies after 5 events
-    time.sleep(1.5)  # reconnected by now (backoff starts at 0.2 s)
+    wait_until(lambda: sideband_connections(emulator) >= sidebands + 2, 10, 0.05, what="the listener reconnected")
     script(emulator, call_id, 2)
     end_call(emulator, call_id)
     t.join(30)
@@ -291,11 +200,11 @@ def test_writer_resume_skips_events_already_archived(archive):
     ]
     w = ArchiveWriter(archive, call_id, "20260101", {"state": "attached"}, flush_interval=0.1).start()
     for r in raw[:100]:
-        w.event(r, time.time())
+        w.event(parse(r), time.time())
     w.close({"state": "attached"})
     w2 = ArchiveWriter(archive, call_id, "20260101", {"state": "attached"}, listener=1, flush_interval=0.1).start()
     for r in raw:  # a replay of the first 100 and 50 new ones
-        w2.event(r, time.time())
+        w2.event(parse(r), time.time())
     w2.close({"state": "ended"})
     assert w2.duplicates == 100
     events = list(archive.read_events(call_id))
@@ -342,7 +251,7 @@ def test_queue_handler_rejects_malformed_message_once(archive, process):
     poisoned, handed = [], []
     assert (
         handle_call_message(
-            b"{not json", send_handover=handed.append, send_poison=poisoned.append, dequeue_count=1, process=process
+            b"{not json", send_handover=handed.append, send_poison=poisoned.append, dequeue_count=1, services=process
         )
         is None
     )
@@ -354,7 +263,7 @@ def test_message_for_an_ended_call_completes_quietly(emulator, archive, process)
     end_call(emulator, call_id)
     handed = []
     result = handle_call_message(
-        message(call_id).to_json(), send_handover=handed.append, send_poison=lambda _: None, process=process
+        message(call_id).to_json(), send_handover=handed.append, send_poison=lambda _: None, services=process
     )
     assert result.outcome == "ended" and handed == []
     session = archive.find_session(call_id)
@@ -368,8 +277,8 @@ def test_failing_archive_fails_the_invocation_and_the_retry_resumes(emulator, ar
     msg = message(call_id)
     t, box = run_in_thread(listener(msg, archive, upstream, settings))
     wait_attached(archive, call_id)
-    script(emulator, call_id, 1)
-    time.sleep(1.0)  # the first turn is archived
+    turn = script(emulator, call_id, 1)
+    wait_until(lambda: all_archived(archive, call_id, turn["events"]), 10, 0.05, what="the first turn archived")
     archived = len(list(archive.read_events(call_id)))
     real_write = archive.write_entities
 

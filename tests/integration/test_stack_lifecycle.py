@@ -17,7 +17,7 @@ import time
 import requests
 
 from local.processes import free_port, ports_closed
-from local.testing.host import ROOT
+from local.testing.host_process import ROOT
 
 PORT_NAMES = ("AZURITE_BLOB_PORT", "AZURITE_QUEUE_PORT", "AZURITE_TABLE_PORT", "EMULATOR_PORT", "FUNCTIONS_PORT")
 

@@ -60,14 +60,18 @@ def _sdp_lines(sdp: str) -> list[bytes]:
     return [b"v=0\r\no=", *(line.encode() for line in lines)]
 
 
-def _transcripts(stack, call_id: str) -> list[str]:
-    """Every transcript and text of the call's archived events (the user's turns too), and the
-    session row's transcripts."""
-    archive = Archive(
+def _archive(stack) -> Archive:
+    return Archive(
         table_service_from_env({"AzureWebJobsStorage": stack.azurite.connection_string}),
         stack.settings["ARCHIVE_EVENTS_TABLE"],
         stack.settings["ARCHIVE_SESSIONS_TABLE"],
     )
+
+
+def _transcripts(stack, call_id: str) -> list[str]:
+    """Every transcript and text of the call's archived events (the user's turns too), and the
+    session row's transcripts."""
+    archive = _archive(stack)
     session = archive.find_session(call_id) or {}
     found = [session[k] for k in ("user_transcript", "assistant_transcript") if session.get(k)]
 
@@ -133,8 +137,15 @@ def test_one_call_is_one_trace_from_connect_through_a_hand_over_to_the_archive(g
         # the 10 s time box runs out: the continuation comes back through the queue to listener 1
         _wait(listener_spans, timeout=60, what="the first listener's span (handed over) exported")
         _wait(lambda: emulator.stats()["sideband_connections"] >= sidebands + 3, what="listener 1 attached")
+        # the listener reads (and archives) the last turn before the hang-up closes the socket
+        archive = _archive(stack)
+
+        def turns_archived() -> int:
+            return sum(e.event_type == "response.done" for e in archive.read_events(call_id))
+
+        before = turns_archived()
         say(1)
-        time.sleep(0.5)  # the listener reads the turn before the hang-up closes the socket
+        _wait(lambda: turns_archived() > before, what="the last turn archived")
         assert (
             requests.post(f"{stack.url}/api/calls/{call_id}/hangup", headers=capability, timeout=30).status_code == 200
         )
@@ -151,7 +162,22 @@ def test_one_call_is_one_trace_from_connect_through_a_hand_over_to_the_archive(g
             lambda: _sum(sink.metrics().get("gateway.calls.refused", []), reason="upstream_error") >= 1,
             what="the refusal counted",
         )
-        time.sleep(0.7)  # one more metric export: totals after the listener's last flush
+
+        def metrics_caught_up() -> bool:
+            """The last metric export counts every row the listeners' flushes wrote, and no call active."""
+            trace_id = listener_spans()[0]["trace_id"]
+            flushed = sum(
+                sp["attributes"]["events"]
+                for sp in sink.spans()
+                if sp["name"] == "archive.flush" and sp["trace_id"] == trace_id
+            )
+            exported = sink.metrics()
+            return (
+                _sum(exported.get("archive.events", [])) == flushed
+                and _sum(exported.get("listener.calls.active", [])) == 0
+            )
+
+        _wait(metrics_caught_up, what="the metrics exported after the listener's last flush")
         spans = sink.spans()
         metrics = sink.metrics()
         logs = sink.logs()

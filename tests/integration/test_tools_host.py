@@ -21,14 +21,14 @@ from pydantic import TypeAdapter
 
 from local.emulator.calls import Call
 from local.testing.calls import end_and_wait, start_recorded_call
-from local.testing.host import wait_until
+from local.testing.host_process import wait_until
 from local.testing.offer import OfferPeer
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.audit import verify_call
-from realtime_gateway.listener.message import CallMessage
-from tests.integration.test_emulator_conformance import extras
-from tests.integration.test_listener_control import TOOLS as CONTROL_TOOLS
+from realtime_gateway.core.message import CallMessage
+from tests.fixtures.listener import TOOLS as CONTROL_TOOLS
+from tests.fixtures.realtime_types import extras
 
 CLIENT_EVENT = TypeAdapter(RealtimeClientEvent)
 

@@ -16,7 +16,7 @@ import requests
 import urllib3
 from azure.data.tables import TableServiceClient
 
-from local.testing.host import wait_until
+from local.testing.host_process import wait_until
 from local.testing.offer import OfferPeer
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
@@ -61,7 +61,7 @@ def at_once(fn, n: int) -> list:
 
 def clear_of_minute_edge() -> None:
     if time.time() % 60 > 40:  # a rate window is a UTC minute: keep a burst inside one
-        time.sleep(61 - time.time() % 60)
+        time.sleep(61 - time.time() % 60)  # a wait for the clock itself: nothing to poll
 
 
 def archive_of(stack) -> Archive:

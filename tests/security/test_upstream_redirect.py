@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from realtime_gateway.upstream.client import make_session
+from realtime_gateway.upstream.realtime_api import make_session
 
 
 class Recorder(BaseHTTPRequestHandler):

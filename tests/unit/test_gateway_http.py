@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from realtime_gateway import process as process_state
+from realtime_gateway import services as services_state
 from realtime_gateway.gateway import routes
 from realtime_gateway.gateway.http import Request, handle
-from realtime_gateway.process import Process
+from realtime_gateway.services import Services
 from realtime_gateway.settings import load_settings
 
 ROUTES = [
@@ -32,9 +32,9 @@ ENV = {
 @pytest.fixture
 def gateway():
     settings = load_settings(ENV)
-    process_state.reset_process(Process(settings, env={}))
+    services_state.reset_services(Services(settings))
     yield
-    process_state.reset_process()
+    services_state.reset_services()
 
 
 def error(resp):
@@ -45,6 +45,7 @@ def error(resp):
 def test_preflight_from_an_allowed_origin(gateway, route, method, kw):
     resp = handle(
         route,
+        services_state.get_services,
         Request(
             "OPTIONS",
             "http://h/api/x",
@@ -69,24 +70,33 @@ def test_preflight_from_an_allowed_origin(gateway, route, method, kw):
 )
 def test_other_origins_get_403_without_cors_headers(gateway, origin):
     for method in ("OPTIONS", "POST"):
-        resp = handle(routes.connect, Request(method, "http://h/api/connect", {"Origin": origin}))
+        resp = handle(
+            routes.connect,
+            services_state.get_services,
+            Request(method, "http://h/api/connect", {"Origin": origin}),
+        )
         assert resp.status == 403
         assert error(resp)["code"] == "origin_not_allowed"
         assert "Access-Control-Allow-Origin" not in resp.headers
 
 
 def test_wildcard_only_when_configured():
-    process_state.reset_process(Process(load_settings({**ENV, "ALLOWED_ORIGINS": "*"}), env={}))
+    services_state.reset_services(Services(load_settings({**ENV, "ALLOWED_ORIGINS": "*"})))
     try:
-        resp = handle(routes.connect, Request("OPTIONS", "http://h/api/connect", {"Origin": "https://any.io"}))
+        resp = handle(
+            routes.connect,
+            services_state.get_services,
+            Request("OPTIONS", "http://h/api/connect", {"Origin": "https://any.io"}),
+        )
         assert resp.status == 204 and resp.headers["Access-Control-Allow-Origin"] == "https://any.io"
     finally:
-        process_state.reset_process()
+        services_state.reset_services()
 
 
 def test_input_errors_carry_cors_and_request_id(gateway):
     resp = handle(
         routes.connect,
+        services_state.get_services,
         Request(
             "POST",
             "http://h/api/connect",
@@ -103,7 +113,11 @@ def test_input_errors_carry_cors_and_request_id(gateway):
 
 
 def test_unsafe_request_ids_are_replaced(gateway):
-    resp = handle(routes.connect, Request("POST", "http://h/api/connect", {"x-request-id": "bad id\r\nx: y"}, b""))
+    resp = handle(
+        routes.connect,
+        services_state.get_services,
+        Request("POST", "http://h/api/connect", {"x-request-id": "bad id\r\nx: y"}, b""),
+    )
     assert resp.status == 415
     rid = resp.headers["x-request-id"]
     assert rid != "bad id\r\nx: y" and len(rid) == 32 and error(resp)["request_id"] == rid
@@ -111,22 +125,28 @@ def test_unsafe_request_ids_are_replaced(gateway):
 
 def test_principal_required(gateway):
     settings = load_settings({**ENV, "REQUIRE_PRINCIPAL": "true", "WEBSITE_AUTH_ENABLED": "true"})
-    process_state.reset_process(Process(settings, env={}))
+    services_state.reset_services(Services(settings))
     resp = handle(
         routes.connect,
+        services_state.get_services,
         Request("POST", "http://h/api/connect", {"Content-Type": "application/sdp"}, b"v=0\r\nm=audio 9 RTP 0\r\n"),
     )
     assert resp.status == 401 and error(resp)["code"] == "principal_required"
 
 
 def test_token_route_can_be_switched_off(gateway):
-    process_state.reset_process(Process(load_settings({**ENV, "TOKEN_ROUTE_ENABLED": "false"}), env={}))
-    resp = handle(routes.token, Request("GET", "http://h/api/token"))
+    services_state.reset_services(Services(load_settings({**ENV, "TOKEN_ROUTE_ENABLED": "false"})))
+    resp = handle(routes.token, services_state.get_services, Request("GET", "http://h/api/token"))
     assert resp.status == 404 and error(resp)["code"] == "token_route_disabled"
 
 
 def test_malformed_call_id_is_400(gateway):
-    resp = handle(routes.hangup, Request("POST", "http://h/api/calls/x/hangup"), call_id="a b")
+    resp = handle(
+        routes.hangup,
+        services_state.get_services,
+        Request("POST", "http://h/api/calls/x/hangup"),
+        call_id="a b",
+    )
     assert resp.status == 400 and error(resp)["code"] == "invalid_call_id"
 
 
@@ -136,13 +156,15 @@ def test_bad_settings_are_a_500_naming_the_setting_on_every_route(monkeypatch, r
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AZURE_OPENAI_DEPLOYMENT", "gpt-realtime")
     monkeypatch.setenv("MAX_CALL_SECONDS", "forever")
-    process_state.reset_process()
+    services_state.reset_services()
     try:
         for _ in range(2):  # the same clear answer each time, not a crash then silence
-            resp = handle(route, Request(method, "http://h/api/" + route.__name__, {}), **kw)
+            resp = handle(
+                route, services_state.get_services, Request(method, "http://h/api/" + route.__name__, {}), **kw
+            )
             assert resp.status == 500
             body = error(resp)
             assert body["code"] == "invalid_settings"
             assert "AZURE_OPENAI_ENDPOINT" in body["message"] and "MAX_CALL_SECONDS" in body["message"]
     finally:
-        process_state.reset_process()
+        services_state.reset_services()

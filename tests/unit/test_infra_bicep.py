@@ -1,182 +1,29 @@
 """Offline structure checks of infra/*.bicep (no Bicep compiler here, so this is what can be checked).
 
-A small scanner blanks comments and string literals (keeping `${...}` interpolations as code),
-then the tests check delimiters balance, every local module call passes exactly the parameters
-its file declares (all required ones, no unknown ones), referenced module outputs exist,
-registry modules are pinned, and main.parameters.json matches main.bicep.
+A small scanner (tests/fixtures/infra.py) blanks comments and string literals (keeping `${...}`
+interpolations as code), then the tests check delimiters balance, every local module call passes
+exactly the parameters its file declares (all required ones, no unknown ones), referenced module
+outputs exist, registry modules are pinned, and main.parameters.json matches main.bicep. Checkov's
+own Bicep parser reading every template runs in a child process: tests/integration/test_infra_pycep.py.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-INFRA = ROOT / "infra"
-BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
-IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-
-
-def blank(text: str) -> str:
-    """`text` with comments and string contents replaced by spaces (same length, newlines kept).
-
-    Interpolations inside strings stay as code so their braces and calls are still checked.
-    """
-    out = list(text)
-    n = len(text)
-
-    def wipe(a: int, b: int) -> None:
-        for k in range(a, b):
-            if out[k] != "\n":
-                out[k] = " "
-
-    def skip_string(i: int) -> int:
-        # i is at the opening quote; returns the index after the closing quote.
-        if text.startswith("'''", i):
-            end = text.index("'''", i + 3) + 3
-            wipe(i + 1, end - 1)
-            return end
-        j = i + 1
-        while j < n:
-            c = text[j]
-            if c == "\\":
-                wipe(j, j + 2)
-                j += 2
-            elif c == "'":
-                return j + 1
-            elif c == "$" and j + 1 < n and text[j + 1] == "{":
-                j = skip_code(j + 2, "}")  # interpolation: code up to its closing brace
-            elif c == "\n":
-                raise AssertionError(f"unterminated string at offset {i}")
-            else:
-                wipe(j, j + 1)
-                j += 1
-        raise AssertionError(f"unterminated string at offset {i}")
-
-    def skip_code(i: int, closer: str | None) -> int:
-        depth = 0
-        while i < n:
-            c = text[i]
-            if text.startswith("//", i):
-                end = text.find("\n", i)
-                end = n if end < 0 else end
-                wipe(i, end)
-                i = end
-            elif text.startswith("/*", i):
-                end = text.index("*/", i) + 2
-                wipe(i, end)
-                i = end
-            elif c == "'":
-                i = skip_string(i)
-            elif closer and c == "{":
-                depth += 1
-                i += 1
-            elif closer and c == "}":
-                if depth == 0:
-                    return i + 1
-                depth -= 1
-                i += 1
-            else:
-                i += 1
-        return i
-
-    skip_code(0, None)
-    return "".join(out)
-
-
-def code(path: Path) -> str:
-    return blank(path.read_text(encoding="utf-8"))
-
-
-def block_after(src: str, start: int) -> str:
-    """The `{...}` block whose opening brace is the first one at or after `start`."""
-    open_at = src.index("{", start)
-    depth = 0
-    for k in range(open_at, len(src)):
-        if src[k] == "{":
-            depth += 1
-        elif src[k] == "}":
-            depth -= 1
-            if depth == 0:
-                return src[open_at : k + 1]
-    raise AssertionError("unbalanced block")
-
-
-def top_level_keys(block: str) -> set[str]:
-    """Keys of the object literal `block` (only its own level)."""
-    keys, depth = set(), 0
-    for line in block.splitlines():
-        if depth == 1:
-            m = re.match(rf"^\s*({IDENT})\s*:", line)
-            if m:
-                keys.add(m.group(1))
-        depth += line.count("{") + line.count("[") - line.count("}") - line.count("]")
-    return keys
-
-
-def declared_params(path: Path) -> dict[str, bool]:
-    """param name -> has a default value."""
-    return {m.group(1): bool(m.group(2)) for m in re.finditer(rf"^param\s+({IDENT})\s+\S+(\s*=)?", code(path), re.M)}
-
-
-NO_DEFAULT = object()
-
-
-def bicep_literal(expr: str):
-    """The Python value of a literal Bicep default ('text', true/false, an integer); else the expression text."""
-    expr = expr.strip()
-    m = re.fullmatch(r"'((?:[^'\\]|\\.)*)'", expr)
-    if m and "${" not in m.group(1):
-        return re.sub(r"\\(.)", r"\1", m.group(1))
-    if expr in ("true", "false"):
-        return expr == "true"
-    if re.fullmatch(r"-?\d+", expr):
-        return int(expr)
-    return expr
-
-
-def param_decls(path: Path) -> dict[str, dict]:
-    """name -> {type, default (see bicep_literal; NO_DEFAULT when required), decorators (the text right above)}."""
-    raw = path.read_text(encoding="utf-8").splitlines()
-    src = code(path).splitlines()  # same lines, comments and string contents blanked
-    decls = {}
-    for i, line in enumerate(src):
-        m = re.match(rf"^param\s+({IDENT})\s+({IDENT})(\s*=\s*)?", line)
-        if not m:
-            continue
-        above: list[str] = []
-        j = i - 1
-        while j >= 0 and raw[j].strip() and not re.match(r"^(param|var|resource|module|output)\s", raw[j]):
-            above.insert(0, raw[j])
-            j -= 1
-        default = bicep_literal(raw[i][m.end() :].split(" //")[0]) if m.group(3) else NO_DEFAULT
-        decls[m.group(1)] = {"type": m.group(2), "default": default, "decorators": "\n".join(above)}
-    return decls
-
-
-def decorator_value(decorators: str, name: str):
-    """The integer argument of @minValue/@maxValue/@minLength/@maxLength, or None."""
-    m = re.search(rf"^@{name}\((-?\d+)\)", decorators, re.M)
-    return int(m.group(1)) if m else None
-
-
-def declared_outputs(path: Path) -> set[str]:
-    return set(re.findall(rf"^output\s+({IDENT})\s", code(path), re.M))
-
-
-def module_calls(path: Path):
-    """(symbol, target, params keys or None, source) for each module declaration in `path`."""
-    src = code(path)
-    raw = path.read_text(encoding="utf-8")
-    for m in re.finditer(rf"^module\s+({IDENT})\s+'", src, re.M):
-        target = re.match(r"'([^']*)'", raw[m.end() - 1 :]).group(1)
-        body = block_after(src, m.end())
-        p = re.search(r"\bparams\s*:\s*\{", body)
-        params = top_level_keys(block_after(body, p.start())) if p else None
-        yield m.group(1), target, params, body
+from tests.fixtures.infra import (
+    BICEP_FILES,
+    IDENT,
+    INFRA,
+    blank,
+    code,
+    declared_outputs,
+    declared_params,
+    module_calls,
+)
 
 
 def test_there_are_templates():
@@ -299,36 +146,3 @@ def test_flex_consumption_function_app_shape():
         assert needle in api, needle
     web = (INFRA / "app" / "web.bicep").read_text(encoding="utf-8")
     assert "'azd-service-name': 'web'" in web and "name: 'Free'" in web
-
-
-CHECKOV_PYTHON = ROOT / ".venv-checkov" / "bin" / "python"  # `make infra-scan` creates it (checkov and its pycep)
-PYCEP_PARSE = """
-import json, sys
-from pathlib import Path
-from pycep import BicepParser
-failed = {}
-for name in sys.argv[1:]:
-    try:
-        BicepParser().parse(file_path=Path(name))
-    except Exception as exc:  # lark's errors name the line and column
-        failed[name] = f"{type(exc).__name__}: {str(exc)[:400]}"
-print(json.dumps(failed))
-"""
-
-
-def test_checkovs_bicep_parser_reads_every_template():
-    """A real parser where one exists here: pycep, the parser checkov scans Bicep with. A file it cannot
-    parse would not be scanned at all, so `make infra-scan` could pass without looking (pycep also lags
-    the language: no lambdas, for instance, which is why the templates split lists without them)."""
-    import subprocess
-
-    if not CHECKOV_PYTHON.exists():
-        pytest.skip("no .venv-checkov (make infra-scan creates it)")
-    probe = subprocess.run([str(CHECKOV_PYTHON), "-c", "import pycep"], capture_output=True, timeout=60)
-    if probe.returncode:
-        pytest.skip("pycep is not importable from .venv-checkov")
-    result = subprocess.run(
-        [str(CHECKOV_PYTHON), "-c", PYCEP_PARSE, *map(str, BICEP_FILES)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {}

@@ -9,36 +9,11 @@ objects that feed `appSettingsKeyValuePairs` (main.bicep's gatewayAppSettings, a
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from realtime_gateway.settings import QUEUE_NAME, TABLE_NAME, SettingsError, load_settings
-from tests.unit.test_infra_bicep import decorator_value, param_decls
-
-ROOT = Path(__file__).resolve().parents[2]
-MAIN = (ROOT / "infra" / "main.bicep").read_text(encoding="utf-8")
-PARAMS = param_decls(ROOT / "infra" / "main.bicep")
-API = (ROOT / "infra" / "app" / "api.bicep").read_text(encoding="utf-8")
-
-
-def object_keys(src: str, var_name: str) -> dict[str, str]:
-    """KEY -> value expression of the object literal assigned to `var <var_name>`."""
-    start = re.search(rf"^var {var_name} = (union\()?\{{", src, re.M)
-    assert start, f"var {var_name} not found"
-    keys, depth = {}, 1
-    for line in src[start.end() :].splitlines()[1:]:
-        if depth == 1:
-            m = re.match(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(.+?)\s*(//.*)?$", line)
-            if m:
-                keys[m.group(1)] = m.group(2)
-        depth += line.count("{") - line.count("}")
-        if depth <= 0:
-            return keys
-    raise AssertionError(f"var {var_name} not closed")
-
-
-APP_SETTINGS = {**object_keys(MAIN, "gatewayAppSettings"), **object_keys(API, "identitySettings")}
+from tests.fixtures.infra import API, APP_SETTINGS, MAIN, PARAMS, ROOT, decorator_value, deployed_env
 
 
 def param_default(name: str) -> str:
@@ -154,7 +129,7 @@ def test_app_insights_export_uses_the_identity_the_telemetry_loader_reads():
 
 
 def test_limit_and_price_settings_are_passed_through():
-    # every limits/price setting of local.settings.json.example reaches the app, except the test clock
+    # every limits/price setting of local.settings.json.example reaches the app
     import json
 
     example = json.loads((ROOT / "local.settings.json.example").read_text(encoding="utf-8"))["Values"]
@@ -168,43 +143,6 @@ def test_limit_and_price_settings_are_passed_through():
     assert len(wanted) >= 17
     assert wanted <= APP_SETTINGS.keys() | prices, wanted - APP_SETTINGS.keys() - prices
     assert "}, authSecretSettings, extraAppSettings)" in MAIN  # extra settings win, identity settings stay last
-    assert "LIMITS_CLOCK_OFFSET_SECONDS" not in MAIN + API
-
-
-def bicep_string(value) -> str:
-    """What Bicep's string() makes of a parameter value (ARM writes booleans as True/False)."""
-    return str(value) if not isinstance(value, bool) else ("True" if value else "False")
-
-
-def rendered(expr: str, params: dict) -> str | None:
-    """The value of a simple app setting expression (a literal, a parameter, string(parameter)); else None."""
-    if m := re.fullmatch(r"'([^'$]*)'", expr):
-        return m.group(1)
-    if m := re.fullmatch(r"string\((\w+)\)", expr):
-        return bicep_string(params[m.group(1)]) if m.group(1) in params else None
-    return bicep_string(params[expr]) if expr in params else None
-
-
-def deployed_env(**overrides) -> dict[str, str]:
-    """The gateway's app settings as main.bicep's defaults (or `overrides`) make them, for the app's loader."""
-    params = {name: decl["default"] for name, decl in PARAMS.items()}
-    params.update(overrides)
-    env = {}
-    for name, expr in object_keys(MAIN, "gatewayAppSettings").items():
-        value = rendered(expr, params)
-        if value is not None:
-            env[name] = value
-    # the derived ones, as the expressions in main.bicep compute them
-    env["AZURE_OPENAI_ENDPOINT"] = "https://cog-abc123.openai.azure.com"
-    env["AZURE_OPENAI_DEPLOYMENT"] = params["openAiDeploymentName"] or params["openAiModelName"]
-    env["ALLOWED_ORIGINS"] = ",".join(["https://stapp-abc123.azurestaticapps.net", params["extraAllowedOrigins"]])
-    env["OTEL_SERVICE_NAME"] = "func-api-abc123"
-    assert APP_SETTINGS["LIMIT_SLOT_SHARDS"] == "string(slotShards)"
-    per_shard = int(re.search(r"^var slotsPerShard = (\d+)$", MAIN, re.M).group(1))
-    env["LIMIT_SLOT_SHARDS"] = str(max(params["limitSlotShards"], -(-params["maxActiveCalls"] // per_shard)))
-    assert APP_SETTINGS["REQUIRE_PRINCIPAL"] == "!empty(requirePrincipal) ? requirePrincipal : string(signInEnabled)"
-    env["REQUIRE_PRINCIPAL"] = params["requirePrincipal"] or bicep_string(params["signInEnabled"])
-    return env
 
 
 def test_the_deployed_defaults_are_the_safe_ones_and_the_app_accepts_them():

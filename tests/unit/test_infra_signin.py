@@ -1,6 +1,6 @@
 """Sign-in as a deploy option: App Service authentication (Microsoft Entra ID) in front of the API.
 
-Checked offline on the Bicep text (the scanner of test_infra_bicep: comments and strings blanked
+Checked offline on the Bicep text (the scanner of tests/fixtures/infra.py: comments and strings blanked
 where structure matters), and against the app's own settings loader for what the platform then
 sets (WEBSITE_AUTH_ENABLED) and what the template sets (REQUIRE_PRINCIPAL).
 """
@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from realtime_gateway.settings import SettingsError, load_settings
-from tests.unit.test_infra_bicep import NO_DEFAULT, block_after, code, param_decls
-from tests.unit.test_infra_settings import APP_SETTINGS, deployed_env
+from tests.fixtures.infra import APP_SETTINGS, NO_DEFAULT, block_after, code, deployed_env, param_decls
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from realtime_gateway.archive.summary import CallSummary
-from realtime_gateway.limits import usage as u
-from realtime_gateway.limits.client import client_address, client_key
+from realtime_gateway.core import usage as u
+from realtime_gateway.limits.client_key import client_address, client_key
 from realtime_gateway.settings import PRICES, SettingsError, load_settings
 
 XFF = "x-forwarded-for"
@@ -106,7 +106,7 @@ def test_limit_settings_are_validated_and_prices_overridable():
 
 
 def test_table_key_filter_covers_c1_controls():
-    from realtime_gateway.limits.client import principal_key
+    from realtime_gateway.limits.client_key import principal_key
 
     assert principal_key({"id": "a\x7fb\x85c\x9fd/e"}) == "p-a_b_c_d_e"
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from realtime_gateway.listener import schema
-from realtime_gateway.listener.guardrails import Guardrail, parse_terms
+from realtime_gateway.core import schema
+from realtime_gateway.listener.guardrails import Guardrail
 from realtime_gateway.listener.tools import ToolBox
-from realtime_gateway.settings import SettingsError, load_settings
+from realtime_gateway.settings import SettingsError, load_settings, parse_terms
 
 BASE = {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime"}
 PARAMS = {

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from realtime_gateway.archive.tables import StorageConfigError, table_service_from_env
 from realtime_gateway.settings import SettingsError, load_settings
 
 BASE = {"AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com/", "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime"}
@@ -79,3 +80,30 @@ def test_origin_allowlist():
     assert s.origin_allowed("https://a.example") and s.origin_allowed("http://127.0.0.1:5500")
     assert not s.origin_allowed("https://b.example") and s.origin_allowed(None)
     assert load_settings({**BASE, "ALLOWED_ORIGINS": "*"}).origin_allowed("https://any.example")
+
+
+def test_pool_settings_are_validated():
+    base = {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT": "d"}
+    s = load_settings(base)
+    assert (s.secret_pool_size, s.secret_pool_ttl, s.secret_pool_lead) == (8, 600, 120)
+    with pytest.raises(SettingsError, match="SECRET_POOL_LEAD_SECONDS must be at most half"):
+        load_settings({**base, "SECRET_POOL_TTL_SECONDS": "100", "SECRET_POOL_LEAD_SECONDS": "60"})
+    with pytest.raises(SettingsError, match="SECRET_POOL_SIZE must be between 0 and 64"):
+        load_settings({**base, "SECRET_POOL_SIZE": "65"})
+
+
+def test_storage_config_needs_a_connection(monkeypatch):
+    with pytest.raises(StorageConfigError):
+        table_service_from_env({})
+    svc = table_service_from_env({"AzureWebJobsStorage__tableServiceUri": "https://acct.table.core.windows.net"})
+    assert svc.url.startswith("https://acct.table.core.windows.net")
+
+
+def test_use_development_storage_means_azurite_on_its_own_ports_as_core_tools_reads_it():
+    from realtime_gateway.settings import DEVELOPMENT_STORAGE, storage_connection
+
+    storage = storage_connection({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    assert storage.connection_string == DEVELOPMENT_STORAGE
+    assert "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1" in DEVELOPMENT_STORAGE
+    s = load_settings({**BASE, "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    assert s.storage == storage

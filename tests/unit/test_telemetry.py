@@ -1,84 +1,25 @@
-"""Telemetry helpers with the SDK's in-memory exporters (the whole path through the local host is in
-tests/integration/test_telemetry_host.py): span errors and codes, the queue's trace context, metrics,
-redaction of exported logs, the per-call summary, settings, and the off path's import cost."""
+"""Telemetry helpers with the SDK's in-memory exporters (the `otel` fixture, tests/fixtures/otel.py; the
+whole path through the local host is in tests/integration/test_telemetry_host.py): span errors and
+codes, the queue's trace context, metrics, redaction of exported logs, the per-call summary and
+settings. The off path's import cost (a child process) and the secret step's spans (the emulator)
+are in tests/integration/test_telemetry_live.py."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import os
-import subprocess
-import sys
 
 import pytest
-from opentelemetry.instrumentation.logging.handler import LoggingHandler
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from realtime_gateway import redact, telemetry
+from realtime_gateway import telemetry
+from realtime_gateway.core.events import parse
+from realtime_gateway.core.message import CallMessage
 from realtime_gateway.errors import ApiError
 from realtime_gateway.gateway.http import Request, Response
-from realtime_gateway.listener.message import CallMessage
 from realtime_gateway.settings import SettingsError, telemetry_settings
-from realtime_gateway.trace_summary import CallSummaryProcessor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SECRET = "ek_" + "7f" * 24
-
-
-class Otel:
-    def __init__(self) -> None:
-        self.spans = InMemorySpanExporter()
-        self.reader = InMemoryMetricReader()
-        self.logs = InMemoryLogRecordExporter()
-        self.summary = io.StringIO()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
-        self.tracer_provider.add_span_processor(CallSummaryProcessor(self.summary))
-        self.logger_provider = LoggerProvider()
-        self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.logs))
-        self.handler = LoggingHandler(level=logging.INFO, logger_provider=self.logger_provider)
-
-    def metric(self, name: str) -> list:
-        data = self.reader.get_metrics_data()
-        return [
-            p
-            for rm in (data.resource_metrics if data else [])
-            for sm in rm.scope_metrics
-            for m in sm.metrics
-            if m.name == name
-            for p in m.data.data_points
-        ]
-
-    def total(self, name: str, **attrs) -> float:
-        points = [p for p in self.metric(name) if all(p.attributes.get(k) == v for k, v in attrs.items())]
-        return sum(getattr(p, "value", None) if hasattr(p, "value") else p.count for p in points)
-
-    def by_name(self, name: str):
-        return [s for s in self.spans.get_finished_spans() if s.name == name]
-
-
-@pytest.fixture
-def otel():
-    o = Otel()
-    redact.install_record_factory()
-    telemetry.use(o.tracer_provider, MeterProvider(metric_readers=[o.reader]))
-    logger = logging.getLogger("realtime_gateway")
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(o.handler)
-    telemetry._redact_exported_logs(logger)
-    yield o
-    logger.removeHandler(o.handler)
-    logger.setLevel(level)
-    telemetry.use(None, None)
 
 
 def route_with_steps(fail_at: str | None):
@@ -211,75 +152,6 @@ def test_telemetry_settings():
         assert name in str(err.value)
 
 
-PROBE = """
-import sys, function_app
-from realtime_gateway import telemetry
-loaded = sorted({m.split(".")[0] for m in sys.modules if m.startswith(("opentelemetry", "azure.monitor"))})
-print(telemetry.setup(), telemetry.enabled(), loaded)
-"""
-
-
-def _probe(**env: str) -> str:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPLICATIONINSIGHTS_"))}
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
-
-
-def test_off_imports_nothing_of_opentelemetry_and_a_bad_setting_leaves_it_off():
-    assert _probe() == "off False []"
-    assert _probe(OTEL_TRACE_SUMMARY="maybe") == "off False []"
-    assert _probe(OTEL_TRACE_SUMMARY="true").startswith("on True ['opentelemetry']")
-
-
-# ---- connect's secret step: a span whether pooled or minted -------------------------------------------
-def test_the_secret_step_is_a_span_whether_pooled_or_minted_and_a_refused_pooled_one_is_retried(
-    otel, emulator, monkeypatch
-):
-    from local.testing.offer import OfferPeer
-    from realtime_gateway import process as process_state
-    from tests.unit.test_secret_pool import connect, hangup, make_gateway, warm
-
-    gw = make_gateway(emulator, monkeypatch, SECRET_POOL_SIZE="1")
-    try:
-        with OfferPeer() as peer:
-            offer = peer.offer.encode()
-        for fault in (None, None, "calls"):  # cold pool (minted), warm pool (pooled), a 401 on the SDP post
-            if fault:
-                emulator.set_fault(fault, status=401, times=1)
-            resp = connect(offer)
-            assert resp.status == 201, resp.body
-            hangup(resp.headers["x-call-id"])
-            warm(gw)
-    finally:
-        process_state.reset_process()
-    spans = otel.spans.get_finished_spans()
-
-    def steps(parent):
-        kids = sorted((s for s in spans if s.parent and s.parent.span_id == parent.context.span_id), key=_start)
-        return [(s.name, s.attributes.get("source"), s.status.description) for s in kids]
-
-    cold, warm_, refused = sorted(otel.by_name("connect"), key=_start)
-    assert steps(cold) == [("limiter", None, None), ("secret", "minted", None), ("sdp", None, None)]
-    assert steps(warm_) == [("limiter", None, None), ("secret", "pooled", None), ("sdp", None, None)]
-    assert steps(refused) == [
-        ("limiter", None, None),
-        ("secret", "pooled", None),
-        ("sdp", None, "upstream_auth"),  # the pooled secret refused: no call started
-        ("secret", "minted", None),
-        ("sdp", None, None),
-    ]
-    (retried,) = [s for s in otel.by_name("secret") if s.attributes.get("retry")]
-    assert retried.parent.span_id == refused.context.span_id
-    assert all(not steps(s) for s in otel.by_name("secret"))  # the SDP post is connect's step, not the secret's
-
-
-def _start(sp):
-    return sp.start_time
-
-
 # ---- listener marks: allowlisted fields only, on the listener's span -----------------------------------
 ARGUMENT_TEXT = "my card number is 4111 1111 1111 1111"
 RESULT_TEXT = "Dear Ada, your balance is 1234.56"
@@ -314,12 +186,12 @@ def test_tool_and_guardrail_marks_are_events_on_the_listener_span_without_their_
         return json.dumps({"type": "response.output_item.done", "response_id": "resp_1", "item": item})
 
     with telemetry.listener_span(CallMessage("rtc_tools", 1.0, 2.0, principal={"id": "p-9"}), redelivered=False):
-        control = Control(tools, guardrail, sent.append, mark, lambda why: None)
-        control.on_event(function_call("call_1", "lookup"))
-        control.on_event(function_call("call_2", "tell_me_4111111111111111"))  # a name nobody declared
-        control.on_event(json.dumps({"type": "response.done", "response": {"id": "resp_1"}}))
+        control = Control(tools, guardrail, sent.append, mark, lambda reason, why: None)
+        control.on_event(parse(function_call("call_1", "lookup")))
+        control.on_event(parse(function_call("call_2", "tell_me_4111111111111111")))  # a name nobody declared
+        control.on_event(parse(json.dumps({"type": "response.done", "response": {"id": "resp_1"}})))
         delta = {"type": "response.output_audio_transcript.delta", "response_id": "resp_2", "item_id": "it_2"}
-        control.on_event(json.dumps({**delta, "delta": SPOKEN}))
+        control.on_event(parse(json.dumps({**delta, "delta": SPOKEN})))
         control.close(10)
     # the archive got the whole story, from the control pool's threads (no span of their own) ...
     assert sorted(kind for kind, _, _ in archived) == ["listener.guardrail", "listener.tool", "listener.tool"]

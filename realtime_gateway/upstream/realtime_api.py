@@ -11,10 +11,11 @@ from typing import Any, Callable, Mapping
 import requests
 from requests.adapters import HTTPAdapter
 
+from ..core.ids import valid_call_id
 from ..errors import ApiError
 from ..retry import Backoff
 from ..settings import Settings
-from .answers import Answer, ClientSecret, valid_call_id
+from .answers import Answer, ClientSecret
 from .identity import BearerTokenProvider, auth_headers
 
 log = logging.getLogger(__name__)

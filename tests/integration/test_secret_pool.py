@@ -1,7 +1,8 @@
 """The client-secret pool against the emulator, through the /connect handler: a warm pool mints
 nothing inline and gives each call its own secret; a 401 on the SDP post with a pooled secret is
 retried once with a fresh mint; a policy change empties the pool; secrets are replaced before
-their lead time; /api/token never touches the pool."""
+their lead time; /api/token never touches the pool. (The pool's settings are checked in
+tests/unit/test_settings.py; the gateway and helpers are tests/fixtures/secret_pool.py.)"""
 
 import dataclasses
 import logging
@@ -9,76 +10,24 @@ import time
 
 import pytest
 
-from local.testing.host import wait_until
+from local.testing.host_process import wait_until
 from local.testing.offer import OfferPeer
-from realtime_gateway import process as process_state
+from realtime_gateway import services as services_state
 from realtime_gateway.gateway import routes
 from realtime_gateway.gateway.http import Request, handle
-from realtime_gateway.process import Process
-from realtime_gateway.settings import SettingsError, load_settings
-
-
-class Wire:
-    """What crossed the wire: the secret each SDP post used, the policy each mint asked for."""
-
-    def __init__(self):
-        self.offer_secrets: list[str] = []
-        self.minted_instructions: list[str] = []
-
-    def hook(self, response, *args, **kwargs):
-        if "/realtime/calls" in response.url and response.request.method == "POST" and "hangup" not in response.url:
-            self.offer_secrets.append(response.request.headers["Authorization"])
-        elif response.url.endswith("/client_secrets") and response.status_code == 200:
-            self.minted_instructions.append(response.json()["session"]["instructions"])
-
-
-def make_gateway(emulator, monkeypatch, **env):
-    monkeypatch.setenv("IDENTITY_ENDPOINT", emulator.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", emulator.identity_header)
-    monkeypatch.delenv("AZURE_CLIENT_ID", raising=False)
-    settings = load_settings(
-        {
-            "AZURE_OPENAI_ENDPOINT": emulator.url,
-            "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
-            "SECRET_POOL_SIZE": "2",
-            "TOKEN_ROUTE_ENABLED": "true",
-            "RATE_LIMIT_PER_MINUTE": "0",  # no storage here (env={}): limits are tested on the host
-            "MAX_ACTIVE_CALLS": "0",
-            "DAILY_SPEND_LIMIT_USD": "0",
-            "CONTROL_RATE_PER_MINUTE": "0",
-            **env,
-        }
-    )
-    gateway = Process(settings, env={})
-    gateway.wire = Wire()
-    gateway.api.session.hooks["response"].append(gateway.wire.hook)
-    process_state.reset_process(gateway)
-    return gateway
+from tests.fixtures.secret_pool import connect, hangup, make_gateway, warm
 
 
 @pytest.fixture
 def gw(emulator, monkeypatch):
     yield make_gateway(emulator, monkeypatch)
-    process_state.reset_process()
+    services_state.reset_services()
 
 
 @pytest.fixture(scope="module")
 def offer():
     with OfferPeer() as peer:
         yield peer.offer
-
-
-def connect(offer):
-    resp = handle(routes.connect, Request("POST", "http://h/api/connect", {"Content-Type": "application/sdp"}, offer))
-    return resp
-
-
-def hangup(call_id):
-    process_state.get_process().api.hangup(call_id)  # ends the emulator's call (the route is tested elsewhere)
-
-
-def warm(gw):
-    wait_until(lambda: len(gw.secret_pool) == gw.settings.secret_pool_size, 10, 0.02, what="a full pool")
 
 
 def test_cold_pool_mints_inline_then_warm_pool_mints_nothing_inline(gw, emulator, offer, caplog):
@@ -127,7 +76,7 @@ def test_inline_mint_that_is_refused_is_not_retried(emulator, monkeypatch, offer
         assert gw.secret_pool.stats["inline"] == 1 and gw.secret_pool.stats["retried_401"] == 0
         assert len(gw.secret_pool) == 0  # off: no background mints either
     finally:
-        process_state.reset_process()
+        services_state.reset_services()
 
 
 def test_policy_change_empties_the_pool(gw, emulator, offer):
@@ -162,23 +111,13 @@ def test_secrets_are_replaced_before_their_lead_time(emulator, monkeypatch, offe
         assert taken is not None and taken != first
         assert taken.expires_at - time.time() > gw.settings.secret_pool_lead
     finally:
-        process_state.reset_process()
+        services_state.reset_services()
 
 
 def test_token_route_never_uses_the_pool(gw, emulator, offer):
     connect(offer.encode())
     warm(gw)
     before = dict(gw.secret_pool.stats)
-    resp = handle(routes.token, Request("GET", "http://h/api/token"))
+    resp = handle(routes.token, services_state.get_services, Request("GET", "http://h/api/token"))
     assert resp.status == 200
     assert gw.secret_pool.stats == before and len(gw.secret_pool) == 2
-
-
-def test_pool_settings_are_validated():
-    base = {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT": "d"}
-    s = load_settings(base)
-    assert (s.secret_pool_size, s.secret_pool_ttl, s.secret_pool_lead) == (8, 600, 120)
-    with pytest.raises(SettingsError, match="SECRET_POOL_LEAD_SECONDS must be at most half"):
-        load_settings({**base, "SECRET_POOL_TTL_SECONDS": "100", "SECRET_POOL_LEAD_SECONDS": "60"})
-    with pytest.raises(SettingsError, match="SECRET_POOL_SIZE must be between 0 and 64"):
-        load_settings({**base, "SECRET_POOL_SIZE": "65"})

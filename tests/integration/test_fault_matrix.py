@@ -15,10 +15,10 @@ import pytest
 
 from local.processes import free_port
 from local.testing.offer import OfferPeer
-from realtime_gateway import process as process_state
+from realtime_gateway import services as services_state
 from realtime_gateway.gateway import routes
 from realtime_gateway.gateway.http import Request, handle
-from realtime_gateway.process import Process
+from realtime_gateway.services import Services
 from realtime_gateway.settings import load_settings
 from realtime_gateway.upstream.identity import BearerTokenProvider
 
@@ -57,7 +57,7 @@ def remember_issued(response, *args, **kwargs):
     ISSUED.update(SECRET.findall(response.text or ""))
 
 
-def gateway(endpoint: str, emulator) -> Process:
+def gateway(endpoint: str, emulator) -> Services:
     settings = load_settings(
         {
             "AZURE_OPENAI_ENDPOINT": endpoint,
@@ -72,10 +72,10 @@ def gateway(endpoint: str, emulator) -> Process:
             "SECRET_POOL_SIZE": "0",
         }
     )
-    gw = Process(settings, env={})
+    gw = Services(settings)
     gw.tokens = gw.api.tokens = BearerTokenProvider(gw.settings)  # no cached token: each case fetches
     gw.api.session.hooks["response"].append(remember_issued)
-    process_state.reset_process(gw)
+    services_state.reset_services(gw)
     return gw
 
 
@@ -88,7 +88,7 @@ def identity_env(emulator, monkeypatch, caplog):
     yield
     SEEN.append(caplog.text)
     ISSUED.update(SECRET.findall(caplog.text))  # a leak would be counted as issued and found
-    process_state.reset_process()
+    services_state.reset_services()
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +101,7 @@ def connect(offer: str, enqueue=None):
     queued: list[str] = []
     resp = handle(
         routes.connect,
+        services_state.get_services,
         Request("POST", "http://h/api/connect", {"Content-Type": "application/sdp", "Origin": ORIGIN}, offer.encode()),
         enqueue=enqueue or queued.append,
     )

@@ -9,8 +9,8 @@ from openai.types.realtime import ClientSecretCreateResponse
 from local.testing.offer import OfferPeer
 from realtime_gateway.errors import ApiError
 from realtime_gateway.settings import load_settings
-from realtime_gateway.upstream.client import MINT_ATTEMPTS, ClientSecret, RealtimeApi
 from realtime_gateway.upstream.identity import BearerTokenProvider
+from realtime_gateway.upstream.realtime_api import MINT_ATTEMPTS, ClientSecret, RealtimeApi
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 multipart form, the listener message, every error status, and no secret in any log or error."""
 
 import base64
+import dataclasses
 import json
 import logging
 
@@ -9,13 +10,13 @@ import pytest
 from urllib3 import encode_multipart_formdata
 
 from local.testing.offer import OfferPeer
-from realtime_gateway import process as process_state
 from realtime_gateway import redact
+from realtime_gateway import services as services_state
+from realtime_gateway.core.message import CallMessage
 from realtime_gateway.gateway import routes
 from realtime_gateway.gateway.http import Request, handle
-from realtime_gateway.listener.message import CallMessage
-from realtime_gateway.process import Process
-from realtime_gateway.settings import load_settings
+from realtime_gateway.services import Services
+from realtime_gateway.settings import load_settings, storage_connection
 from realtime_gateway.upstream.identity import BearerTokenProvider
 
 ORIGIN = "https://app.example.com"
@@ -54,15 +55,15 @@ def gw(emulator, monkeypatch):
             "TOKEN_ROUTE_ENABLED": "true",
             "HEALTH_CACHE_SECONDS": "0",  # each request asks anew: the test changes the storage between them
             "WEBSITE_AUTH_ENABLED": "true",  # as App Service authentication sets it: the principal header is the platform's
-            "SECRET_POOL_SIZE": "0",  # each fault here hits the inline mint; tests/unit/test_secret_pool.py covers the pool
+            "SECRET_POOL_SIZE": "0",  # each fault here hits the inline mint; tests/integration/test_secret_pool.py covers the pool
         }
     )
-    gateway = Process(settings, env={})
+    gateway = Services(settings)
     gateway.secrets = Secrets()
     gateway.api.session.hooks["response"].append(gateway.secrets.hook)
-    process_state.reset_process(gateway)
+    services_state.reset_services(gateway)
     yield gateway
-    process_state.reset_process()
+    services_state.reset_services()
 
 
 def fresh_identity(gw):
@@ -80,6 +81,7 @@ def connect(body, ctype="application/sdp", headers=None, enqueue=None):
     queued = []
     resp = handle(
         routes.connect,
+        services_state.get_services,
         Request("POST", "http://h/api/connect", {"Content-Type": ctype, "Origin": ORIGIN, **(headers or {})}, body),
         enqueue=enqueue or queued.append,
     )
@@ -120,22 +122,22 @@ def test_enqueue_failure_is_reported_but_the_call_succeeds(gw, offer, caplog):
 
 
 def test_token_route_returns_only_what_a_client_needs(gw):
-    resp = handle(routes.token, Request("GET", "http://h/api/token", {"Origin": ORIGIN}))
+    resp = handle(routes.token, services_state.get_services, Request("GET", "http://h/api/token", {"Origin": ORIGIN}))
     data = json.loads(resp.body)
     assert resp.status == 200 and set(data) == {"token", "expires_at", "endpoint", "deployment"}
     assert data["token"].startswith("ek_") and resp.headers["Cache-Control"] == "no-store"
 
 
 def test_health_reports_identity_and_storage(gw, azurite):
-    gw.env = {"AzureWebJobsStorage": azurite.connection_string}
-    resp = handle(routes.health, Request("GET", "http://h/api/health"))
+    gw.settings = dataclasses.replace(
+        gw.settings, storage=storage_connection({"AzureWebJobsStorage": azurite.connection_string})
+    )
+    resp = handle(routes.health, services_state.get_services, Request("GET", "http://h/api/health"))
     assert resp.status == 200, resp.body
     assert json.loads(resp.body)["checks"] == {"settings": "ok", "identity": "ok", "storage": "ok"}
-    gw.env = {
-        "AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-        "AccountKey=abc;TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
-    }
-    resp = handle(routes.health, Request("GET", "http://h/api/health"))
+    dead = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=abc;TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+    gw.settings = dataclasses.replace(gw.settings, storage=storage_connection({"AzureWebJobsStorage": dead}))
+    resp = handle(routes.health, services_state.get_services, Request("GET", "http://h/api/health"))
     assert resp.status == 503 and "storage not reachable" in json.loads(resp.body)["checks"]["storage"]
 
 
@@ -176,7 +178,11 @@ def test_no_secret_in_any_log_or_error(gw, emulator, offer, caplog):
     first_entra = gw.tokens.token()
     body, ctype = encode_multipart_formdata({"sdp": offer})
     bodies.append(connect(body, ctype)[0].body)
-    token_resp = handle(routes.token, Request("GET", "http://h/api/token", {"Origin": ORIGIN}))
+    token_resp = handle(
+        routes.token,
+        services_state.get_services,
+        Request("GET", "http://h/api/token", {"Origin": ORIGIN}),
+    )
     handed_out = json.loads(token_resp.body)["token"]  # the route's purpose; must still not be logged
     for _, target, spec, _ in FAULTS:
         if target == "identity":
@@ -191,8 +197,21 @@ def test_no_secret_in_any_log_or_error(gw, emulator, offer, caplog):
         ("application/sdp", b"v=0\r\n" + b"a" * 70000),
     ):
         bodies.append(connect(payload, ctype)[0].body)
-    bodies.append(handle(routes.hangup, Request("POST", "http://h/api/calls/rtc_nope/hangup"), call_id="rtc_nope").body)
-    bodies.append(handle(routes.connect, Request("POST", "http://h/api/connect", {"Origin": "https://evil.io"})).body)
+    bodies.append(
+        handle(
+            routes.hangup,
+            services_state.get_services,
+            Request("POST", "http://h/api/calls/rtc_nope/hangup"),
+            call_id="rtc_nope",
+        ).body
+    )
+    bodies.append(
+        handle(
+            routes.connect,
+            services_state.get_services,
+            Request("POST", "http://h/api/connect", {"Origin": "https://evil.io"}),
+        ).body
+    )
 
     entra = {first_entra, gw.tokens.token()}
     secrets = gw.secrets.values | entra | {handed_out}
@@ -223,19 +242,28 @@ def test_api_key_resources_work_and_the_key_is_never_logged(caplog, offer, azuri
                 "MAX_ACTIVE_CALLS": "0",
                 "DAILY_SPEND_LIMIT_USD": "0",
                 "CONTROL_RATE_PER_MINUTE": "0",
+                "AzureWebJobsStorage": azurite.connection_string,
             }
         )
-        gateway = Process(settings, env={"AzureWebJobsStorage": azurite.connection_string})
+        gateway = Services(settings)
         assert gateway.tokens is None
-        process_state.reset_process(gateway)
+        services_state.reset_services(gateway)
         resp, queued = connect(offer.encode())
         assert resp.status == 201 and len(queued) == 1
         call_id = resp.headers["x-call-id"]
         capability = {"x-call-capability": resp.headers["x-call-capability"]}
-        assert handle(routes.hangup, Request("POST", "http://h/", capability), call_id=call_id).status == 200
+        assert (
+            handle(
+                routes.hangup,
+                services_state.get_services,
+                Request("POST", "http://h/", capability),
+                call_id=call_id,
+            ).status
+            == 200
+        )
         logging.getLogger("anything").warning("upstream said: api-key %s rejected", key)
         assert emu.stats()["identity_tokens"] == 0
         assert key not in caplog.text
     finally:
-        process_state.reset_process()
+        services_state.reset_services()
         emu.stop()

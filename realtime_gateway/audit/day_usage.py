@@ -11,8 +11,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from azure.data.tables import TableServiceClient
 
-from ..limits import usage as usage_
-from ..limits.client import principal_key
+from ..core import usage as usage_
+from ..limits.client_key import principal_key
 from ..limits.limiter import USAGE_PREFIX, usage_rows
 from ..settings import TABLE_NAME, Limits, SettingsError, limits_settings
 
@@ -52,7 +52,7 @@ def valid_table_name(name: str) -> bool:
 
 
 def row_key_of(principal: str | None) -> str:
-    """The limiter's row key: `app`, or `p-<id>` as `limits.client.principal_key` makes it."""
+    """The limiter's row key: `app`, or `p-<id>` as `limits.client_key.principal_key` makes it."""
     return (principal_key({"id": principal}) if principal else None) or "app"
 
 

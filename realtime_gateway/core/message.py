@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ..archive.codec import utc_iso
+from .clock import utc_iso
 
 VERSION = 1
 LAST_SECOND = 253402300799  # 9999-12-31T23:59:59Z, the last instant an ISO timestamp can show
