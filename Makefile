@@ -1,5 +1,5 @@
 # `make run`: the local stack (Azurite + realtime emulator + functions host) at http://127.0.0.1:7071/
-# `make test`: everything the tests need, then lint, format and type checks, then the whole suite.
+# `make test`: everything the tests need, then lint, format and type checks, the docs, then the whole suite.
 # Both are idempotent: each step runs only when its inputs changed or its tool is missing.
 # `make unit`: the unit tier only (tests/unit, in process), for a quick check while editing.
 SHELL := /bin/bash
@@ -12,12 +12,12 @@ SYSTEM_TOOLS := chromium espeak-ng sox
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test unit lint infra-scan system clean-local bench screenshots
+.PHONY: run test unit lint docs infra-scan system clean-local bench screenshots
 
 run: $(VENV_STAMP) $(NODE_STAMP)
 	$(PY) -m local.stack
 
-test: lint infra-scan $(NODE_STAMP) system
+test: lint docs infra-scan $(NODE_STAMP) system
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The unit tier alone, in well under a minute: in process, no port, no subprocess (tests/unit/conftest.py
@@ -38,6 +38,13 @@ lint: $(VENV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+
+# The documentation site (mkdocs.yml, docs/), built strictly into a throwaway folder: a broken link,
+# anchor or nav entry fails it. docs/gen_tables.py writes the settings and error tables from the code
+# as it builds. To browse it: $(VENV)/bin/mkdocs serve
+docs: $(VENV_STAMP)
+	@site="$$(mktemp -d)" && trap 'rm -rf "$$site"' EXIT && \
+		NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir "$$site"
 
 # checkov over infra/ (the Bicep in this repository; registry modules cannot be fetched offline).
 # Its own venv: its pins (packaging, among others) conflict with the test venv's. Failing checks

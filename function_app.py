@@ -9,13 +9,13 @@ import azure.functions as func
 from realtime_gateway import redact, telemetry
 from realtime_gateway.archive.retention import purge
 from realtime_gateway.audit import api as audit_api
-from realtime_gateway.gateway import routes
+from realtime_gateway.gateway import routes, sip
 from realtime_gateway.gateway.http import Request, Response, Route, handle
 from realtime_gateway.listener.handler import handle_call_message
 from realtime_gateway.services import get_services
 
 redact.install_record_factory()  # before any trigger runs: no secret reaches a log record
-telemetry.setup()  # exporters from the app settings (README: Telemetry); off when none is set
+telemetry.setup()  # exporters from the app settings (docs/telemetry.md); off when none is set
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 
@@ -59,11 +59,20 @@ def gateway_health(req: func.HttpRequest) -> func.HttpResponse:
     return _http(routes.health, req)
 
 
+# --- HTTP: phone calls over SIP ---------------------------------------------------------
+# The service's signed realtime.call.incoming webhook (docs/phone.md); anonymous at the
+# Functions level, verified by its signature inside (404 while SIP_WEBHOOK_SECRET is unset).
+@app.route(route="sip/incoming", methods=["POST"])
+@app.queue_output(arg_name="listener", queue_name="%LISTENER_QUEUE%", connection="AzureWebJobsStorage")
+def sip_incoming(req: func.HttpRequest, listener: func.Out[str]) -> func.HttpResponse:
+    return _http(sip.sip_incoming, req, enqueue=listener.set)
+
+
 # --- Queue: the sideband listener --------------------------------------------------------
 # One invocation per call for the whole call (up to LISTENER_TIME_BOX_SECONDS), async so that it
 # holds a thread of the listeners' own pool (services.py), not of the worker's, which
 # PYTHON_THREADPOOL_THREAD_COUNT caps at 32 (services.py); batchSize + newBatchThreshold in host.json
-# bound how many run at once (README: listener capacity). The handover output binding carries the time-box continuation;
+# bound how many run at once (docs/listener.md). The handover output binding carries the time-box continuation;
 # the poison one takes malformed messages at once instead of after maxDequeueCount failed tries.
 @app.queue_trigger(arg_name="msg", queue_name="%LISTENER_QUEUE%", connection="AzureWebJobsStorage")
 @app.queue_output(arg_name="handover", queue_name="%LISTENER_QUEUE%", connection="AzureWebJobsStorage")

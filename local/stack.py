@@ -5,6 +5,10 @@ Settings: local.settings.json.example `Values` < local.settings.json `Values` < 
 environment (the storage connection and, with the emulator, the endpoint and IDENTITY_* are wired). When
 AZURE_OPENAI_ENDPOINT names a real resource (not loopback), the emulator is not started and
 IDENTITY_* are not set, so the app uses the developer's signed-in credential.
+CORS: as deployed by default (`platformCors=false`), the app answers its own preflights from
+ALLOWED_ORIGINS (every route registers OPTIONS), so a page on another origin that the setting lists
+works here as it will in Azure. Only when asked (`Host.CORS` in local.settings.json, or HOST_CORS)
+does the host answer CORS itself, as App Service CORS (`siteConfig.cors`) would.
 Ports: AZURITE_BLOB_PORT/AZURITE_QUEUE_PORT/AZURITE_TABLE_PORT (10000-10002, free ones if busy),
 EMULATOR_PORT (7081), FUNCTIONS_PORT (7071). Azurite's data: STACK_DATA_DIR (.local)/azurite.
 
@@ -15,6 +19,7 @@ stdout that is gone. Each child also gets PR_SET_PDEATHSIG, so a SIGKILLed launc
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -203,7 +208,7 @@ def main() -> int:
             log_file=local_dir / "azurite.log",
         )
         settings = {**values, "AzureWebJobsStorage": azurite.connection_string}
-        if not settings.get("OTEL_TRACE_SUMMARY"):  # one line per call trace in this output (README: Telemetry)
+        if not settings.get("OTEL_TRACE_SUMMARY"):  # one line per call trace in this output (docs/telemetry.md)
             settings["OTEL_TRACE_SUMMARY"] = "true"
         settings.setdefault("AZURE_OPENAI_DEPLOYMENT", "gpt-realtime")
         say(f"ready: storage {azurite.connection_string}")
@@ -216,6 +221,12 @@ def main() -> int:
             say(f"ready: azure-openai {endpoint}")
         else:
             identity_header = secrets.token_hex(16)
+            # phone calls offline: the emulator signs its webhooks with the gateway's secret and sends
+            # them to the local host (curl -X POST localhost:7081/admin/sip/calls -d '{"from":..,"to":..}')
+            if not settings.get("SIP_WEBHOOK_SECRET"):
+                settings["SIP_WEBHOOK_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+            if not settings.get("SIP_CALLER_SALT"):
+                settings["SIP_CALLER_SALT"] = "local-stack-caller-salt"  # offline only: not a secret here
             emulator = Child(
                 "emulator",
                 [sys.executable, "-m", "local.emulator"],
@@ -225,6 +236,8 @@ def main() -> int:
                     "EMULATOR_PORT": str(required_port("EMULATOR_PORT", 7081)),
                     "EMULATOR_DEPLOYMENT": settings["AZURE_OPENAI_DEPLOYMENT"],
                     "EMULATOR_IDENTITY_HEADER": identity_header,
+                    "SIP_WEBHOOK_URL": f"http://127.0.0.1:{os.environ.get('FUNCTIONS_PORT') or 7071}/api/sip/incoming",
+                    "SIP_WEBHOOK_SECRET": settings["SIP_WEBHOOK_SECRET"],
                 },
             )
             children.append(emulator)
@@ -262,10 +275,14 @@ def main() -> int:
             "--static",
             str(ROOT / "static_web"),
         ]
-        if host_section.get("CORS"):
-            args += ["--cors", str(host_section["CORS"])]
+        host_cors = str(host_section.get("CORS") or os.environ.get("HOST_CORS") or "").strip()
+        if host_cors:
+            args += ["--cors", host_cors]
             if host_section.get("CORSCredentials"):
                 args.append("--cors-credentials")
+            say(f"cors: the host answers preflights for {host_cors} (Host.CORS), as App Service CORS would")
+        else:
+            say(f"cors: the app answers preflights itself, for ALLOWED_ORIGINS={settings['ALLOWED_ORIGINS']}")
         host = Child("host", args, env)
         children.append(host)
         host.wait_ready(60, stopping)

@@ -23,6 +23,7 @@ from .archive.tables import table_service
 from .core.clock import day_of
 from .gateway.health import Health
 from .limits.limiter import Limiter
+from .phone.deliveries import Deliveries
 from .settings import Settings, SettingsError, load_settings
 from .upstream.identity import BearerTokenProvider
 from .upstream.realtime_api import RealtimeApi
@@ -50,6 +51,10 @@ class Services:
         self._archive_lock = threading.Lock()
         self.limits = Limiter(
             settings.limits, lambda: table_service(self.settings.storage, False, **LIMITS_STORAGE), clock
+        )
+        # phone calls: each webhook delivery claimed once, in the limits table (same fast-fail storage)
+        self.deliveries = Deliveries(
+            lambda: table_service(self.settings.storage, False, **LIMITS_STORAGE), settings.limits.table, clock
         )
         self.health = Health(
             self._identity_check if self.tokens else None, lambda: self.settings.storage, settings.health_cache_seconds
@@ -89,7 +94,7 @@ class Services:
         one held a thread of the worker's pool, which PYTHON_THREADPOOL_THREAD_COUNT caps at 32, so an
         instance recorded at most that many calls and /api/connect queued behind them. The queue
         trigger is async instead and hands each call to this pool, sized by LISTENER_MAX_CONCURRENT;
-        host.json's batchSize + newBatchThreshold say how many run at once (README: listener capacity).
+        host.json's batchSize + newBatchThreshold say how many run at once (docs/listener.md).
         """
         with self._listeners_lock:
             if self._listeners is None:

@@ -6,6 +6,7 @@ Every knob of the app is here so the rest of the package takes a `Settings` and 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -101,6 +102,7 @@ class Settings:
     cors_allowed_headers: tuple[str, ...] = ()  # request headers allowed beyond the gateway's own
     cors_allow_credentials: bool = False  # cookies / Easy Auth sessions from an allowed origin
     service_session_seconds: int = 1800  # the service's own session cap (Azure: 30 minutes)
+    max_conversation_seconds: int = 7200  # a conversation's calls together (each rollover continues it)
     webrtc_filter: bool = True
     listener_queue: str = "call-listener"
     events_table: str = "callevents"
@@ -134,19 +136,86 @@ class Settings:
     archive_retention_days: int = 0  # calls older than this are deleted by the retention timer; 0 = keep
     limits: Limits = field(default_factory=lambda: Limits())
     storage: StorageConnection | None = None  # AzureWebJobsStorage (or its identity group); None: not set
+    sip: SipSettings = field(default_factory=lambda: SipSettings())  # phone calls (docs/phone.md)
 
     @property
     def websocket_endpoint(self) -> str:
         return "ws" + self.endpoint[len("http") :]
 
-    def enforced_policy(self) -> dict[str, Any]:
-        """The session a call must keep: the minted policy, the listener's own session.update on top."""
-        return _merge(self.session_policy, self.sideband_session_update or {})
+    def enforced_policy(self, session: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The session a call must keep: the minted policy (or a phone call's `session`), the
+        listener's own session.update on top."""
+        return _merge(self.session_policy if session is None else session, self.sideband_session_update or {})
 
     def origin_allowed(self, origin: str | None) -> bool:
         if not origin:
             return True  # not a browser cross-origin request (curl, same-origin GET)
         return "*" in self.allowed_origins or origin in self.allowed_origins
+
+
+CALLER_PRIVACY = ("hash", "mask", "keep")
+PHONE_ENTRY = re.compile(r"^(?:(?:from|to):)?\+?[0-9]{2,20}\*?$")
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    """Phone calls over SIP (realtime_gateway/phone/): off while no webhook secret is set."""
+
+    webhook_secret: str = ""  # SIP_WEBHOOK_SECRET: `whsec_<base64>`, the webhook endpoint's signing secret
+    caller_privacy: str = "hash"  # SIP_CALLER_PRIVACY: how the caller's number is stored (hash|mask|keep)
+    caller_salt: str = ""  # SIP_CALLER_SALT: the key of the caller's salted hash (HMAC-SHA256)
+    allowed_numbers: tuple[str, ...] = ()  # SIP_ALLOWED_NUMBERS: `[from:|to:]+number[*]`; empty: all
+    blocked_numbers: tuple[str, ...] = ()  # SIP_BLOCKED_NUMBERS: the same form; a match declines (603)
+    session_policy: Mapping[str, Any] | None = None  # SIP_SESSION_POLICY_FILE; None: the browser calls' policy
+    transfer_targets: tuple[str, ...] = ()  # SIP_TRANSFER_TARGETS: the only `tel:`/`sip:` URIs transfer_call may use
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhook_secret)
+
+
+def _numbers(name: str, raw: str, errors: list[str]) -> tuple[str, ...]:
+    entries = tuple(e.strip().replace(" ", "") for e in raw.split(",") if e.strip())
+    for entry in entries:
+        if not PHONE_ENTRY.match(entry.lower()):
+            errors.append(
+                f"{name} entries must look like [from:|to:]+15551230000 (a trailing * for a prefix), got {entry!r}"
+            )
+    return tuple(e.lower() for e in entries)
+
+
+def _sip(env: Mapping[str, str], deployment: str, errors: list[str]) -> SipSettings:
+    secret = env.get("SIP_WEBHOOK_SECRET", "").strip()
+    values: dict[str, Any] = {"webhook_secret": secret}
+    if secret:
+        try:
+            if not secret.startswith("whsec_") or not base64.b64decode(secret[6:] + "==", validate=False):
+                raise ValueError
+        except ValueError:
+            errors.append("SIP_WEBHOOK_SECRET must be the endpoint's signing secret, whsec_ followed by base64")
+    privacy = env.get("SIP_CALLER_PRIVACY", "").strip().lower() or SipSettings.caller_privacy
+    if privacy not in CALLER_PRIVACY:
+        errors.append(f"SIP_CALLER_PRIVACY must be one of hash, mask, keep, got {privacy!r}")
+    values["caller_privacy"] = privacy
+    salt = env.get("SIP_CALLER_SALT", "").strip()
+    if secret and len(salt) < 16:
+        errors.append(
+            "SIP_CALLER_SALT must be at least 16 characters when SIP_WEBHOOK_SECRET is set (the key of the callers' hashes)"
+        )
+    values["caller_salt"] = salt
+    values["allowed_numbers"] = _numbers("SIP_ALLOWED_NUMBERS", env.get("SIP_ALLOWED_NUMBERS", ""), errors)
+    values["blocked_numbers"] = _numbers("SIP_BLOCKED_NUMBERS", env.get("SIP_BLOCKED_NUMBERS", ""), errors)
+    targets = tuple(t.strip() for t in env.get("SIP_TRANSFER_TARGETS", "").split(",") if t.strip())
+    for target in targets:
+        if not re.match(r"^(tel:\+?[0-9]{2,20}|sips?:[^\s@]+@[^\s]+)$", target):
+            errors.append(f"SIP_TRANSFER_TARGETS entries must be tel:+number or sip:user@host URIs, got {target!r}")
+    values["transfer_targets"] = targets
+    path = env.get("SIP_SESSION_POLICY_FILE", "").strip()
+    if path:  # read like REALTIME_SESSION_POLICY_FILE, without the browser policy's REALTIME_* overrides
+        found: list[str] = []
+        values["session_policy"] = _session_policy({"REALTIME_SESSION_POLICY_FILE": path}, deployment, found)
+        errors += [e.replace("REALTIME_SESSION_POLICY_FILE", "SIP_SESSION_POLICY_FILE") for e in found]
+    return SipSettings(**values)
 
 
 # USD per million tokens (gpt-realtime list prices, 2025-08); transcription per million tokens of
@@ -164,7 +233,7 @@ PRICES = {
 
 @dataclass(frozen=True)
 class Limits:
-    """Cost and abuse limits (README: Cost and abuse control). 0 switches a limit off."""
+    """Cost and abuse limits (docs/limits.md). 0 switches a limit off."""
 
     table: str = "gatewaylimits"
     rate_per_minute: int = 10  # per client on /api/connect and /api/token
@@ -442,7 +511,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("LISTENER_MAX_CONCURRENT", "listener_max_concurrent", 1, 1000),
         ("ARCHIVE_RETENTION_DAYS", "archive_retention_days", 0, 36500),
         ("POLICY_MAX_VIOLATIONS", "policy_max_violations", 0, 1000),
-        ("SERVICE_SESSION_SECONDS", "service_session_seconds", 60, 7200),
+        ("SERVICE_SESSION_SECONDS", "service_session_seconds", 10, 7200),
+        ("MAX_CONVERSATION_SECONDS", "max_conversation_seconds", 10, 86400),
     ):
         if env.get(name, "").strip():
             values[attr] = _int(name, env[name].strip(), lo, hi, errors)
@@ -494,6 +564,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     policy = _session_policy(env, deployment, errors)
     values.update(_tools_and_guardrail(env, errors))
     limits = _limits(env, errors)
+    sip = _sip(env, deployment, errors)
     if values.get("cors_allow_credentials") and "*" in origins:
         errors.append("CORS_ALLOW_CREDENTIALS=true needs named ALLOWED_ORIGINS: browsers refuse credentials with *")
     if errors:
@@ -514,6 +585,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         events_table=tables["events_table"],
         sessions_table=tables["sessions_table"],
         limits=limits,
+        sip=sip,
         **values,
     )
 

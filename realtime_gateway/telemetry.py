@@ -26,7 +26,7 @@ from .settings import SettingsError, TelemetrySettings, telemetry_settings
 
 log = logging.getLogger(__name__)
 
-# Metric names (README: Telemetry). Counters unless noted.
+# Metric names (docs/telemetry.md). Counters unless noted.
 CALLS_STARTED = "gateway.calls.started"
 CALLS_REFUSED = "gateway.calls.refused"  # attribute reason: the error code (limiter: e.g. "rate_limited")
 CALLS_ACTIVE = "listener.calls.active"  # up-down counter: calls a listener is holding now
@@ -417,6 +417,7 @@ _MARK_FIELDS: dict[str, dict[str, Callable[[Any], bool]]] = {
     "listener.tool": {"name": _tool_name, "ok": _flag, "error_kind": _word, "duration_ms": _number, "sent": _flag},
     "listener.guardrail": {"action": _word, "hits": _number, "sent": _flag},
     "listener.policy": {"event": _word, "action": _word, "violations": _number, "sent": _flag},
+    "listener.replay": {"items": _number, "sent": _number},
 }
 _UNDECLARED = ("unknown_tool", "module_error")  # the name is the model's, not the deployer's: left out
 

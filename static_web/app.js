@@ -1,5 +1,5 @@
-// The page: wires RealtimeClient to the DOM (controls, meter, transcript, messages).
-import { RealtimeClient, ErrorKind, gatewayBase } from "./realtime-client.js";
+// The page: wires RealtimeClient to the DOM (controls, meter, transcript, timer, messages).
+import { RealtimeClient, EndReason, formatDuration, gatewayBase } from "./realtime-client.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -7,80 +7,20 @@ const ui = {
   callId: $("call-id"), error: $("error"), notice: $("notice"), meter: $("mic-level"),
   speaking: $("speaking"), transcript: $("transcript"), empty: $("transcript-empty"),
   form: $("message-form"), message: $("message"), send: $("send"), audio: $("remote-audio"),
+  timeLeft: $("time-left"), outcome: $("outcome"), play: $("play-audio"),
 };
 
 const STATE_TEXT = {
   idle: "Not connected", starting: "Asking for the microphone…", connecting: "Connecting…",
-  "recorder-check": "Connected, starting the recorder…", live: "Connected", ending: "Hanging up…",
+  "recorder-check": "Connected, starting the recorder…", live: "Connected", ending: "Ending the call…",
   ended: "Call ended", failed: "Not connected",
 };
 const RECORDER_TEXT = { waiting: "Waiting for the recorder…", attached: "Recorded", unrecorded: "Not recorded" };
 
-function waitText(seconds) {
-  if (seconds == null) return "in a minute";
-  if (seconds < 120) return `in ${seconds} second${seconds === 1 ? "" : "s"}`;
-  if (seconds < 7200) return `in ${Math.ceil(seconds / 60)} minutes`;
-  return `in ${Math.ceil(seconds / 3600)} hours`;
-}
-
-/** A 429 says which limit it hit (`code`): tell the person which, and when to come back. */
-function throttledMessage(detail, ref) {
-  const when = waitText(detail.retryAfter);
-  switch (detail.code) {
-    case "rate_limited":
-      return `You have started too many calls in a short time. Try again ${when}.${ref}`;
-    case "too_many_active_calls":
-      return `All lines are busy: the service is running as many calls as it allows. Try again ${when}.${ref}`;
-    case "budget_exhausted":
-      return `Today's allowance for voice calls is used up. Calls open again ${when} (at midnight UTC).${ref}`;
-    default:
-      return `The voice service is busy. Try again ${when}.${ref}`;
-  }
-}
-
-/** A sentence a person can act on, for every error kind the client reports. */
-export function messageFor(detail) {
-  const ref = detail.requestId ? ` Reference: ${detail.requestId}.` : "";
-  switch (detail.kind) {
-    case ErrorKind.UNSUPPORTED:
-      return "This browser cannot make voice calls. Use a current Chrome, Edge, Firefox or Safari over https.";
-    case ErrorKind.MIC_DENIED:
-      return "Microphone access was denied. Allow the microphone for this site in the browser's address bar or settings, then press Start again.";
-    case ErrorKind.MIC_MISSING:
-      return "No microphone was found. Connect a microphone (or headset) and press Start again.";
-    case ErrorKind.MIC_BUSY:
-      return "The microphone could not be started; another app may be using it. Close it and press Start again.";
-    case ErrorKind.GATEWAY_UNREACHABLE:
-      return "The voice service cannot be reached. Check your internet connection and try again in a moment.";
-    case ErrorKind.ORIGIN_NOT_ALLOWED:
-      return `This website is not allowed to use the voice service (its origin is not on the gateway's allowed list). The site owner must add ${location.origin} to the gateway's allowed origins.${ref}`;
-    case ErrorKind.FORBIDDEN:
-      return `You are not allowed to start a call here. Sign in and try again.${ref}`;
-    case ErrorKind.THROTTLED:
-      return throttledMessage(detail, ref);
-    case ErrorKind.TIMEOUT:
-      return `The voice service took too long to answer. Try again.${ref}`;
-    case ErrorKind.SERVICE_ERROR:
-      return `The voice service had a problem and could not start the call. Try again in a moment.${ref}`;
-    case ErrorKind.BAD_REQUEST:
-      return `The voice service rejected the call setup (${detail.message}).${ref}`;
-    case ErrorKind.MEDIA_FAILED:
-      return "The audio connection could not be set up. A firewall or VPN may be blocking real-time audio.";
-    case ErrorKind.CONNECTION_LOST:
-      if (detail.code === "policy") {
-        return "The call was ended because this page tried to change the assistant's instructions or tools, which this service does not allow. Press Start to begin a new conversation.";
-      }
-      return "The connection was lost and the call has ended. Press Start to begin a new conversation.";
-    case ErrorKind.NOT_RECORDED:
-      return "The call was ended because it could not be recorded, and this service requires every call to be recorded. Try again in a moment.";
-    case ErrorKind.NOT_CONNECTED:
-      return "The message was not sent because the call is not connected.";
-    default:
-      return `Something went wrong: ${detail.message}${ref}`;
-  }
-}
-
-/** Gateway base from config.json, overridden by ?gateway= (http/https URLs only). */
+/**
+ * Gateway base from config.json, overridden by ?gateway= (http/https URLs only); config.json may
+ * also carry `locale` and `messages` (the client's sentences in another language).
+ */
 async function loadConfig() {
   let config = {};
   try {
@@ -98,6 +38,8 @@ async function loadConfig() {
     gateway: gatewayBase(config.gatewayUrl || ""),
     recorderWaitSeconds: Number(config.recorderWaitSeconds) > 0 ? Number(config.recorderWaitSeconds) : 15,
     unrecordedPolicy: config.unrecordedPolicy === "end" ? "end" : "continue",
+    locale: typeof config.locale === "string" && config.locale ? config.locale : undefined,
+    messages: config.messages && typeof config.messages === "object" ? config.messages : undefined,
   };
 }
 
@@ -109,6 +51,17 @@ function showError(text) {
 function showNotice(text) {
   ui.notice.textContent = text;
   ui.notice.hidden = !text;
+}
+
+function showOutcome(text) {
+  ui.outcome.textContent = text;
+  ui.outcome.hidden = !text;
+}
+
+function showTimeLeft(seconds) {
+  ui.timeLeft.textContent = seconds == null ? "—" : formatDuration(seconds);
+  if (seconds == null) delete ui.timeLeft.dataset.seconds;
+  else ui.timeLeft.dataset.seconds = String(seconds);
 }
 
 // --- microphone level meter (AnalyserNode on the local stream) -----------------------------
@@ -205,7 +158,12 @@ async function main() {
     const { state } = e.detail;
     render(state);
     if (state === "recorder-check" && client.callId) ui.callId.textContent = client.callId;
-    if (state === "ended" || state === "failed") { stopMeter(); ui.speaking.textContent = ""; }
+    if (state === "ended" || state === "failed") {
+      stopMeter();
+      ui.speaking.textContent = "";
+      showTimeLeft(null);
+      ui.play.hidden = true;
+    }
     if (state === "live" && ui.message.disabled === false && document.activeElement === ui.start) ui.message.focus();
   });
   client.addEventListener("recorder", (e) => {
@@ -216,6 +174,11 @@ async function main() {
       showNotice("This call is NOT being recorded: the recorder did not start in time. You can go on, or hang up and try again.");
     }
   });
+  client.addEventListener("timer", (e) => {
+    const { remainingSeconds, oneMinuteLeft } = e.detail;
+    showTimeLeft(remainingSeconds);
+    if (oneMinuteLeft && ui.notice.hidden) showNotice(client.text("oneMinuteLeft"));
+  });
   client.addEventListener("localstream", (e) => startMeter(e.detail.stream));
   client.addEventListener("datachannel", () => { ui.state.dataset.channel = "open"; });
   client.addEventListener("transcript", (e) => onTranscript(e.detail));
@@ -223,12 +186,29 @@ async function main() {
     const { who, speaking } = e.detail;
     ui.speaking.textContent = speaking ? (who === "user" ? "Listening…" : "Assistant is speaking…") : "";
   });
-  client.addEventListener("error", (e) => showError(messageFor(e.detail)));
+  // Blocked autoplay (iOS, strict browser settings): a visible control that plays on a tap.
+  client.addEventListener("autoplayblocked", (e) => {
+    ui.play.hidden = false;
+    showNotice(e.detail.message);
+  });
+  client.addEventListener("audioplaying", () => {
+    if (!ui.play.hidden) showNotice("");
+    ui.play.hidden = true;
+  });
+  // Errors, and calls that ended without the person's hang-up, are alerts; a hang-up is a status.
+  client.addEventListener("error", (e) => showError(e.detail.userMessage || client.messageFor(e.detail)));
+  client.addEventListener("ended", (e) => {
+    const { reason, message } = e.detail;
+    document.body.dataset.endReason = reason;
+    if (reason === EndReason.HANGUP) showOutcome(message);
+  });
 
   ui.start.addEventListener("click", async () => {
     performance.mark("realtime:click");
     showError("");
     showNotice("");
+    showOutcome("");
+    delete document.body.dataset.endReason;
     ui.callId.textContent = "—";
     ui.recorder.textContent = "—";
     ui.recorder.dataset.recorder = "none";
@@ -238,12 +218,13 @@ async function main() {
     } catch { /* the error event already showed the message */ }
   });
   ui.stop.addEventListener("click", () => client.hangup());
+  // A toggle button: its name stays "Mute", aria-pressed says whether it is on.
   ui.mute.addEventListener("click", () => {
     const muted = ui.mute.getAttribute("aria-pressed") !== "true";
     client.setMuted(muted);
     ui.mute.setAttribute("aria-pressed", String(muted));
-    ui.mute.textContent = muted ? "Unmute" : "Mute";
   });
+  ui.play.addEventListener("click", () => client.playAudio());
   ui.form.addEventListener("submit", (e) => {
     e.preventDefault();
     const text = ui.message.value.trim();
@@ -252,7 +233,7 @@ async function main() {
       client.sendText(text);
       ui.message.value = "";
     } catch (err) {
-      showError(messageFor(err));
+      showError(client.messageFor(err));
     }
   });
   // Leaving the page ends the call server-side too (keepalive POST survives the unload).

@@ -1,13 +1,19 @@
-// Embeddable browser client for the realtime gateway (Azure Functions) over WebRTC.
+// realtime-client.js v2.0.0: the embeddable browser client for the realtime gateway (Azure Functions)
+// over WebRTC. Types: realtime-client.d.ts; how to embed it: README.md (this folder).
 //
 //   import { RealtimeClient } from "./realtime-client.js";
 //   const client = new RealtimeClient({ gateway: "https://my-func.azurewebsites.net" });
 //   client.addEventListener("transcript", (e) => console.log(e.detail));
+//   client.addEventListener("ended", (e) => console.log(e.detail.message));
 //   await client.connect();  client.sendText("Hello");  client.setMuted(true);  await client.hangup();
 //
 // The browser never holds a token: the gateway takes the SDP offer and returns the answer.
 // Only events that pass `webrtcfilter=on` are relied upon (session.*, response.done and error
-// never reach the data channel), so everything here is driven by that short list.
+// never reach the data channel), so everything here is driven by that short list; why a call
+// ended comes from the gateway (`GET /api/calls/{id}` -> end_reason), not from the channel.
+
+/** This module's version (semver); the header comment above and realtime-client.d.ts say the same. */
+export const VERSION = "2.0.0";
 
 export const SERVICE_CHANNEL_LABEL = "oai-events";
 export const SEED_CHANNEL_LABEL = "realtime-channel";
@@ -32,6 +38,70 @@ export const ErrorKind = Object.freeze({
   NOT_CONNECTED: "not-connected",
 });
 
+// Why a call that was up has ended, as the `ended` event says it (from the gateway's end_reason).
+export const EndReason = Object.freeze({
+  HANGUP: "hangup",        // this page hung up (hangup())
+  LIMIT: "limit",          // its time limit: MAX_CALL_SECONDS, or the service's own session cap
+  BUDGET: "budget",        // the day's budget is spent (BUDGET_HANGUP_RUNNING)
+  GUARDRAIL: "guardrail",  // the output guardrail hung up (GUARDRAIL_MAX_HITS)
+  POLICY: "policy",        // the page tried to change the session policy (POLICY_MAX_VIOLATIONS)
+  REMOTE: "remote",        // the gateway hung up for another reason (strict recording, another caller)
+  LOST: "lost",            // the connection dropped and the gateway knows no reason
+});
+
+/**
+ * Every sentence the client produces, in English. Override any of them (another language, another
+ * tone) with the `messages` option: a string with `{name}` placeholders, or a function that gets
+ * the same parameters and returns the string. Placeholders: `{wait}` ("in 7 seconds", worded by
+ * Intl.RelativeTimeFormat in the client's `locale`), `{resetAt}` (a clock time in the person's own
+ * time zone, worded by the `reset*` messages), `{origin}`, `{detail}`, `{requestId}`, `{time}`,
+ * `{date}`, `{remaining}`.
+ */
+export const DEFAULT_MESSAGES = Object.freeze({
+  unsupported: "This browser cannot make voice calls. Use a current Chrome, Edge, Firefox or Safari over https.",
+  micDenied: "Microphone access was denied. Allow the microphone for this site in the browser's address bar or settings, then press Start again.",
+  micMissing: "No microphone was found. Connect a microphone (or headset) and press Start again.",
+  micBusy: "The microphone could not be started; another app may be using it. Close it and press Start again.",
+  gatewayUnreachable: "The voice service cannot be reached. Check your internet connection and try again in a moment.",
+  originNotAllowed: "This website is not allowed to use the voice service (its origin is not on the gateway's allowed list). The site owner must add {origin} to the gateway's allowed origins.",
+  forbidden: "You are not allowed to start a call here. Sign in and try again.",
+  rateLimited: "You have started too many calls in a short time. Try again {wait}.",
+  tooManyActiveCalls: "All lines are busy: the service is running as many calls as it allows. Try again {wait}.",
+  budgetExhausted: "Today's allowance for voice calls is used up. Calls open again {resetAt} (midnight UTC).",
+  busy: "The voice service is busy. Try again {wait}.",
+  timeout: "The voice service took too long to answer. Try again.",
+  serviceError: "The voice service had a problem and could not start the call. Try again in a moment.",
+  badRequest: "The voice service rejected the call setup ({detail}).",
+  mediaFailed: "The audio connection could not be set up. A firewall or VPN may be blocking real-time audio.",
+  notRecorded: "The call was ended because it could not be recorded, and this service requires every call to be recorded. Try again in a moment.",
+  notConnected: "The message was not sent because the call is not connected.",
+  unknown: "Something went wrong: {detail}",
+  reference: " Reference: {requestId}.",
+  soon: "in a minute",
+  resetToday: "at {time}",
+  resetTomorrow: "tomorrow at {time}",
+  resetOn: "on {date} at {time}",
+  endedHangup: "You hung up. Press Start to begin a new conversation.",
+  endedLimit: "The conversation reached its time limit and has ended. Press Start to begin a new one.",
+  endedBudget: "The call was ended because today's allowance for voice calls is used up. Calls open again {resetAt} (midnight UTC).",
+  endedGuardrail: "The call was ended because the assistant's answers broke this service's content rules. Press Start to begin a new conversation.",
+  endedPolicy: "The call was ended because this page tried to change the assistant's instructions or tools, which this service does not allow. Press Start to begin a new conversation.",
+  endedRemote: "The voice service ended the call. Press Start to begin a new conversation.",
+  endedLost: "The connection was lost and the call has ended. Press Start to begin a new conversation.",
+  timeLeft: "{remaining} left",
+  oneMinuteLeft: "One minute left in this call.",
+  autoplayBlocked: "Your browser did not let the assistant's voice play by itself. Press \u201cPlay the assistant's voice\u201d to hear it.",
+});
+
+const END_MESSAGE = {
+  hangup: "endedHangup", limit: "endedLimit", budget: "endedBudget", guardrail: "endedGuardrail",
+  policy: "endedPolicy", remote: "endedRemote", lost: "endedLost",
+};
+// Kinds whose message names the gateway's request id (the gateway answered, and logged it).
+const WITH_REFERENCE = new Set([ErrorKind.ORIGIN_NOT_ALLOWED, ErrorKind.FORBIDDEN, ErrorKind.THROTTLED,
+  ErrorKind.TIMEOUT, ErrorKind.SERVICE_ERROR, ErrorKind.BAD_REQUEST]);
+const DAY_MS = 86400000;
+
 export class RealtimeError extends Error {
   constructor(kind, message, { status = 0, code = "", requestId = "", retryAfter = null, cause } = {}) {
     super(message, cause ? { cause } : undefined);
@@ -49,6 +119,21 @@ export function gatewayBase(gateway) {
   let base = (gateway || "").trim().replace(/\/+$/, "");
   if (base.endsWith("/api")) base = base.slice(0, -4);
   return base;
+}
+
+/** `template` with its `{name}` placeholders filled from `params` (or the function's result). */
+export function formatMessage(template, params = {}) {
+  if (typeof template === "function") return String(template(params));
+  return String(template ?? "").replace(/\{(\w+)\}/g, (_, name) => (params[name] == null ? "" : String(params[name])));
+}
+
+/** Whole seconds as m:ss (h:mm:ss from an hour on). */
+export function formatDuration(seconds) {
+  const s = Math.max(0, Math.ceil(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
 }
 
 function mark(name) {
@@ -105,19 +190,35 @@ function micError(err) {
   return new RealtimeError(ErrorKind.MIC_MISSING, `microphone unavailable: ${err && err.message}`, { cause: err });
 }
 
+/** The call id from the connect answer: x-call-id, else the last segment of Location. */
+function callIdFrom(headers) {
+  const id = headers.get("x-call-id");
+  if (id) return id;
+  const location = headers.get("location") || "";
+  return location ? decodeURIComponent(location.split("?")[0].replace(/\/+$/, "").split("/").pop() || "") || null : null;
+}
+
+function sameDay(a, b) {
+  return a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
+}
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * One conversation with the gateway. Events (CustomEvent, data in `detail`):
+ * One conversation with the gateway. Events (CustomEvent, data in `detail`; see realtime-client.d.ts):
  *  state       {state, previous}   idle|starting|connecting|recorder-check|live|ending|ended|failed
  *  recorder    {state, waitedMs}   waiting|attached|unrecorded
  *  transcript  {role, itemId, delta, text, done}  role user|assistant; delta while streaming
  *  speech      {who, speaking}     who user (VAD) | assistant (audio playing)
+ *  timer       {remainingSeconds, expiresAt, text}  every second while a call with a known end is up
+ *  ended       {reason, endReason, message}  once per call that was started, when it is over
+ *  autoplayblocked {element, message}  the browser refused to play the voice: call playAudio() on a click
+ *  audioplaying {}                 the voice is playing (after autoplay or playAudio())
  *  datachannel {label}             the data channel opened
  *  localstream {stream}            microphone stream (for a level meter)
  *  remotestream {stream}           the model's audio
  *  serverevent {event}             every data-channel event, for embedders that want more
- *  error       RealtimeError fields + {fatal}
+ *  error       RealtimeError fields + {fatal, userMessage}
  */
 export class RealtimeClient extends EventTarget {
   constructor(options = {}) {
@@ -134,23 +235,31 @@ export class RealtimeClient extends EventTarget {
     // 0: post the offer at once, as Microsoft's sample does (the service's ICE finds the browser from
     // its connectivity checks); a few hundred ms puts host candidates in the offer for a peer that needs them.
     this.iceGatherMs = options.iceGatherMs ?? 0;
+    // How long to ask the gateway why a call ended before calling it a lost connection.
+    this.endReasonWaitMs = options.endReasonWaitMs ?? 5000;
+    this.messages = Object.freeze({ ...DEFAULT_MESSAGES, ...(options.messages || {}) });
+    this.locale = options.locale || undefined;  // undefined: the browser's own language
     this.fetch = options.fetch || ((...args) => fetch(...args));
+    this.muted = false;
     this._reset();
   }
 
   _reset() {
     this.state = "idle";
     this.callId = null;
+    this.expiresAt = null;    // epoch seconds when the call ends at the latest (x-call-expires-at)
+    this.endReason = null;    // EndReason of the last call, once it has ended
+    this.audioBlocked = false;
     this._capability = null;  // x-call-capability: proves to the gateway that this page started the call
     this._losing = false;
     this.recorder = null;
-    this.muted = this.muted || false;
     this._pc = null;
     this._channels = new Set();
     this._stream = null;
     this._firstTranscript = false;
     this._assistantText = new Map();  // item id -> the assistant's text streamed so far
     this._disconnectTimer = null;
+    this._timer = null;
     this._abort = null;
     this._openChannel = null;
     this._localTurns = 0;
@@ -163,6 +272,106 @@ export class RealtimeClient extends EventTarget {
       hangup: (id) => `${this.gateway}/api/calls/${encodeURIComponent(id)}/hangup`,
     };
   }
+
+  /** Seconds until the call ends at the latest (null while unknown). */
+  get remainingSeconds() {
+    return this.expiresAt == null ? null : Math.max(0, Math.ceil(this.expiresAt - Date.now() / 1000));
+  }
+
+  // ---- words --------------------------------------------------------------------------------
+
+  /** One of `messages` (DEFAULT_MESSAGES with the `messages` option on top), filled in. */
+  text(key, params = {}) {
+    return formatMessage(this.messages[key] ?? DEFAULT_MESSAGES[key] ?? key, params);
+  }
+
+  /** "in 7 seconds" / "in 3 minutes" in the client's locale; the `soon` message when unknown. */
+  waitText(seconds) {
+    if (seconds == null) return this.text("soon");
+    const words = new Intl.RelativeTimeFormat(this.locale, { numeric: "always" });
+    if (seconds < 120) return words.format(seconds, "second");
+    if (seconds < 7200) return words.format(Math.ceil(seconds / 60), "minute");
+    return words.format(Math.ceil(seconds / 3600), "hour");
+  }
+
+  /** A moment (epoch ms) as the person reads it in their own time zone: "at 5:30 AM", "tomorrow at …". */
+  resetText(epochMs) {
+    const when = new Date(epochMs);
+    const now = new Date();
+    const time = new Intl.DateTimeFormat(this.locale, { hour: "numeric", minute: "2-digit" }).format(when);
+    if (sameDay(when, now)) return this.text("resetToday", { time });
+    const tomorrow = new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1);
+    if (sameDay(when, tomorrow)) return this.text("resetTomorrow", { time });
+    const date = new Intl.DateTimeFormat(this.locale, { weekday: "long", month: "long", day: "numeric" }).format(when);
+    return this.text("resetOn", { time, date });
+  }
+
+  /** The budgets' day ends at midnight UTC: from Retry-After when the gateway sent it, else the clock. */
+  _budgetReset(retryAfter) {
+    if (retryAfter != null) return Math.round((Date.now() + retryAfter * 1000) / 60000) * 60000;
+    return Math.floor(Date.now() / DAY_MS) * DAY_MS + DAY_MS;
+  }
+
+  /** A sentence a person can act on, for an `error` event's detail (or a RealtimeError). */
+  messageFor(detail) {
+    const kind = detail && detail.kind;
+    const params = {
+      detail: detail && detail.message,
+      requestId: (detail && detail.requestId) || "",
+      origin: typeof location !== "undefined" ? location.origin : "",
+      wait: this.waitText(detail ? detail.retryAfter : null),
+    };
+    const ref = params.requestId && WITH_REFERENCE.has(kind) ? this.text("reference", params) : "";
+    switch (kind) {
+      case ErrorKind.UNSUPPORTED: return this.text("unsupported", params);
+      case ErrorKind.MIC_DENIED: return this.text("micDenied", params);
+      case ErrorKind.MIC_MISSING: return this.text("micMissing", params);
+      case ErrorKind.MIC_BUSY: return this.text("micBusy", params);
+      case ErrorKind.GATEWAY_UNREACHABLE: return this.text("gatewayUnreachable", params);
+      case ErrorKind.ORIGIN_NOT_ALLOWED: return this.text("originNotAllowed", params) + ref;
+      case ErrorKind.FORBIDDEN: return this.text("forbidden", params) + ref;
+      case ErrorKind.THROTTLED: return this._throttled(detail, params) + ref;
+      case ErrorKind.TIMEOUT: return this.text("timeout", params) + ref;
+      case ErrorKind.SERVICE_ERROR: return this.text("serviceError", params) + ref;
+      case ErrorKind.BAD_REQUEST: return this.text("badRequest", params) + ref;
+      case ErrorKind.MEDIA_FAILED: return this.text("mediaFailed", params);
+      case ErrorKind.CONNECTION_LOST: return this.endMessage(this._classifyEnd(detail.code || ""));
+      case ErrorKind.NOT_RECORDED: return this.text("notRecorded", params);
+      case ErrorKind.NOT_CONNECTED: return this.text("notConnected", params);
+      default: return this.text("unknown", params) + (params.requestId ? this.text("reference", params) : "");
+    }
+  }
+
+  /** A 429 says which limit it hit (`code`): which, and when to come back. */
+  _throttled(detail, params) {
+    switch (detail.code) {
+      case "rate_limited": return this.text("rateLimited", params);
+      case "too_many_active_calls": return this.text("tooManyActiveCalls", params);
+      case "budget_exhausted":
+        return this.text("budgetExhausted", { ...params, resetAt: this.resetText(this._budgetReset(detail.retryAfter)) });
+      default: return this.text("busy", params);
+    }
+  }
+
+  /** The sentence for an EndReason (what the `ended` event carries as `message`). */
+  endMessage(reason) {
+    const resetAt = reason === EndReason.BUDGET ? this.resetText(this._budgetReset(null)) : "";
+    return this.text(END_MESSAGE[reason] || END_MESSAGE.lost, { resetAt });
+  }
+
+  /** The gateway's end_reason as an EndReason; a drop at the known end of the call is its time limit. */
+  _classifyEnd(endReason) {
+    switch (endReason) {
+      case "limit": case "budget": case "guardrail": case "policy": return endReason;
+      case "hangup": return EndReason.REMOTE;
+      default: {
+        const left = this.remainingSeconds;
+        return left != null && left <= 2 ? EndReason.LIMIT : EndReason.LOST;
+      }
+    }
+  }
+
+  // ---- events -------------------------------------------------------------------------------
 
   _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
 
@@ -178,9 +387,16 @@ export class RealtimeClient extends EventTarget {
     const e = error instanceof RealtimeError ? error
       : new RealtimeError(ErrorKind.SERVICE_ERROR, String((error && error.message) || error), { cause: error });
     this._emit("error", { kind: e.kind, message: e.message, status: e.status, code: e.code,
-      requestId: e.requestId, retryAfter: e.retryAfter, fatal, error: e });
+      requestId: e.requestId, retryAfter: e.retryAfter, fatal, error: e, userMessage: this.messageFor(e) });
     return e;
   }
+
+  _ended(reason, endReason) {
+    this.endReason = reason;
+    this._emit("ended", { reason, endReason: endReason || "", message: this.endMessage(reason) });
+  }
+
+  // ---- connecting -------------------------------------------------------------------------
 
   /** Start a call. Resolves with the call id once the call is live (recorded, or unrecorded by policy). */
   async connect({ stream } = {}) {
@@ -196,6 +412,7 @@ export class RealtimeClient extends EventTarget {
       const pc = this._createPeer(track);
       const channelOpen = this._openDataChannel(pc);
       await this._exchangeOffer(pc);
+      this._startTimer();
       this._setState("recorder-check");
       const [recorder] = await Promise.all([this._waitForRecorder(), this._waitForChannel(channelOpen)]);
       if (this.state !== "recorder-check") throw this._cancelled();
@@ -245,7 +462,7 @@ export class RealtimeClient extends EventTarget {
     return this._adoptChannel(pc.createDataChannel(this.channelLabel));
   }
 
-  /** Offer to the gateway, answer from it; sets `callId`. */
+  /** Offer to the gateway, answer from it; sets `callId` and `expiresAt`. */
   async _exchangeOffer(pc) {
     await pc.setLocalDescription(await pc.createOffer());
     await this._gatherCandidates(pc);
@@ -271,10 +488,10 @@ export class RealtimeClient extends EventTarget {
       "the call could not be recorded and this deployment does not allow unrecorded calls");
   }
 
-  /** Report and clean up a failed connect; a hang-up that cancelled it has already done both. */
+  /** Report and clean up a failed connect; a hang-up or a lost call that cancelled it has done both. */
   async _connectFailed(err) {
     const cancelled = err && err.name === "AbortError" && this.state === "ending";
-    if (cancelled || this.state === "ended") return err;
+    if (cancelled || this._losing || this.state === "ended") return err;
     const e = this._fail(err);
     await this._teardown();
     this._setState("failed");
@@ -319,8 +536,10 @@ export class RealtimeClient extends EventTarget {
       clearTimeout(timer);
     }
     if (!response.ok) throw await errorFromResponse(response, "connect");
-    this.callId = response.headers.get("x-call-id");
+    this.callId = callIdFrom(response.headers);
     this._capability = response.headers.get("x-call-capability");
+    const expires = Number(response.headers.get("x-call-expires-at"));
+    this.expiresAt = Number.isFinite(expires) && expires > 0 ? expires : null;
     mark("call-id");
     return response.text();
   }
@@ -339,12 +558,31 @@ export class RealtimeClient extends EventTarget {
     }
   }
 
+  // ---- the call -----------------------------------------------------------------------------
+
+  /** The `timer` event, now and every second, while the call's latest end is known. */
+  _startTimer() {
+    clearInterval(this._timer);
+    if (this.expiresAt == null) return;
+    let before = null;
+    const tick = () => {
+      const remainingSeconds = this.remainingSeconds;
+      // once, as the last minute starts (not for a call that is shorter than a minute to begin with)
+      const oneMinuteLeft = before !== null && before > 60 && remainingSeconds <= 60 && remainingSeconds > 0;
+      before = remainingSeconds;
+      this._emit("timer", { remainingSeconds, expiresAt: this.expiresAt, oneMinuteLeft,
+        text: this.text("timeLeft", { remaining: formatDuration(remainingSeconds) }) });
+    };
+    tick();
+    this._timer = setInterval(tick, 1000);
+  }
+
   _adoptChannel(channel) {
     if (!ACCEPTED_LABELS.has(channel.label) || this._channels.has(channel)) return Promise.resolve();
     this._channels.add(channel);
     channel.addEventListener("message", (ev) => this._onMessage(ev));
     channel.addEventListener("close", () => {
-      this._channels.delete(channel);
+      if (!this._channels.delete(channel)) return;  // closed by _teardown, or a call before this one
       if (this._channels.size === 0) this._lost("the data channel closed");
     });
     return new Promise((resolve) => {
@@ -363,10 +601,41 @@ export class RealtimeClient extends EventTarget {
     const stream = ev.streams[0] || new MediaStream([ev.track]);
     if (this.audioElement) {
       this.audioElement.srcObject = stream;
-      const played = this.audioElement.play && this.audioElement.play();
-      if (played && played.catch) played.catch(() => { /* autoplay blocked: the page shows controls */ });
+      this._autoplay();
     }
     this._emit("remotestream", { stream });
+  }
+
+  /** Play the voice; a browser that wants a gesture first (iOS, strict autoplay) says so by an event. */
+  _autoplay() {
+    const element = this.audioElement;
+    let played;
+    try { played = element.play && element.play(); } catch (err) { played = Promise.reject(err); }
+    if (!played || !played.then) return;
+    played.then(() => this._playing(), (err) => {
+      if (!err || err.name !== "NotAllowedError" || !element.srcObject) return;  // AbortError: a newer source
+      this.audioBlocked = true;
+      mark("autoplay-blocked");
+      this._emit("autoplayblocked", { element, message: this.text("autoplayBlocked") });
+    });
+  }
+
+  _playing() {
+    this.audioBlocked = false;
+    this._emit("audioplaying", {});
+  }
+
+  /** Start the voice after autoplay was blocked: call it from a click (a user gesture). */
+  async playAudio() {
+    const element = this.audioElement;
+    if (!element || !element.srcObject) return false;
+    try {
+      await element.play();
+    } catch {
+      return false;
+    }
+    this._playing();
+    return true;
   }
 
   _onConnectionState() {
@@ -381,25 +650,35 @@ export class RealtimeClient extends EventTarget {
     } else if (s === "connected") clearTimeout(this._disconnectTimer);
   }
 
-  async _lost(reason) {
+  /**
+   * The media went away without this page hanging up: the service ended the call (a limit, the
+   * budget, the guardrail, the policy) or the network dropped. Release the microphone at once,
+   * then ask the gateway why before saying so.
+   */
+  async _lost(why) {
     if (!["live", "recorder-check"].includes(this.state) || this._losing) return;
     this._losing = true;
-    // A call the server ended (its policy, a limit) is ended in the archive a moment later: ask why.
-    const endReason = await this._endReason(1500);
-    this._fail(new RealtimeError(ErrorKind.CONNECTION_LOST, `connection lost: ${reason}`, { code: endReason }));
-    // Tell the gateway too (the service may already have ended it); the archive records how it ended.
-    this.hangup({ reason: "lost" });
+    this._setState("ending");
+    if (this._abort) this._abort.abort();
+    await this._teardown();
+    const endReason = await this._endReason(this.endReasonWaitMs);
+    const reason = this._classifyEnd(endReason);
+    // Tell the gateway too when it knows nothing (the service may still hold the call); the archive
+    // records how it ended.
+    if (!endReason) await this._tellGatewayHangup();
+    this._fail(new RealtimeError(ErrorKind.CONNECTION_LOST, `connection lost: ${why}`,
+      { code: endReason || (reason === EndReason.LIMIT ? "limit" : "") }));
+    mark("ended-lost");
+    this._setState("ended");
+    this._ended(reason, endReason);
   }
 
   /** The gateway's `end_reason` for this call, polled for up to `waitMs`; "" when it has none. */
   async _endReason(waitMs) {
     const until = performance.now() + waitMs;
     while (this.callId && performance.now() < until) {
-      try {
-        const response = await this.fetch(this.url.call(this.callId), { cache: "no-store" });
-        const state = response.ok ? await response.json() : {};
-        if (state.state === "ended") return state.end_reason || "";
-      } catch { /* asked again until the wait ends */ }
+      const status = await this.callStatus().catch(() => null);  // asked again until the wait ends
+      if (status && status.state === "ended") return String(status.end_reason || "");
       await sleep(200);
     }
     return "";
@@ -418,14 +697,16 @@ export class RealtimeClient extends EventTarget {
     while (performance.now() - started < this.recorderWaitSeconds * 1000) {
       if (this.state !== "recorder-check") return "cancelled";
       // A failed poll (archive unreadable: 503, or a network blip) is asked again until the wait ends.
-      const state = await this.callState().catch(() => null);
+      const status = await this.callStatus().catch(() => null);
+      const state = status && status.state;
       if (state === "attached") {
         mark("recorder-attached");
         this._setRecorder("attached", performance.now() - started);
         return "attached";
       }
       if (state === "ended") {
-        throw new RealtimeError(ErrorKind.CONNECTION_LOST, "the call ended before it started");
+        throw new RealtimeError(ErrorKind.CONNECTION_LOST, "the call ended before it started",
+          { code: String(status.end_reason || "") });
       }
       await sleep(delay);
       delay = Math.min(delay * 1.5, 1000);
@@ -441,14 +722,21 @@ export class RealtimeClient extends EventTarget {
   }
 
   /**
-   * The gateway's view of this call (`GET /api/calls/{id}`): "waiting" (also for a call the
-   * listener has not written yet), "attached" or "ended"; null before there is a call id.
+   * The gateway's view of this call (`GET /api/calls/{id}`): `{state, end_reason, ...}` with state
+   * "waiting" (also for a call the listener has not written yet), "attached" or "ended"; null
+   * before there is a call id.
    */
-  async callState() {
+  async callStatus() {
     if (!this.callId) return null;
     const response = await this.fetch(this.url.call(this.callId), { cache: "no-store" });
     if (!response.ok) throw await errorFromResponse(response, "call status");
-    return (await response.json()).state;
+    return response.json();
+  }
+
+  /** Just the state of callStatus(). */
+  async callState() {
+    const status = await this.callStatus();
+    return status ? status.state : null;
   }
 
   _onMessage(ev) {
@@ -555,6 +843,7 @@ export class RealtimeClient extends EventTarget {
     await this._teardown();
     mark(`ended-${reason}`);
     this._setState("ended");
+    if (!failed) this._ended(EndReason.HANGUP, "");
   }
 
   async _tellGatewayHangup() {
@@ -571,6 +860,8 @@ export class RealtimeClient extends EventTarget {
 
   async _teardown() {
     clearTimeout(this._disconnectTimer);
+    clearInterval(this._timer);
+    this._timer = null;
     for (const ch of this._channels) { try { ch.close(); } catch { /* already closed */ } }
     this._channels.clear();
     this._openChannel = null;

@@ -58,8 +58,10 @@ class EmulatorState:
             "faults": self.faults.active(),
         }
 
-    def new_call(self, session: dict, webrtc_filter: bool, session_max_seconds: float | None = None) -> Call:
-        call_id = new_id("rtc")
+    def new_call(
+        self, session: dict, webrtc_filter: bool, session_max_seconds: float | None = None, call_id: str | None = None
+    ) -> Call:
+        call_id = call_id or new_id("rtc")  # a phone call keeps the id its webhook announced (sip.py)
         cap = self.session_max_seconds if session_max_seconds is None else session_max_seconds
         call = Call(call_id, session, webrtc_filter, cap)
         self.calls[call_id] = call
@@ -449,9 +451,12 @@ async def admin_end(request: web.Request) -> web.Response:
     return web.json_response(call.info())
 
 
-def build_app(state: EmulatorState) -> web.Application:
+def build_app(state: EmulatorState, sip_line=None) -> web.Application:
+    from .sip import SipLine, add_sip_routes  # sip.py builds on this module's route helpers
+
     app = web.Application(middlewares=[cors], client_max_size=4 * 1024 * 1024)
     app[STATE] = state
+    add_sip_routes(app, sip_line or SipLine())
     app.router.add_get("/msi/token", identity)
     app.router.add_post(f"{BASE}/client_secrets", client_secrets)
     app.router.add_post(f"{BASE}/calls", create_call)

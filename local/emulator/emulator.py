@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 from aiohttp import web
@@ -10,6 +11,7 @@ from aiohttp import web
 from .app import EmulatorState, build_app
 from .calls import CLOSE_GOING_AWAY
 from .faults import FaultRegistry
+from .sip import SipLine
 
 
 class Emulator:
@@ -39,6 +41,8 @@ class Emulator:
         self.state = EmulatorState(
             deployment, identity_header, token_lifetime, session_max_seconds, api_key, self.faults
         )
+        # phone calls (sip.py): where the signed webhooks go; tests and the launcher set these
+        self.sip = SipLine(os.environ.get("SIP_WEBHOOK_URL", ""), os.environ.get("SIP_WEBHOOK_SECRET", ""))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -82,7 +86,7 @@ class Emulator:
         return self
 
     async def _listen(self) -> None:
-        self._runner = web.AppRunner(build_app(self.state), handle_signals=False, shutdown_timeout=5)
+        self._runner = web.AppRunner(build_app(self.state, self.sip), handle_signals=False, shutdown_timeout=5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

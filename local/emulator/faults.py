@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-TARGETS = ("client_secrets", "calls", "hangup", "identity", "sideband")
+TARGETS = ("client_secrets", "calls", "hangup", "identity", "sideband", "accept", "reject", "refer")
 _FIELDS = ("status", "retry_after", "delay", "body", "content_type", "no_location", "drop_after", "redirect", "times")
 
 

@@ -22,6 +22,9 @@ MARK_COUNTS = {
 }
 
 
+SEEN_WINDOW = 4096  # event ids remembered for exactly-once (a few minutes of a busy call)
+
+
 def id_key(event_id: str) -> int:
     """A 64-bit digest of an event id: a third of the string's memory in the seen-set of a long call
     (a collision among 10^5 ids has odds near 10^-10)."""
@@ -32,7 +35,10 @@ class CallLog:
     def __init__(self, call_id: str, listener: int = 0) -> None:
         self.call_id, self.listener = call_id, listener
         self.summary = CallSummary()
-        self.seen: set[int] = set()  # id_key of every archived event id of the call
+        # id_key of the last SEEN_WINDOW archived event ids: the sideband never replays, so a duplicate
+        # is a frame seen again within a reconnect or a resume, never one from an hour ago; a bounded
+        # window keeps a long call's memory flat (a set of every id grew by ~165 B an event)
+        self.seen: dict[int, None] = {}
         self.next_seq = 0
         self.head = genesis(call_id)
         self.committed_seq, self.committed_head = -1, self.head
@@ -49,7 +55,7 @@ class CallLog:
         index = archive.event_index(self.call_id)
         if not index:
             return
-        self.seen = {id_key(event_id) for _, event_id, _, _ in index}
+        self.seen = dict.fromkeys(id_key(event_id) for _, event_id, _, _ in index[-SEEN_WINDOW:])
         seq, _, head, received_at = index[-1]
         self.next_seq, self.head, self.last_received_at = seq + 1, head, received_at
         self.committed_seq, self.committed_head = seq, head
@@ -88,7 +94,9 @@ class CallLog:
         received_at = utc_iso(received)
         seq = self.next_seq
         digest = link(self.head, seq, event_id, event_type, received_at, raw)
-        self.seen.add(id_key(event_id))
+        self.seen[id_key(event_id)] = None
+        if len(self.seen) > SEEN_WINDOW:
+            del self.seen[next(iter(self.seen))]  # the oldest
         self.next_seq, self.head, self.last_received_at = seq + 1, digest, received_at
         return event_entities(
             self.call_id, EventRecord(seq, event_id, event_type, received_at, raw, digest, source), self.listener

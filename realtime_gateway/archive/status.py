@@ -6,7 +6,16 @@ from typing import Any
 
 from .store import Archive
 
-PUBLIC_FIELDS = ("attached_at", "attach_delay_ms", "ended_at", "end_reason", "created_at")
+PUBLIC_FIELDS = (
+    "attached_at",
+    "attach_delay_ms",
+    "ended_at",
+    "end_reason",
+    "created_at",
+    "conversation_id",
+    "continued_by",
+    "history_ready_at",  # a successor's replayed history is in place: the page may switch to it
+)
 
 
 def call_status(archive: Archive, call_id: str) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import json
 import logging
 from typing import Any, Iterator, Mapping
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from .codec import (
@@ -169,15 +170,38 @@ class Archive:
             return None
 
     def ended_slots(self, first_day: str, last_day: str) -> set[str]:
-        """The active-call slots named by calls of these days that have ended (limits' reconciliation)."""
+        """The active-call slots named by calls of these days that have ended (limits' reconciliation);
+        a call a successor continues handed its slot on, and is left out."""
         flt = (
             f"PartitionKey ge '{_escape(first_day)}' and PartitionKey le '{_escape(last_day)}' "
             "and state eq 'ended' and slot gt ''"
         )
         try:
-            return {str(r["slot"]) for r in self.sessions.query_entities(flt, select=["slot"]) if r.get("slot")}
+            rows = self.sessions.query_entities(flt, select=["slot", "continued_by"])
+            return {str(r["slot"]) for r in rows if r.get("slot") and not r.get("continued_by")}
         except ResourceNotFoundError:  # no call archived yet
             return set()
+
+    def claim_continuation(self, call_id: str, marker: str) -> bool:
+        """Mark a call as being continued (`continued_by`), only if no other successor has: the
+        write is conditional on the row as read, so two concurrent continuations cannot both win."""
+        try:
+            day = self.sessions.get_entity(INDEX_PREFIX + call_id, "day")["day"]
+            row = self.sessions.get_entity(day, call_id)
+        except ResourceNotFoundError:
+            return False
+        if row.get("continued_by"):
+            return False
+        try:
+            self.sessions.update_entity(
+                {"PartitionKey": day, "RowKey": call_id, "continued_by": marker},
+                mode=UpdateMode.MERGE,
+                etag=row.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
 
     def sessions_on(self, day: str) -> list[dict[str, Any]]:
         return [session_view(r) for r in self.sessions.query_entities(f"PartitionKey eq '{_escape(day)}'")]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..core import usage as usage_
-from ..core.events import ASSISTANT_DONES
+from ..core.events import ASSISTANT_DONES, REPLAY_PREFIX
 from .codec import join_property
 
 
@@ -26,6 +26,8 @@ def turn_text(event_type: str, event: Any) -> tuple[str, str] | None:
         return ("assistant", text) if isinstance(text, str) else None
     if event_type == "conversation.item.added":
         item = event.get("item")
+        if isinstance(item, Mapping) and str(item.get("id") or "").startswith(REPLAY_PREFIX):
+            return None  # an earlier call's words, replayed: that call's own turn, not this one's
         if isinstance(item, Mapping) and item.get("role") == "user":
             texts = [
                 str(c["text"])
@@ -34,6 +36,9 @@ def turn_text(event_type: str, event: Any) -> tuple[str, str] | None:
             ]
             return ("user", " ".join(texts)) if texts else None
     return None
+
+
+DTMF = "input_audio_buffer.dtmf_event_received"
 
 
 @dataclass
@@ -69,6 +74,7 @@ class CallSummary:
         return {
             "counts": json.dumps(self.counts, sort_keys=True, separators=(",", ":")),
             "events": self.total,
+            "dtmf_events": self.counts.get(DTMF, 0),  # the keys a phone caller pressed (SIP only)
             "user_transcript": "\n".join(self.user),
             "assistant_transcript": "\n".join(self.assistant),
             **usage_.to_row(self.usage),

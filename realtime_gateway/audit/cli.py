@@ -22,7 +22,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence, get_args
+from typing import Any, Iterable, Sequence, get_args
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
@@ -37,7 +37,7 @@ from .export import FORMATS, export_call, export_range
 from .report import dumps_row, render_timeline
 from .sessions import call_summary, format_table, list_calls
 from .transcript import format_transcript, transcript, turns
-from .verify import VerifyReport, verify_call, verify_range
+from .verify import VerifyReport, conversation_calls, verify_call, verify_conversation, verify_range
 
 EXIT_NOT_INTACT, EXIT_USAGE, EXIT_UNKNOWN, EXIT_PURGING = 1, 2, 3, 4
 
@@ -111,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     _range_args(ex, False)
     ex.add_argument("--format", choices=FORMATS, default="jsonl")
     ex.add_argument("-o", "--output", help="file (one call; default stdout) or folder (a period)")
+    ex.add_argument(
+        "--conversation", action="store_true", help="every call of the CALL_ID's conversation, first to last"
+    )
     vf = command("verify", help="check the hash chain and the session head; exit 1 if not intact")
     vf.add_argument("call_id", nargs="?")
     _range_args(vf, False)
@@ -244,8 +247,10 @@ def _export(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archi
             return _unknown(args.call_id)
         if since := _purging(session):
             return _being_deleted(args.call_id, since)
-        n = export_call(archive, args.call_id, Path(args.output) if args.output else None, args.format)
-        print(f"exported {n} events of {args.call_id}" + (f" to {args.output}" if args.output else ""), file=sys.stderr)
+        calls = [str(c["call_id"]) for c in conversation_calls(archive, args.call_id)] if args.conversation else []
+        n = export_call(archive, calls or [args.call_id], Path(args.output) if args.output else None, args.format)
+        what = f"conversation {calls[0]} ({len(calls)} calls)" if len(calls) > 1 else args.call_id
+        print(f"exported {n} events of {what}" + (f" to {args.output}" if args.output else ""), file=sys.stderr)
         return 0
     if not args.output:
         p.error("exporting a period needs -o DIR")
@@ -279,7 +284,13 @@ def _verify(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archi
     days = _one_call_or_range(p, args)
     if days is None and archive.find_session(args.call_id) is None and not any(archive.read_events(args.call_id)):
         return _unknown(args.call_id)
-    reports = [verify_call(archive, args.call_id)] if days is None else verify_range(archive, *days)
+    # a call of a conversation is verified with the conversation's every call and the links between them
+    if days is None:
+        reports: Iterable[VerifyReport] = verify_conversation(archive, args.call_id) or [
+            verify_call(archive, args.call_id)
+        ]
+    else:
+        reports = verify_range(archive, *days)
     failed = purging = total = 0
     for report in reports:
         total += 1

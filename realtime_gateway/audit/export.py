@@ -55,9 +55,11 @@ def stderr_progress(call_id: str) -> Callable[[int, int], None]:
     return report
 
 
-def export_call(archive: Archive, call_id: str, path: Path | None, fmt: str) -> int:
-    """One call to `path` (stdout when None)."""
-    records = archive.read_events(call_id)
+def export_call(archive: Archive, call_ids: list[str], path: Path | None, fmt: str) -> int:
+    """The calls' events, one call after the other (a conversation's, first to last), to `path`
+    (stdout when None)."""
+    call_id = call_ids[0]
+    records = (rec for c in call_ids for rec in archive.read_events(c))
     if path is None:
         return write_events(records, sys.stdout, fmt, stderr_progress(call_id))
     with open(path, "w", encoding="utf-8", newline="") as f:
@@ -81,7 +83,7 @@ def export_range(
                 skipped.append(call_id)
                 continue
             index.write(json.dumps(session, default=str, sort_keys=True) + "\n")
-            n = export_call(archive, call_id, folder / f"{call_id}.{fmt}", fmt)
+            n = export_call(archive, [call_id], folder / f"{call_id}.{fmt}", fmt)
             print(f"exported {call_id}: {n} events", file=sys.stderr, flush=True)
             done.append((call_id, n))
     return done, skipped

@@ -219,3 +219,52 @@ def _check_session(archive: Archive, report: VerifyReport, last: int, service_ev
 def verify_range(archive: Archive, first_day: str, last_day: str) -> Iterator[VerifyReport]:
     for session in archive.sessions_between(first_day, last_day):
         yield verify_call(archive, str(session.get("call_id") or session.get("RowKey")), session)
+
+
+def conversation_calls(archive: Archive, call_id: str) -> list[dict]:
+    """The session rows of the conversation `call_id` belongs to, first call to last: back through
+    `continues`, forward through `continued_by` (a call that was never continued is a conversation of one)."""
+    row = archive.find_session(call_id)
+    if row is None:
+        return []
+    seen = {call_id}
+    while row.get("continues") and row["continues"] not in seen:
+        earlier = archive.find_session(row["continues"])
+        if earlier is None:
+            break
+        seen.add(row["continues"])
+        row = earlier
+    calls = [row]
+    seen = {str(row["call_id"])}
+    while (nxt := str(row.get("continued_by") or "")) and not nxt.startswith("pending:") and nxt not in seen:
+        later = archive.find_session(nxt)
+        if later is None:
+            break
+        seen.add(nxt)
+        calls.append(later)
+        row = later
+    return calls
+
+
+def verify_conversation(archive: Archive, call_id: str) -> list[VerifyReport]:
+    """Each call's chain, and the links between the calls: each one continues the one before it,
+    which names it as its successor, and all carry the first call's id as their conversation."""
+    calls = conversation_calls(archive, call_id)
+    reports = []
+    first = str(calls[0]["call_id"]) if calls else call_id
+    for n, row in enumerate(calls):
+        report = verify_call(archive, str(row["call_id"]), row)
+        if n and (
+            row.get("continues") != calls[n - 1]["call_id"] or calls[n - 1].get("continued_by") != row["call_id"]
+        ):
+            report.findings.append(
+                Finding(
+                    "link", "", f"call {row['call_id']} is not linked to the call before it, {calls[n - 1]['call_id']}"
+                )
+            )
+        if n == 0 and row.get("continues"):
+            report.findings.append(Finding("link", "", f"the call it continues, {row['continues']}, is missing"))
+        if str(row.get("conversation_id") or row["call_id"]) != first:
+            report.findings.append(Finding("link", "", f"call {row['call_id']} names another conversation"))
+        reports.append(report)
+    return reports

@@ -10,6 +10,7 @@ from typing import Any
 # the assistant's words: streamed deltas, and the done event with the field holding the whole text
 ASSISTANT_DELTAS = ("response.output_audio_transcript.delta", "response.output_text.delta")
 ASSISTANT_DONES = {"response.output_audio_transcript.done": "transcript", "response.output_text.done": "text"}
+REPLAY_PREFIX = "replay_"  # the ids of history items a successor call's listener replays
 INVALID = "invalid.json"  # a frame that is not a JSON object still gets a type, and is archived as received
 
 

@@ -35,6 +35,13 @@ class CallMessage:
     traceparent: str | None = None  # W3C trace context of /connect (absent in older messages)
     slot: str | None = None  # the call's active-call slot (limits), released when it ends
     capability_sha256: str | None = None  # hash of the x-call-capability its creator holds
+    conversation_id: str | None = None  # the first call's id, shared by every call of a conversation
+    continues: str | None = None  # the call this one continues (its history is replayed first)
+    conversation_started_at: float | None = None  # epoch seconds, the conversation's first call
+    channel: str | None = None  # how the call came: None or "webrtc" (a browser), "sip" (a phone call)
+    caller: str | None = None  # a phone call's From number as stored (SIP_CALLER_PRIVACY: a salted hash by default)
+    called: str | None = None  # a phone call's To number (the line the caller dialled)
+    sip_call_id: str | None = None  # the SIP Call-ID header of a phone call
 
     def to_json(self) -> str:
         return json.dumps({"v": VERSION, **asdict(self)}, separators=(",", ":"))
@@ -57,6 +64,15 @@ class CallMessage:
             "strict": strict,
             "slot": self.slot or "",
             "capability_sha256": self.capability_sha256 or "",
+            "conversation_id": self.conversation_id or self.call_id,
+            "continues": self.continues or "",
+            "conversation_started_at": utc_iso(self.conversation_started_at or self.started_at),
+            "channel": self.channel or "webrtc",
+            **(
+                {"caller": self.caller or "", "called": self.called or "", "sip_call_id": self.sip_call_id or ""}
+                if self.channel == "sip"
+                else {}
+            ),
         }
 
     def continued(self) -> CallMessage:
@@ -89,7 +105,20 @@ class CallMessage:
             ):
                 raise BadCallMessage(f"{key} must be epoch seconds")
         # The optional fields reach the archive's session row: a wrong type would fail there, on every retry.
-        for key in ("origin", "request_id", "model", "voice", "slot", "capability_sha256"):
+        for key in (
+            "origin",
+            "request_id",
+            "model",
+            "voice",
+            "slot",
+            "capability_sha256",
+            "conversation_id",
+            "continues",
+            "channel",
+            "caller",
+            "called",
+            "sip_call_id",
+        ):
             if data.get(key) is not None and not isinstance(data[key], str):
                 raise BadCallMessage(f"{key} must be a string")
         if data.get("principal") is not None and not isinstance(data["principal"], dict):

@@ -10,8 +10,8 @@ from .message import CallMessage
 Outcome = Literal["ended", "handed_over"]
 # ended: the service closed (1000); limit: its session cap or MAX_CALL_SECONDS; hangup: a person hung
 # up; guardrail, policy, budget: the listener hung up for that; error: the listener failed; time_box:
-# handed over to the next listener
-EndReason = Literal["ended", "limit", "hangup", "guardrail", "policy", "budget", "error", "time_box"]
+# handed over to the next listener; caller_hangup: the caller of a phone call (SIP) hung up
+EndReason = Literal["ended", "limit", "hangup", "caller_hangup", "guardrail", "policy", "budget", "error", "time_box"]
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..errors import ApiError
 from ..settings import Settings
 
-EXPOSED = "location, x-call-id, x-call-capability, x-call-expires-at, x-request-id, x-listener, retry-after"
+EXPOSED = "location, x-call-id, x-call-capability, x-call-expires-at, x-conversation-id, x-request-id, x-listener, retry-after"
 ALLOWED_METHODS = "GET, POST, OPTIONS"
 # the gateway's own, and what the OpenAI Agents SDK's WebRTC transport sends (its Bearer is ignored)
 ALLOWED_HEADERS = ("content-type", "x-request-id", "x-call-capability", "authorization", "x-openai-agents-sdk")

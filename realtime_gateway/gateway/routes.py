@@ -8,6 +8,8 @@ import hmac
 import logging
 import secrets
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable, Protocol
 
 from .. import telemetry
@@ -77,37 +79,97 @@ def _call_id(call_id: str) -> str:
     return call_id
 
 
+@dataclass(frozen=True)
+class Prior:
+    """The call a `?continue=` request continues: its conversation goes on in the new call."""
+
+    call_id: str
+    day: str
+    conversation_id: str
+    started_at: float  # the conversation's first call
+    slot: str | None
+
+
+def _prior(p: Process, req: Request, rid: str) -> Prior | None:
+    """`POST /api/connect?continue=<call_id>` with that call's x-call-capability: its successor."""
+    call_id = req.params.get("continue")
+    if not call_id:
+        return None
+    _call_id(call_id)
+    given = req.headers.get(CAPABILITY_HEADER) or ""
+    if not given:
+        raise ApiError(401, "capability_required", f"send the {CAPABILITY_HEADER} of call {call_id} to continue it")
+    try:
+        row = p.archive.find_session(call_id)
+    except Exception as exc:
+        log.error("connect rid=%s: archive unreadable for continue=%s (%s)", rid, call_id, type(exc).__name__)
+        raise ApiError(503, "archive_unavailable", "the call archive cannot be read now") from None
+    if row is None:
+        raise ApiError(404, "conversation_not_found", f"there is no call {call_id} to continue")
+    if not hmac.compare_digest(str(row.get("capability_sha256") or ""), capability_hash(given)):
+        raise ApiError(403, "capability_invalid", f"this {CAPABILITY_HEADER} does not hold call {call_id}")
+    if row.get("state") == "ended":
+        raise ApiError(409, "conversation_ended", f"call {call_id} has ended: start a new conversation")
+    started = datetime.fromisoformat(str(row.get("conversation_started_at") or row["created_at"])).timestamp()
+    limit = p.settings.max_conversation_seconds
+    if p.clock() - started >= limit:
+        raise ApiError(409, "conversation_too_long", f"the conversation has reached its limit of {limit} s")
+    if not p.archive.claim_continuation(call_id, f"pending:{rid}"):  # one successor, however many ask
+        raise ApiError(409, "already_continued", f"call {call_id} is already continued by another call")
+    return Prior(
+        call_id, str(row["PartitionKey"]), str(row.get("conversation_id") or call_id), started, row.get("slot")
+    )
+
+
 @telemetry.traced("connect")
 def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] | None = None) -> Response:
     check_size(req.body)  # before the limiter writes anything
     principal = _principal(p, req)
     telemetry.annotate(principal_id=(principal or {}).get("id"))
-    with telemetry.span("limiter"):
-        slot = p.limits.admit(req.headers, principal, rid)  # before any mint: a refusal costs nothing upstream
+    prior = _prior(p, req, rid)
     try:
-        offer = offer_from_body(req.headers.get("content-type"), req.body)
-        deadline = _deadline(p)
-        answer = p.secret_pool.start_call(offer, deadline, rid)  # a pooled secret, else minted inline
+        with telemetry.span("limiter"):
+            # before any mint: a refusal costs nothing upstream; a successor keeps the conversation's slot
+            slot = p.limits.admit(req.headers, principal, rid, call=prior is None)
+        try:
+            offer = offer_from_body(req.headers.get("content-type"), req.body)
+            deadline = _deadline(p)
+            answer = p.secret_pool.start_call(offer, deadline, rid)  # a pooled secret, else minted inline
+        except BaseException:
+            slot.release()
+            raise
     except BaseException:
-        slot.release()
+        if prior is not None:  # the call may be continued again
+            p.archive.update_session(prior.call_id, prior.day, {"continued_by": ""})
         raise
     telemetry.annotate(call_id=answer.call_id)
     started = p.clock()
     capability = secrets.token_urlsafe(32)  # the creator's proof for hang-up; only its hash is kept
+    ends = started + p.settings.max_call_seconds
+    if prior is not None:
+        ends = min(ends, prior.started_at + p.settings.max_conversation_seconds)
     message = CallMessage(
         call_id=answer.call_id,
         started_at=started,
-        deadline=started + p.settings.max_call_seconds,
+        deadline=ends,
         origin=req.origin,
         principal=principal,
         request_id=rid,
         model=p.settings.deployment,
         voice=(p.settings.session_policy.get("audio") or {}).get("output", {}).get("voice"),
         traceparent=telemetry.traceparent(),  # the listener's span joins this call's trace
-        slot=slot.id,
+        slot=prior.slot if prior is not None else slot.id,
         capability_sha256=capability_hash(capability),
+        conversation_id=prior.conversation_id if prior is not None else None,
+        continues=prior.call_id if prior is not None else None,
+        conversation_started_at=prior.started_at if prior is not None else None,
     )
     _register(p, message, rid)
+    if prior is not None:
+        try:  # the page hangs the old call up once the new one's history is in place
+            p.archive.update_session(prior.call_id, prior.day, {"continued_by": answer.call_id})
+        except Exception as exc:
+            log.error("connect rid=%s: continued_by not written on %s (%s)", rid, prior.call_id, type(exc).__name__)
     listener = "queued"
     try:
         if enqueue is None:
@@ -129,9 +191,8 @@ def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] |
             "Location": f"/api/calls/{answer.call_id}",
             CAPABILITY_HEADER: capability,
             # when this call ends at the latest: the service's session cap or MAX_CALL_SECONDS
-            "x-call-expires-at": str(
-                int(started + min(p.settings.max_call_seconds, p.settings.service_session_seconds))
-            ),
+            "x-call-expires-at": str(int(min(ends, started + p.settings.service_session_seconds))),
+            "x-conversation-id": message.conversation_id or answer.call_id,
             "x-listener": listener,
             "Cache-Control": "no-store",
         },

@@ -3,7 +3,7 @@ platform's front end reported it.
 
 A caller can send its own `X-Forwarded-For`; the App Service / Functions front end appends the
 address it saw (as `ip:port`), so only entries counted from the right, as many as there are
-trusted front ends (`CLIENT_IP_HOP`), are the platform's. README: Cost and abuse control.
+trusted front ends (`CLIENT_IP_HOP`), are the platform's. docs/limits.md.
 """
 
 from __future__ import annotations

@@ -71,6 +71,14 @@ class CallCharges:
             log.warning("call %s: %s; hanging up (BUDGET_HANGUP_RUNNING)", self.msg.call_id, why)
             self.hang_up("budget", why)
 
+    def _continued(self) -> bool:
+        """A successor continues this call's conversation and holds its slot (`continued_by`)."""
+        try:
+            return bool((self.archive.find_session(self.msg.call_id) or {}).get("continued_by"))
+        except Exception as exc:  # storage down: release; the successor's own renew takes it back
+            log.error("call %s: continuation not checked (%s)", self.msg.call_id, type(exc).__name__)
+            return False
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -78,7 +86,8 @@ class CallCharges:
         """This listener is done: free the slot if the call ended, charge what is not charged yet."""
         limits, msg = self.limits, self.msg
         ended = result.outcome == "ended"
-        if ended:
+        handed_on = ended and self._continued()
+        if ended and not handed_on:
             limits.release(msg.slot)
         # this listener's share of the call's time: from the answer (first listener) or its own start
         since = msg.started_at if msg.continuation == 0 else run_started
@@ -87,7 +96,7 @@ class CallCharges:
             delta = u.minus(result.usage, self.charged if self.charged is not None else result.usage_before)
             self.charged = dict(result.usage)
         limits.charge(delta, seconds, int(ended), self.pkey)
-        if not ended:  # the next listener's running minutes count from here, not from the call's start
+        if not ended or handed_on:  # the next listener's (or call's) running minutes count from here
             limits.charged_until(msg.slot, self.clock())
         if result.usage:
             cost = u.cost_usd(result.usage, limits.limits.prices)

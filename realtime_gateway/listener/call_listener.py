@@ -23,6 +23,7 @@ from ..core.message import CallMessage
 from ..core.result import EndReason, ListenerResult, Outcome
 from ..retry import Backoff
 from ..settings import Settings
+from . import replay
 from .control import Control
 from .guardrails import Guardrail
 from .sideband import CallGone, Sideband, SidebandClosed, SidebandError, SidebandLost, sideband_url
@@ -116,6 +117,7 @@ class Listener:
         self._hangup_lock = threading.Lock()
         self.hung_up_at: float | None = None
         self.end_reason: EndReason | None = None
+        self._replay_last: str | None = None  # the last replayed item the service has yet to add
 
     # ---- the run ---------------------------------------------------------------------------------
     def run(self) -> ListenerResult:
@@ -253,9 +255,40 @@ class Listener:
         if self.attach_delay is not None:
             telemetry.observe(telemetry.ATTACH_DELAY, self.attach_delay * 1000)
         self._send_policy(sb)
+        if first and self.msg.continues and self.msg.continuation == 0:
+            self._replay(writer, sb)
         if first and self.hooks is not None:
             self.hooks.attached(self.hang_up)
         log.info("call %s: sideband attached (listener %d)", self.msg.call_id, self.msg.continuation)
+
+    def _replay(self, writer: ArchiveWriter, sb: Sideband) -> None:
+        """The conversation so far into this successor call (replay.py); the session row says when
+        the service has added it all (`history_ready_at`), which the page waits for to switch."""
+        assert self.msg.continues is not None
+        history = replay.history(self.archive, self.msg.continues)
+        messages = replay.items(history)
+        done = replay.already_added(self.archive, self.msg.call_id) if self.redelivered else set()
+        todo = [m for m in messages if m["item"]["id"] not in done]
+        for message in todo:
+            sb.send_json(message)
+        self._replay_last = todo[-1]["item"]["id"] if todo else None
+        writer.mark(
+            "listener.replay", {"from": self.msg.continues, "items": len(messages), "sent": len(todo)}, self.clock()
+        )
+        if self._replay_last is None:
+            self._history_ready(writer)
+        log.info(
+            "call %s: replaying %d of %d history items from %s",
+            self.msg.call_id,
+            len(todo),
+            len(messages),
+            self.msg.continues,
+        )
+
+    def _history_ready(self, writer: ArchiveWriter) -> None:
+        self._replay_last = None
+        writer.session_update({"history_ready_at": utc_iso(self.clock())}, urgent=True)
+        telemetry.event("history_ready")
 
     # ---- reading -----------------------------------------------------------------------------------
     def _read(self, writer: ArchiveWriter, sb: Sideband, box_end: float) -> ListenerResult:
@@ -280,6 +313,8 @@ class Listener:
                 reason = self.end_reason or ended_reason(closed)
                 if reason == "limit" and self.end_reason is None and self._page_hung_up():
                     reason = "hangup"
+                if reason == "ended" and self.end_reason is None and self.msg.channel == "sip":
+                    reason = "caller_hangup"  # a phone call the gateway did not end: the caller hung up
                 if reason:
                     return self._finish(writer, reason, close_code=closed.code, detail=closed.reason or None)
                 new = self._reconnect(writer, box_end, f"closed {closed.code}")
@@ -291,6 +326,8 @@ class Listener:
                 if raw is not None:
                     ev = parse(raw)  # the one parse of this frame: the archive and the control share it
                     writer.event(ev, self.clock())
+                    if self._replay_last and (ev.fields.get("item") or {}).get("id") == self._replay_last:
+                        self._history_ready(writer)  # the service added the last replayed item
                     if self.control is not None:
                         self.control.on_event(ev)
                 continue

@@ -7,6 +7,7 @@ poison output bindings); nothing here knows about azure.functions.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Callable, Protocol
 
 from .. import telemetry
@@ -43,17 +44,22 @@ def make_listener(
     hooks: CallCharges,
 ) -> Listener:
     s = services.settings
+    config = ListenerConfig.from_settings(s)
+    policy = s.session_policy
+    if msg.channel == "sip" and s.sip.session_policy:  # a phone call holds the phone policy it was accepted with
+        policy = s.sip.session_policy
+        config = replace(config, policy=s.enforced_policy(policy) if s.policy_enforce else None)
     return Listener(
         msg,
         services.archive,
         services.api,
         s.websocket_endpoint,
-        ListenerConfig.from_settings(s),
+        config,
         hooks=hooks,
         # per listener: importlib caches the modules, so this costs little after the first call.
         # With the browser filtered, only the server can answer: declared tools without TOOLS_MODULE
         # get "no implementation" rather than a model left waiting.
-        tools=ToolBox.load(list(s.session_policy.get("tools") or []), s.tools_module, s.tool_timeout)
+        tools=ToolBox.load(list(policy.get("tools") or []), s.tools_module, s.tool_timeout)
         if s.tools_module or s.webrtc_filter
         else None,
         guardrail=Guardrail.load(s.guardrail_terms, s.guardrail_hook, s.guardrail_notice, s.guardrail_max_hits),

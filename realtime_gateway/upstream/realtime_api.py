@@ -189,3 +189,30 @@ class RealtimeApi:
         if response.status_code == 429:
             raise self._throttled("hang-up", response)
         raise self._upstream_status("hang-up", response)
+
+    # --- phone calls (SIP): answer or refuse an incoming call, transfer it -------------------
+    def _control(self, what: str, call_id: str, action: str, body: Mapping[str, Any], deadline: float | None) -> None:
+        if not valid_call_id(call_id):
+            raise ApiError(400, "invalid_call_id", "the call id is malformed")
+        headers = {**self.headers(), "Content-Type": "application/json"}
+        url = f"{self.base}/calls/{call_id}/{action}"
+        response = self._send(what, "POST", url, deadline, json=dict(body), headers=headers)
+        if response.status_code in (200, 201, 204):
+            return
+        if response.status_code == 404:
+            raise ApiError(404, "call_not_found", "no pending or live call with this id")
+        if response.status_code == 429:
+            raise self._throttled(what, response)
+        raise self._upstream_status(what, response)
+
+    def accept(self, call_id: str, session: Mapping[str, Any], deadline: float | None = None) -> None:
+        """Answer an incoming SIP call with the session configuration (type, model, instructions, ...)."""
+        self._control("accept", call_id, "accept", session, deadline)
+
+    def reject(self, call_id: str, status_code: int, deadline: float | None = None) -> None:
+        """Refuse an incoming SIP call with a SIP status (486 busy, 603 declined)."""
+        self._control("reject", call_id, "reject", {"status_code": status_code}, deadline)
+
+    def refer(self, call_id: str, target_uri: str, deadline: float | None = None) -> None:
+        """Transfer a live SIP call to `tel:` / `sip:` target (SIP REFER)."""
+        self._control("refer", call_id, "refer", {"target_uri": target_uri}, deadline)

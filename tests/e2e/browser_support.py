@@ -1,6 +1,6 @@
 """Helpers for the browser tests: a second-origin static host that applies the Static Web Apps
-headers (so the page's CSP is exercised), a spoken-utterance WAV for the fake microphone, and
-page probes (peer-connection stats, performance marks)."""
+headers (so the page's CSP is exercised), a spoken-utterance WAV for the fake microphone, page
+probes (peer-connection stats, performance marks) and axe-core (node_modules) for accessibility."""
 
 from __future__ import annotations
 
@@ -34,7 +34,13 @@ def csp_with_gateway(csp: str, gateway_origin: str) -> str:
     return "; ".join(out)
 
 
-def swa_headers(path: str, gateway_origin: str | None) -> dict[str, str]:
+def csp_with_frame_ancestors(csp: str, ancestors: str) -> str:
+    """The embedding step static_web/README.md documents: name the sites that may frame the page."""
+    parts = [p.strip() for p in csp.split(";") if p.strip()]
+    return "; ".join(f"frame-ancestors {ancestors}" if p.startswith("frame-ancestors ") else p for p in parts)
+
+
+def swa_headers(path: str, gateway_origin: str | None, frame_ancestors: str | None = None) -> dict[str, str]:
     """Headers Static Web Apps would add for `path`, from staticwebapp.config.json."""
     config = json.loads((STATIC / "staticwebapp.config.json").read_text())
     headers = dict(config.get("globalHeaders", {}))
@@ -43,6 +49,10 @@ def swa_headers(path: str, gateway_origin: str | None) -> dict[str, str]:
             headers.update(route.get("headers", {}))
     if gateway_origin and "Content-Security-Policy" in headers:
         headers["Content-Security-Policy"] = csp_with_gateway(headers["Content-Security-Policy"], gateway_origin)
+    if frame_ancestors and "Content-Security-Policy" in headers:
+        headers["Content-Security-Policy"] = csp_with_frame_ancestors(
+            headers["Content-Security-Policy"], frame_ancestors
+        )
     return headers
 
 
@@ -60,12 +70,23 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def end_headers(self) -> None:
         path = urlsplit(self.path).path
-        for name, value in swa_headers(path, self.site.gateway_origin).items():
-            self.send_header(name, value)
+        if self.site.swa:
+            for name, value in swa_headers(path, self.site.gateway_origin, self.site.frame_ancestors).items():
+                self.send_header(name, value)
         super().end_headers()
 
     def do_GET(self) -> None:
         self.site.requests.append(self.path)
+        extra = self.site.files.get(urlsplit(self.path).path)
+        if extra is not None:  # a file the test adds next to static_web/ (a host page, a bundle)
+            body = extra.encode() if isinstance(extra, str) else extra
+            self.send_response(200)
+            path = urlsplit(self.path).path
+            self.send_header("Content-Type", "text/html" if path.endswith("/") else self.guess_type(path))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if urlsplit(self.path).path == "/config.json" and self.site.config is not None:
             body = json.dumps(self.site.config).encode()
             self.send_response(200)
@@ -84,11 +105,16 @@ class StaticSite:
     """static_web/ on its own loopback origin, as another static host (or SWA) would serve it.
 
     `config` replaces config.json (what a deploy writes); the CSP's connect-src gets the
-    gateway's origin added, as the README tells deployers to do.
+    gateway's origin added, as the README tells deployers to do. `files` ({path: text or bytes})
+    are served as well, with the same headers; `frame_ancestors` replaces the CSP's. With
+    `swa=False` no Static Web Apps header is sent (another site, e.g. one that embeds the page).
     """
 
-    def __init__(self, config: dict | None = None):
+    def __init__(self, config: dict | None = None, files: dict[str, str | bytes] | None = None, swa: bool = True):
         self.configure(config)
+        self.swa = swa
+        self.files: dict[str, str | bytes] = dict(files or {})
+        self.frame_ancestors: str | None = None
         self.requests: list[str] = []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -220,6 +246,24 @@ WATCH_STREAM = """
   }).observe(document.getElementById('transcript'), { childList: true, subtree: true, characterData: true, attributes: true });
 }
 """
+
+
+AXE_SCRIPT = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+AXE_RUN = """
+async () => (await axe.run(document, { resultTypes: ['violations'] })).violations.map((v) => ({
+  id: v.id, impact: v.impact, help: v.help,
+  nodes: v.nodes.map((n) => `${n.target.join(' ')}: ${n.failureSummary}`),
+}))
+"""
+
+
+def axe_violations(page) -> list[dict]:
+    """axe-core's WCAG violations on the page as it is now (the script from node_modules, injected
+    through the DevTools protocol so the page's CSP does not apply to it)."""
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        assert AXE_SCRIPT.exists(), "axe-core is missing: `npm ci` installs it"
+        page.evaluate(AXE_SCRIPT.read_text(encoding="utf-8") + "\n;0")
+    return page.evaluate(AXE_RUN)
 
 
 def open_page(browser_or_context, url: str):

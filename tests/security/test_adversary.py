@@ -1,6 +1,6 @@
 """Attacks by someone who has read the source and sends their own headers, each through the local
 functions host, Azurite and the emulator; every test asserts the bound the gateway holds, not just
-that nothing crashed. (README: Cost and abuse control.)"""
+that nothing crashed. (docs/limits.md.)"""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ LAYERS = [
     {"settings"},
     {"telemetry"},
     {"archive", "limits", "upstream"},
-    {"listener"},
+    {"listener", "phone"},
     {"gateway"},
     {"audit"},
     {"services"},

@@ -1,0 +1,164 @@
+"""A conversation that outlives one session: `POST /api/connect?continue=` through the local host,
+the emulator and Azurite. The successor keeps the conversation's active-call slot, its listener
+replays the archived history before anything else (the emulator's reply proves the model saw it),
+and the capability, the one-successor rule and MAX_CONVERSATION_SECONDS hold."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from urllib.parse import urlsplit
+
+import pytest
+import urllib3
+
+from local.testing.host_process import wait_until
+from local.testing.offer import OfferPeer
+from realtime_gateway.archive.store import Archive
+from realtime_gateway.archive.tables import table_service_from_env
+from realtime_gateway.audit.cli import main
+
+
+def send(url: str, method: str = "GET", body: bytes | None = None, **headers):
+    parts = urlsplit(url)
+    pool = urllib3.HTTPConnectionPool(parts.hostname, parts.port, retries=False)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return pool.request(method, path, body=body, headers=headers, timeout=60)
+
+
+def connect(stack, offer: str, query: str = "", **headers):
+    headers = {"Content-Type": "application/sdp", **headers}
+    return send(f"{stack.url}/api/connect{query}", "POST", offer.encode(), **headers)
+
+
+def code(resp) -> str:
+    return json.loads(resp.data)["error"]["code"]
+
+
+def archive_of(stack) -> Archive:
+    env = {"AzureWebJobsStorage": stack.settings["AzureWebJobsStorage"]}
+    s = stack.settings
+    return Archive(table_service_from_env(env), s["ARCHIVE_EVENTS_TABLE"], s["ARCHIVE_SESSIONS_TABLE"])
+
+
+def say(stack, call_id: str, text: str) -> None:
+    r = send(
+        f"{stack.emulator.url}/_emulator/calls/{call_id}/script",
+        "POST",
+        json.dumps({"responses": 1, "text": text}).encode(),
+        **{"Content-Type": "application/json"},
+    )
+    assert r.status == 200, r.data
+
+
+def state(stack, call_id: str) -> dict:
+    return json.loads(send(f"{stack.url}/api/calls/{call_id}").data)
+
+
+def test_a_successor_keeps_the_slot_and_replays_the_history(gateway_stack_factory, tmp_path):
+    stack = gateway_stack_factory(MAX_ACTIVE_CALLS=1)
+    archive = archive_of(stack)
+    with OfferPeer() as first, OfferPeer() as second, OfferPeer() as third:
+        one = connect(stack, first.offer)
+        assert one.status == 201
+        first.accept(one.data.decode(), wait_open=15)
+        call1, cap1 = one.headers["x-call-id"], one.headers["x-call-capability"]
+        assert one.headers["x-conversation-id"] == call1
+        wait_until(lambda: state(stack, call1)["state"] == "attached", 20)
+        say(stack, call1, "My name is Ada")
+        wait_until(
+            lambda: (
+                "You said: My name is Ada" in ((archive.find_session(call1) or {}).get("assistant_transcript") or "")
+            ),
+            20,
+        )
+
+        # only the call's creator may continue it
+        refused = connect(stack, second.offer, f"?continue={call1}")
+        assert (refused.status, code(refused)) == (401, "capability_required")
+        refused = connect(stack, second.offer, f"?continue={call1}", **{"x-call-capability": cap1[::-1]})
+        assert (refused.status, code(refused)) == (403, "capability_invalid")
+        refused = connect(stack, second.offer, "?continue=rtc_nobody", **{"x-call-capability": cap1})
+        assert (refused.status, code(refused)) == (404, "conversation_not_found")
+
+        # the successor: admitted at MAX_ACTIVE_CALLS=1 because it keeps the conversation's slot
+        two = connect(stack, second.offer, f"?continue={call1}", **{"x-call-capability": cap1})
+        assert two.status == 201, two.data
+        second.accept(two.data.decode(), wait_open=15)
+        call2 = two.headers["x-call-id"]
+        assert two.headers["x-conversation-id"] == call1 and two.headers["x-call-capability"] != cap1
+        again = connect(stack, third.offer, f"?continue={call1}", **{"x-call-capability": cap1})
+        assert (again.status, code(again)) == (409, "already_continued")
+
+        ready = wait_until(lambda: state(stack, call2).get("history_ready_at") and state(stack, call2), 20)
+        assert ready["conversation_id"] == call1
+        say(stack, call2, "what did I say first?")
+        wait_until(
+            lambda: (
+                "You first said: My name is Ada"
+                in ((archive.find_session(call2) or {}).get("assistant_transcript") or "")
+            ),
+            20,
+        )
+
+        # the page hangs the old call up; the slot stays with the conversation
+        assert send(f"{stack.url}/api/calls/{call1}/hangup", "POST", **{"x-call-capability": cap1}).status == 200
+        stack.host.wait_for_log(f"call {call1}: listener 0 done: ended")
+        fresh = connect(stack, third.offer)
+        assert (fresh.status, code(fresh)) == (429, "too_many_active_calls")
+        ended = connect(stack, third.offer, f"?continue={call1}", **{"x-call-capability": cap1})
+        assert (ended.status, code(ended)) == (409, "conversation_ended")
+
+    rows = {c: archive.find_session(c) for c in (call1, call2)}
+    assert rows[call1]["continued_by"] == call2 and rows[call2]["continues"] == call1
+    assert rows[call2]["conversation_id"] == call1 and rows[call2]["slot"] == rows[call1]["slot"]
+    # the successor's own transcript holds its own turns, not the replayed ones
+    assert "My name is Ada" not in (rows[call2].get("user_transcript") or "")
+
+    # the auditor reads one conversation: each call's chain and the links verified, every event exported
+    stack.host.wait_for_log(f"call {call2}: listener 0 done: ended")
+    storage = ["--connection-string", stack.settings["AzureWebJobsStorage"]]
+    tables = [
+        "--events-table",
+        stack.settings["ARCHIVE_EVENTS_TABLE"],
+        "--sessions-table",
+        stack.settings["ARCHIVE_SESSIONS_TABLE"],
+    ]
+    assert audit(["verify", call2, *storage, *tables]) == (0, [f"OK {call1}", f"OK {call2}"])
+    out = tmp_path / "conversation.jsonl"
+    assert audit(["export", call1, "--conversation", "-o", str(out), *storage, *tables])[0] == 0
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    counts = [sum(1 for _ in archive.read_events(c)) for c in (call1, call2)]
+    assert len(exported) == sum(counts) and exported[0]["type"] == "session.created"
+    replayed = [e for e in exported[counts[0] :] if e.get("type") == "conversation.item.added"]
+    assert replayed[0]["item"]["id"] == "replay_0000"  # the second call's events follow the first's
+
+
+def audit(argv: list[str]) -> tuple[int, list[str]]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, [line.split(":")[0] for line in out.getvalue().splitlines() if line.startswith("OK ")]
+
+
+def test_a_conversation_past_its_limit_is_not_continued(gateway_stack_factory):
+    stack = gateway_stack_factory(MAX_CONVERSATION_SECONDS=10, **{"AzureWebJobs.call_listener.Disabled": "true"})
+    with OfferPeer() as first, OfferPeer() as second:
+        one = connect(stack, first.offer)
+        assert one.status == 201
+        started = time.time()
+        wait_until(lambda: time.time() - started > 10.5, 15)
+        late = connect(
+            stack,
+            second.offer,
+            f"?continue={one.headers['x-call-id']}",
+            **{"x-call-capability": one.headers["x-call-capability"]},
+        )
+        assert (late.status, code(late)) == (409, "conversation_too_long")
+        # refused before any mint and before the claim: the call may still be continued later by nobody
+        assert not (archive_of(stack).find_session(one.headers["x-call-id"]) or {}).get("continued_by")
+
+
+pytestmark = pytest.mark.timeout(180)
