@@ -259,6 +259,26 @@ param auditApiEnabled bool = false
 @description('Days the archive keeps a call; the retention timer deletes older calls (ARCHIVE_RETENTION_DAYS; 0 = keep every call).')
 param archiveRetentionDays int = 0
 
+@description('Request headers a page may send beyond the gateway\'s own, comma-separated (CORS_ALLOWED_HEADERS).')
+param corsAllowedHeaders string = ''
+
+@description('Let allowed origins send credentials (cookies, an Easy Auth session) (CORS_ALLOW_CREDENTIALS).')
+param corsAllowCredentials bool = false
+
+@minValue(10)
+@maxValue(7200)
+@description('The service\'s own session cap in seconds: Azure OpenAI ends a session at 30 minutes (SERVICE_SESSION_SECONDS).')
+param serviceSessionSeconds int = 1800
+
+@minValue(10)
+@maxValue(86400)
+@description('A conversation\'s calls together, in seconds: each rollover past the session cap continues it (MAX_CONVERSATION_SECONDS).')
+param maxConversationSeconds int = 7200
+
+@allowed(['Free', 'Standard'])
+@description('The Static Web App\'s plan: Standard only if you link the function app as its backend (STATIC_WEB_APP_SKU).')
+param staticWebAppSku string = 'Free'
+
 @minValue(0)
 @maxValue(3600)
 @description('Seconds /api/health reuses its last answer, so probes cannot hammer storage and identity (HEALTH_CACHE_SECONDS).')
@@ -461,6 +481,7 @@ module web './app/web.bicep' = {
     name: !empty(staticWebAppName) ? staticWebAppName : '${abbrs.webStaticSites}${resourceToken}'
     location: staticWebAppLocation
     tags: tags
+    sku: staticWebAppSku
   }
 }
 
@@ -515,6 +536,10 @@ var gatewayAppSettings = union({
   POLICY_ENFORCE: string(policyEnforce)
   POLICY_MAX_VIOLATIONS: string(policyMaxViolations)
   HEALTH_CACHE_SECONDS: string(healthCacheSeconds)
+  CORS_ALLOWED_HEADERS: corsAllowedHeaders
+  CORS_ALLOW_CREDENTIALS: string(corsAllowCredentials)
+  SERVICE_SESSION_SECONDS: string(serviceSessionSeconds)
+  MAX_CONVERSATION_SECONDS: string(maxConversationSeconds)
   // With sign-in on, the platform sets WEBSITE_AUTH_ENABLED and injects (and strips any client-sent)
   // X-MS-CLIENT-PRINCIPAL: only then does the app trust that header.
   REQUIRE_PRINCIPAL: !empty(requirePrincipal) ? requirePrincipal : string(signInEnabled)

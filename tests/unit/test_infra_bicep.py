@@ -145,4 +145,4 @@ def test_flex_consumption_function_app_shape():
     ):
         assert needle in api, needle
     web = (INFRA / "app" / "web.bicep").read_text(encoding="utf-8")
-    assert "'azd-service-name': 'web'" in web and "name: 'Free'" in web
+    assert "'azd-service-name': 'web'" in web and "param sku string = 'Free'" in web  # Standard only if chosen
