@@ -90,20 +90,25 @@ class Prior:
     slot: str | None
 
 
+def _session_with_capability(p: Process, req: Request, rid: str, call_id: str) -> tuple[str, dict[str, Any] | None]:
+    """The x-call-capability the request carries (401 without one) and the call's session row."""
+    given = req.headers.get(CAPABILITY_HEADER) or ""
+    if not given:
+        raise ApiError(401, "capability_required", f"send the {CAPABILITY_HEADER} that the connect answer gave")
+    try:
+        return given, p.archive.find_session(call_id)
+    except Exception as exc:
+        log.error("rid=%s call=%s: archive unreadable (%s)", rid, call_id, type(exc).__name__)
+        raise ApiError(503, "archive_unavailable", "the call archive cannot be read now") from None
+
+
 def _prior(p: Process, req: Request, rid: str) -> Prior | None:
     """`POST /api/connect?continue=<call_id>` with that call's x-call-capability: its successor."""
     call_id = req.params.get("continue")
     if not call_id:
         return None
     _call_id(call_id)
-    given = req.headers.get(CAPABILITY_HEADER) or ""
-    if not given:
-        raise ApiError(401, "capability_required", f"send the {CAPABILITY_HEADER} of call {call_id} to continue it")
-    try:
-        row = p.archive.find_session(call_id)
-    except Exception as exc:
-        log.error("connect rid=%s: archive unreadable for continue=%s (%s)", rid, call_id, type(exc).__name__)
-        raise ApiError(503, "archive_unavailable", "the call archive cannot be read now") from None
+    given, row = _session_with_capability(p, req, rid, call_id)
     if row is None:
         raise ApiError(404, "conversation_not_found", f"there is no call {call_id} to continue")
     if not hmac.compare_digest(str(row.get("capability_sha256") or ""), capability_hash(given)):
@@ -239,14 +244,7 @@ def hangup(p: Process, req: Request, rid: str, call_id: str) -> Response:
     principal = _principal(p, req)
     _call_id(call_id)
     p.limits.admit_control(req.headers, principal, rid)
-    given = req.headers.get(CAPABILITY_HEADER) or ""
-    if not given:
-        raise ApiError(401, "capability_required", f"send the {CAPABILITY_HEADER} header that the connect answer gave")
-    try:
-        row = p.archive.find_session(call_id)
-    except Exception as exc:
-        log.error("hangup rid=%s call=%s: archive unreadable (%s)", rid, call_id, type(exc).__name__)
-        raise ApiError(503, "archive_unavailable", "the call archive cannot be read now") from None
+    given, row = _session_with_capability(p, req, rid, call_id)
     held = str((row or {}).get("capability_sha256") or "")
     # one answer for an unknown call and a wrong capability: the route does not reveal which calls exist
     if not held or not hmac.compare_digest(held, capability_hash(given)):
