@@ -102,12 +102,13 @@ def _session_with_capability(p: Process, req: Request, rid: str, call_id: str) -
         raise ApiError(503, "archive_unavailable", "the call archive cannot be read now") from None
 
 
-def _prior(p: Process, req: Request, rid: str) -> Prior | None:
+def _prior(p: Process, req: Request, rid: str, principal: dict[str, Any] | None) -> Prior | None:
     """`POST /api/connect?continue=<call_id>` with that call's x-call-capability: its successor."""
     call_id = req.params.get("continue")
     if not call_id:
         return None
     _call_id(call_id)
+    p.limits.admit_control(req.headers, principal, rid)  # a flood of guessed capabilities reads nothing past it
     given, row = _session_with_capability(p, req, rid, call_id)
     if row is None:
         raise ApiError(404, "conversation_not_found", f"there is no call {call_id} to continue")
@@ -131,7 +132,7 @@ def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] |
     check_size(req.body)  # before the limiter writes anything
     principal = _principal(p, req)
     telemetry.annotate(principal_id=(principal or {}).get("id"))
-    prior = _prior(p, req, rid)
+    prior = _prior(p, req, rid, principal)
     try:
         with telemetry.span("limiter"):
             # before any mint: a refusal costs nothing upstream; a successor keeps the conversation's slot
