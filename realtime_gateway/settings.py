@@ -58,6 +58,12 @@ DEVELOPMENT_STORAGE = (
 )
 
 
+NO_STORAGE = (
+    "set AzureWebJobsStorage (connection string, local) or "
+    "AzureWebJobsStorage__tableServiceUri (managed identity, Azure)"
+)
+
+
 class StorageConfigError(ValueError):
     """Neither a connection string nor an identity-based table endpoint is configured."""
 
@@ -83,10 +89,7 @@ def storage_connection(env: Mapping[str, str] | None = None) -> StorageConnectio
     if not uri and account:
         uri = f"https://{account}.table.core.windows.net"
     if not uri:
-        raise StorageConfigError(
-            "set AzureWebJobsStorage (connection string, local) or "
-            "AzureWebJobsStorage__tableServiceUri (managed identity, Azure)"
-        )
+        raise StorageConfigError(NO_STORAGE)
     return StorageConnection(table_uri=uri, client_id=(env.get("AzureWebJobsStorage__clientId") or "").strip() or None)
 
 

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from azure.data.tables import TableServiceClient
 
-from ..settings import StorageConfigError, StorageConnection, storage_connection
+from ..settings import NO_STORAGE, StorageConfigError, StorageConnection, storage_connection
 
 __all__ = ["StorageConfigError", "table_service", "table_service_from_env"]
 
@@ -39,8 +39,7 @@ def table_service(
     """`own_identity`: a person's sign-in (the audit command) instead of the app's managed identity;
     `storage` None: not configured (Settings.storage), a StorageConfigError naming the settings."""
     if storage is None:
-        storage_connection({})  # raises the error that names the settings
-        raise AssertionError("unreachable")
+        raise StorageConfigError(NO_STORAGE)
     client_options = {**RETRY, **client_options}
     if storage.connection_string:
         return TableServiceClient.from_connection_string(storage.connection_string, **client_options)

@@ -8,6 +8,7 @@ from typing import Callable
 
 from ..archive.tables import StorageConfigError, table_service
 from ..core.clock import utc_iso
+from ..errors import ApiError
 from ..settings import StorageConnection
 
 TIMEOUT = 3  # seconds; health must answer quickly
@@ -48,8 +49,6 @@ class Health:
             return dict(self._checked[1]), self._at
 
     def _ask(self) -> dict[str, str]:
-        from ..errors import ApiError
-
         checks: dict[str, str] = {"settings": "ok"}
         if self._identity is None:
             checks["identity"] = "not used (api key)"

@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 from .. import telemetry
 from ..archive.status import call_status
 from ..archive.store import Archive
-from ..core.clock import day_of, utc_iso
+from ..core.clock import utc_iso
 from ..core.ids import valid_call_id
 from ..core.message import CallMessage
 from ..errors import ApiError
@@ -23,6 +23,7 @@ from ..limits.limiter import Limiter
 from ..settings import Settings
 from ..upstream.realtime_api import RealtimeApi
 from ..upstream.secret_pool import SecretPool
+from .handoff import open_call_row, queue_listener
 from .health import Health
 from .http import Request, Response, json_response
 from .offer import check_size, offer_from_body
@@ -170,23 +171,13 @@ def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] |
         continues=prior.call_id if prior is not None else None,
         conversation_started_at=prior.started_at if prior is not None else None,
     )
-    _register(p, message, rid)
+    open_call_row(p, message, rid)
     if prior is not None:
         try:  # the page hangs the old call up once the new one's history is in place
             p.archive.update_session(prior.call_id, prior.day, {"continued_by": answer.call_id})
         except Exception as exc:
             log.error("connect rid=%s: continued_by not written on %s (%s)", rid, prior.call_id, type(exc).__name__)
-    listener = "queued"
-    try:
-        if enqueue is None:
-            raise RuntimeError("no queue output binding")
-        with telemetry.span("enqueue", kind="producer"):
-            enqueue(message.to_json())
-    except Exception as exc:  # the call works without its recording; say so, don't fail it
-        listener = "not-queued"
-        log.error(
-            "connect rid=%s call=%s: listener message not queued (%s: %s)", rid, answer.call_id, type(exc).__name__, exc
-        )
+    listener = queue_listener(message, enqueue, rid)
     log.info("connect rid=%s call=%s listener=%s", rid, answer.call_id, listener)
     return Response(
         201,
@@ -204,18 +195,6 @@ def connect(p: Process, req: Request, rid: str, enqueue: Callable[[str], None] |
         },
         "application/sdp",
     )
-
-
-def _register(p: Process, message: CallMessage, rid: str) -> None:
-    """The call's session row, before the answer leaves: the hang-up route checks the capability's
-    hash there, and a call whose listener never runs is still on the auditor's list."""
-    try:
-        p.archive.ensure_tables()
-        p.archive.open_session(
-            message.call_id, day_of(message.started_at), message.session_fields(p.settings.strict_recording)
-        )
-    except Exception as exc:  # the call works without it; its hang-up then falls back to the page closing media
-        log.error("connect rid=%s call=%s: session row not written (%s)", rid, message.call_id, type(exc).__name__)
 
 
 def token(p: Process, req: Request, rid: str) -> Response:

@@ -15,6 +15,7 @@ from ..errors import ApiError
 from ..phone.deliveries import Deliveries
 from ..phone.incoming import PhoneServices, budget, decide
 from ..phone.webhook import BadWebhook, incoming, verify
+from .handoff import open_call_row, queue_listener
 from .http import Request, Response, json_response
 
 log = logging.getLogger("realtime_gateway.http")
@@ -45,13 +46,18 @@ def sip_incoming(p: SipProcess, req: Request, rid: str, enqueue: Callable[[str],
         log.info("sip rid=%s call=%s: repeated delivery %s ignored", rid, call.call_id, call.webhook_id)
         return json_response(200, {"status": "duplicate", "call_id": call.call_id})
     try:
-        outcome = decide(p, call, rid, deadline, enqueue)
+        decision = decide(p, call, rid, deadline)
     except BaseException:
         try:  # not answered nor refused: a redelivery may try again
             p.deliveries.forget(call.webhook_id)
         except AzureError:
             pass
         raise
+    open_call_row(p, decision.message, rid, decision.row)
+    outcome = decision.body
+    if decision.accepted:
+        outcome = {**outcome, "listener": queue_listener(decision.message, enqueue, rid)}
+        log.info("sip rid=%s call=%s accepted listener=%s", rid, call.call_id, outcome["listener"])
     try:
         p.deliveries.record(call.webhook_id, str(outcome["status"]))
     except AzureError:

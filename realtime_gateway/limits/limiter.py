@@ -308,13 +308,17 @@ class Limiter:
         return {"slots": json.dumps(slots, separators=(",", ":"))}
 
     def _running(self, now: float, fresh: bool = False) -> dict[str, list]:
-        """Every live slot of every shard, from copies read within BUDGET_CACHE_SECONDS (or now):
-        what the minute and spend budgets count as running. Stale shards are read side by side, by
-        one request at a time: the others go on with the copies they have (a few seconds old) rather
-        than all reading every shard at once when the copies expire."""
+        """Every live slot of every shard: what the minute and spend budgets count as running."""
+        return {k: v for shard in self._shard_slots(now, fresh) for k, v in shard.items()}
+
+    def _shard_slots(self, now: float, fresh: bool = False, refresh: bool = True) -> list[dict[str, list]]:
+        """Each shard's live slots, from copies read within BUDGET_CACHE_SECONDS (or now; or as cached,
+        without `refresh`), each row parsed once. Stale shards are read side by side, by one request at
+        a time: the others go on with the copies they have (a few seconds old) rather than all reading
+        every shard at once when the copies expire."""
         keys = [(SLOTS_PK, _shard_rk(i)) for i in range(self.shards)]
         stale = [k for k in keys if fresh or time.monotonic() - self._read_at.get(k, 0.0) > BUDGET_CACHE_SECONDS]
-        if stale:
+        if stale and (refresh or fresh):
             have_copies = all(self.rows.cached(*k) is not None for k in keys)
             if self._refreshing.acquire(blocking=fresh or not have_copies):
                 try:
@@ -326,19 +330,17 @@ class Limiter:
                         self._read_at[key] = time.monotonic()
                 finally:
                     self._refreshing.release()
-        running: dict[str, list] = {}
-        for key in keys:
-            running.update(self._live_slots(self.rows.cached(*key) or {}, now))
-        return running
+        return [self._live_slots(self.rows.cached(*key) or {}, now) for key in keys]
 
     def _reserve(self, now: float, pkey: str | None) -> str:
         """A new slot in a shard with room: the budgets first, then the shards in an order that
         spreads instances (random start) and tries the ones this process last saw with room first."""
+        live = self._shard_slots(now, refresh=self.budgets_on)  # parsed once, for the budgets and the order
         if self.budgets_on:
-            self._check_budget(now, pkey, self._running(now))
+            self._check_budget(now, pkey, {k: v for shard in live for k, v in shard.items()})
         n = self.shards
         start = random.randrange(n)
-        order = sorted(range(n), key=lambda i: (self._seen_full(i, now), (i - start) % n))
+        order = sorted(range(n), key=lambda i: (self._seen_full(i, live[i]), (i - start) % n))
         soonest = now + 60
         for shard in order:
             slot_id = f"{shard:03d}.{secrets.token_hex(6)}"
@@ -351,10 +353,9 @@ class Limiter:
             "too_many_active_calls", f"{cap} calls are already running; try again shortly", min(60, soonest - now)
         )
 
-    def _seen_full(self, shard: int, now: float) -> bool:
+    def _seen_full(self, shard: int, slots: Mapping[str, list]) -> bool:
         cap = self.capacity(shard)
-        row = self.rows.cached(SLOTS_PK, _shard_rk(shard))
-        return bool(cap is not None and row is not None and len(self._live_slots(row, now)) >= cap)
+        return cap is not None and len(slots) >= cap
 
     def _take(self, shard: int, slot_id: str, now: float, pkey: str | None) -> str:
         cap = self.capacity(shard)

@@ -189,7 +189,7 @@ class Listener:
             self.guardrail,
             send,
             lambda kind, payload: writer.mark(kind, payload, self.clock()),
-            lambda reason, why: self.hang_up(reason, why),
+            self.hang_up,
             self.config.policy,
             self.config.policy_max_violations,
         )

@@ -1,17 +1,18 @@
 """The decision on a verified incoming call: screen its numbers, admit it through the same limiter as
-browser calls (keyed by the caller's salted hash), then accept it with the server's policy and hand it
-to the listener, or reject it (486 busy: cap, rate or budget; 603 declined) and archive the refusal."""
+browser calls (keyed by the caller's salted hash), then accept it with the server's policy, or reject
+it (486 busy: cap, rate or budget; 603 declined). The route archives either and queues the listener
+of an accepted one (gateway/handoff.py), as for a browser's call."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Protocol
 
 from .. import telemetry
 from ..archive.store import Archive
-from ..core.clock import day_of, utc_iso
+from ..core.clock import utc_iso
 from ..core.message import CallMessage
 from ..errors import ApiError
 from ..limits.limiter import Limiter
@@ -48,10 +49,16 @@ def phone_policy(settings: Settings) -> Mapping[str, Any]:
     return settings.sip.session_policy or settings.session_policy
 
 
-def decide(
-    p: PhoneServices, call: Incoming, rid: str, deadline: float, enqueue: Callable[[str], None] | None
-) -> dict[str, Any]:
-    """Accept or reject the call; the answer's body for the webhook (never the caller's number)."""
+@dataclass(frozen=True)
+class Decision:
+    message: CallMessage  # the call's message: its session row, and the listener's when accepted
+    accepted: bool
+    body: dict[str, Any]  # the webhook's answer (never the caller's number)
+    row: dict[str, Any] = field(default_factory=dict)  # fields the session row adds (a refusal's)
+
+
+def decide(p: PhoneServices, call: Incoming, rid: str, deadline: float) -> Decision:
+    """Accept or reject the call through the service."""
     s = p.settings
     number, called = number_of(call.header("From")), number_of(call.header("To"))
     key = caller_key(number, s.sip.caller_salt)
@@ -84,21 +91,10 @@ def decide(
         slot.release()
         raise
     message = replace(base, slot=slot.id, traceparent=telemetry.traceparent())
-    _open_row(p, message, {}, rid)
-    listener = "queued"
-    try:
-        if enqueue is None:
-            raise RuntimeError("no queue output binding")
-        with telemetry.span("enqueue", kind="producer"):
-            enqueue(message.to_json())
-    except Exception as exc:  # the call goes on without its recording; say so
-        listener = "not-queued"
-        log.error("sip rid=%s call=%s: listener message not queued (%s)", rid, call.call_id, type(exc).__name__)
-    log.info("sip rid=%s call=%s accepted listener=%s", rid, call.call_id, listener)
-    return {"status": "accepted", "call_id": call.call_id, "listener": listener}
+    return Decision(message, True, {"status": "accepted", "call_id": call.call_id})
 
 
-def _refuse(p: PhoneServices, msg: CallMessage, status: int, reason: str, deadline: float, rid: str) -> dict[str, Any]:
+def _refuse(p: PhoneServices, msg: CallMessage, status: int, reason: str, deadline: float, rid: str) -> Decision:
     rejected = True
     try:
         p.api.reject(msg.call_id, status, deadline)
@@ -112,19 +108,9 @@ def _refuse(p: PhoneServices, msg: CallMessage, status: int, reason: str, deadli
         "refusal": reason,
         "sip_status": status,
     }
-    _open_row(p, msg, ended, rid)
     log.info("sip rid=%s call=%s refused %d (%s)", rid, msg.call_id, status, reason)
-    return {"status": "rejected", "call_id": msg.call_id, "sip_status": status, "reason": reason, "sent": rejected}
-
-
-def _open_row(p: PhoneServices, msg: CallMessage, extra: Mapping[str, Any], rid: str) -> None:
-    try:
-        p.archive.ensure_tables()
-        p.archive.open_session(
-            msg.call_id, day_of(msg.started_at), {**msg.session_fields(p.settings.strict_recording), **extra}
-        )
-    except Exception as exc:  # the call's outcome matters more than its row
-        log.error("sip rid=%s call=%s: session row not written (%s)", rid, msg.call_id, type(exc).__name__)
+    body = {"status": "rejected", "call_id": msg.call_id, "sip_status": status, "reason": reason, "sent": rejected}
+    return Decision(msg, False, body, ended)
 
 
 def budget(settings: Settings) -> float:
