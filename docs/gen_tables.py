@@ -182,14 +182,18 @@ MEANINGS: list[tuple[str, dict[str, str]]] = [
         "Phone calls over SIP (off while SIP_WEBHOOK_SECRET is unset)",
         {
             "SIP_WEBHOOK_SECRET": "the signing secret (`whsec_…`) of the service's `realtime.call.incoming` webhook; "
-            "set, `POST /api/sip/incoming` takes phone calls",
+            "set, `POST /api/sip/incoming` takes phone calls. In Azure only with `SIP_ENABLED`: a Key Vault "
+            "reference, the secret written by the postprovision hook ([Deploying](phone.md#deploying-sip_enabled))",
             "SIP_CALLER_PRIVACY": "how a caller's number is stored: `hash` (salted HMAC-SHA256), `mask` or `keep`",
-            "SIP_CALLER_SALT": "the key of the callers' hashes; at least 16 characters when phone calls are on",
+            "SIP_CALLER_SALT": "the key of the callers' hashes; at least 16 characters when phone calls are on. In "
+            "Azure only with `SIP_ENABLED`: a Key Vault reference, generated once by the postprovision hook",
             "SIP_ALLOWED_NUMBERS": "comma-separated `[from:|to:]+number[*]` (a trailing `*` for a prefix); empty: "
             "every number",
             "SIP_BLOCKED_NUMBERS": "the same form; a match is declined",
             "SIP_SESSION_POLICY_FILE": "a JSON session policy for phone calls; unset: the browser calls' policy",
-            "SIP_TRANSFER_TARGETS": "the only `tel:` or `sip:` URIs a phone call may be transferred to",
+            "SIP_TRANSFER_TARGETS": "where the built-in `transfer_call` tool may send a phone call: comma-separated "
+            "`name=tel:+number` or `name=sip:user@host`; the model asks by name or number, nothing else is "
+            "referred ([Transfer and hang-up](phone.md#transfer-and-hang-up))",
         },
     ),
     (
@@ -349,6 +353,16 @@ def _function_settings(
             if value is not None and getattr(s, key) in (None, "text"):
                 setattr(s, key, value)
 
+    def rows(elts: list[ast.expr], kind: str | None, body_range: tuple[float | None, float | None]) -> None:
+        """("NAME", "attr"[, lo, hi]) rows of a table of settings read the same way."""
+        for row in elts:
+            if not isinstance(row, ast.Tuple) or not row.elts or not _name_const(row.elts[0]):
+                continue
+            attr = row.elts[1].value if len(row.elts) > 1 and isinstance(row.elts[1], ast.Constant) else None
+            low = _number(row.elts[2]) if len(row.elts) > 2 else body_range[0]
+            high = _number(row.elts[3]) if len(row.elts) > 3 else body_range[1]
+            note(str(row.elts[0].value), field=attr, kind=kind, low=low, high=high)
+
     for node in ast.walk(func):
         name = _env_read(node)
         if name:
@@ -374,13 +388,11 @@ def _function_settings(
                 ),
                 (None, None),
             )
-            for row in node.iter.elts:
-                if not isinstance(row, ast.Tuple) or not row.elts or not _name_const(row.elts[0]):
-                    continue
-                attr = row.elts[1].value if len(row.elts) > 1 and isinstance(row.elts[1], ast.Constant) else None
-                low = _number(row.elts[2]) if len(row.elts) > 2 else body_range[0]
-                high = _number(row.elts[3]) if len(row.elts) > 3 else body_range[1]
-                note(row.elts[0].value, field=attr, kind=kind, low=low, high=high)
+            rows(node.iter.elts, kind, body_range)
+        # values |= _given(env, _int, errors, ("NAME", "attr", lo, hi), ...)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_given":
+            parser = node.args[1]
+            rows(node.args[3:], PARSERS.get(parser.id) if isinstance(parser, ast.Name) else None, (None, None))
         if isinstance(node, ast.Name) and node.id in module_dicts:  # e.g. PRICE_SETTINGS.items()
             for key, value in zip(module_dicts[node.id].keys, module_dicts[node.id].values, strict=True):
                 if _name_const(key) and isinstance(value, ast.Constant):

@@ -72,6 +72,7 @@ param logAnalyticsName string = ''
 param applicationInsightsName string = ''
 param openAiName string = ''
 param staticWebAppName string = ''
+param keyVaultName string = ''
 
 // ---- Azure OpenAI -------------------------------------------------------------------------
 // Every parameter from here on is an azd variable (main.parameters.json: `azd env set NAME value`);
@@ -275,6 +276,9 @@ param serviceSessionSeconds int = 1800
 @description('A conversation\'s calls together, in seconds: each rollover past the session cap continues it (MAX_CONVERSATION_SECONDS).')
 param maxConversationSeconds int = 7200
 
+@description('Phone calls: where the transfer_call tool may send a call, comma-separated name=tel:+number or name=sip:user@host; empty: nowhere (SIP_TRANSFER_TARGETS).')
+param sipTransferTargets string = ''
+
 @allowed(['Free', 'Standard'])
 @description('The Static Web App\'s plan: Standard only if you link the function app as its backend (STATIC_WEB_APP_SKU).')
 param staticWebAppSku string = 'Free'
@@ -287,6 +291,10 @@ param healthCacheSeconds int = 15
 @minValue(1)
 @description('Worker threads per Python worker for the HTTP functions (PYTHON_THREADPOOL_THREAD_COUNT); listeners run on their own pool (LISTENER_MAX_CONCURRENT; README: listener capacity).')
 param pythonThreadpoolThreadCount int = 24
+
+// ---- Phone calls over SIP (docs/phone.md: Deploying) ------------------------------------------------
+@description('Phone calls over SIP (SIP_ENABLED): a Key Vault holding the webhook\'s signing secret and the callers\' salt, referenced by the app settings SIP_WEBHOOK_SECRET and SIP_CALLER_SALT; the postprovision hook registers the webhook endpoint and prints the SIP URI for the trunk.')
+param sipEnabled bool = false
 
 // ---- Sign-in: App Service authentication with Microsoft Entra ID --------------------------------
 @description('Put App Service authentication ("Easy Auth", Microsoft Entra ID) in front of every HTTP route but /api/health (SIGN_IN_ENABLED). Needs authClientId.')
@@ -345,6 +353,15 @@ var openAiEndpoint = useExistingOpenAi ? existingOpenAiEndpoint : 'https://${ope
 var grantOpenAiRole = !useExistingOpenAi || !empty(existingOpenAiName)
 var openAiDeployment = !empty(openAiDeploymentName) ? openAiDeploymentName : openAiModelName
 var openAiRoleGroup = useExistingOpenAi && !empty(existingOpenAiResourceGroup) ? existingOpenAiResourceGroup : resourceGroupActualName
+// For the SIP hook (the resource's internalId and region make the SIP URI); unknown for an existing resource without its name.
+var openAiResourceId = useExistingOpenAi && empty(existingOpenAiName) ? '' : resourceId(subscription().subscriptionId, openAiRoleGroup, 'Microsoft.CognitiveServices/accounts', useExistingOpenAi ? existingOpenAiName : openAiAccountName)
+
+// Phone calls: the vault's URI is known before it exists (a vault's name is its host), so the app settings
+// can reference its secrets without reading a conditional module's outputs. The hook writes these two names.
+var sipVaultName = !empty(keyVaultName) ? keyVaultName : '${abbrs.keyVaultVaults}${resourceToken}'
+var sipVaultUri = 'https://${sipVaultName}${environment().suffixes.keyvaultDns}/'
+var sipWebhookSecretName = 'sip-webhook-secret'
+var sipCallerSaltName = 'sip-caller-salt'
 
 resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
   name: resourceGroupActualName
@@ -467,11 +484,26 @@ module openAiAccess './app/openai-access.bicep' = if (grantOpenAiRole) {
     managedIdentityPrincipalId: apiUserAssignedIdentity.outputs.principalId
     userPrincipalId: principalId
     userPrincipalType: principalType
+    userRegistersWebhooks: sipEnabled
   }
   dependsOn: [
     rg
     openAi
   ]
+}
+
+// Only with phone calls on (SIP_ENABLED). Turning them off later leaves the vault (and its secrets) in place.
+module sipVault './app/sip-vault.bicep' = if (sipEnabled) {
+  name: 'sipVault'
+  scope: rg
+  params: {
+    name: sipVaultName
+    location: location
+    tags: tags
+    appPrincipalId: apiUserAssignedIdentity.outputs.principalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+  }
 }
 
 module web './app/web.bicep' = {
@@ -503,13 +535,21 @@ var authAudiences = union([
 ], empty(authAllowedAudiences) ? [] : split(replace(authAllowedAudiences, ' ', ''), ','))
 var authUnauthenticatedPaths = union([
   '/api/health'
-], empty(authExcludedPaths) ? [] : split(replace(authExcludedPaths, ' ', ''), ','))
+], sipEnabled ? [
+  '/api/sip/incoming' // the service's webhook carries no Entra token: the route checks its signature instead
+] : [], empty(authExcludedPaths) ? [] : split(replace(authExcludedPaths, ' ', ''), ','))
 // No client secret by default (app/auth.bicep says why). If one is wanted, the app setting holds a Key Vault
 // reference, never the secret: the function identity resolves it and needs Key Vault Secrets User on the vault.
 var authSecretSettingName = 'MICROSOFT_PROVIDER_AUTHENTICATION_SECRET'
 var useAuthSecret = signInEnabled && !empty(authClientSecretKeyVaultUri)
 var authSecretSettings = useAuthSecret ? {
   MICROSOFT_PROVIDER_AUTHENTICATION_SECRET: '@Microsoft.KeyVault(SecretUri=${authClientSecretKeyVaultUri})'
+} : {}
+
+// Phone calls: Key Vault references (versionless: the app follows the secret's latest version), never the values.
+var sipSecretSettings = sipEnabled ? {
+  SIP_WEBHOOK_SECRET: '@Microsoft.KeyVault(SecretUri=${sipVaultUri}secrets/${sipWebhookSecretName})'
+  SIP_CALLER_SALT: '@Microsoft.KeyVault(SecretUri=${sipVaultUri}secrets/${sipCallerSaltName})'
 } : {}
 
 // App settings the gateway reads (realtime_gateway/settings.py); identity and storage settings are added in api.bicep.
@@ -521,6 +561,9 @@ var gatewayAppSettings = union({
   ARCHIVE_SESSIONS_TABLE: sessionsTableName
   ALLOWED_ORIGINS: join(allowedOrigins, ',')
   PYTHON_THREADPOOL_THREAD_COUNT: string(pythonThreadpoolThreadCount)
+  // glibc keeps what finished listeners freed in one arena per thread; two arenas keep a long-running
+  // worker's memory flat (docs/benchmarks.md: +13.0 MiB over 10 minutes of 50 calls, +9.0 MiB with two).
+  MALLOC_ARENA_MAX: '2'
   // Flex Consumption: one listener invocation covers a whole 60-minute call (host.json
   // functionTimeout 01:10:00), so no hand-overs. On Consumption use 480 and 00:10:00.
   LISTENER_TIME_BOX_SECONDS: '3900'
@@ -540,6 +583,7 @@ var gatewayAppSettings = union({
   CORS_ALLOW_CREDENTIALS: string(corsAllowCredentials)
   SERVICE_SESSION_SECONDS: string(serviceSessionSeconds)
   MAX_CONVERSATION_SECONDS: string(maxConversationSeconds)
+  SIP_TRANSFER_TARGETS: sipTransferTargets
   // With sign-in on, the platform sets WEBSITE_AUTH_ENABLED and injects (and strips any client-sent)
   // X-MS-CLIENT-PRINCIPAL: only then does the app trust that header.
   REQUIRE_PRINCIPAL: !empty(requirePrincipal) ? requirePrincipal : string(signInEnabled)
@@ -569,7 +613,7 @@ var gatewayAppSettings = union({
   PRICE_OUTPUT_AUDIO_PER_MTOK: priceOutputAudioPerMtok
   PRICE_TRANSCRIPTION_PER_MTOK: priceTranscriptionPerMtok
   PRICE_TRANSCRIPTION_PER_MINUTE: priceTranscriptionPerMinute
-}, authSecretSettings, extraAppSettings)
+}, authSecretSettings, extraAppSettings, sipSecretSettings) // with SIP on, the vault's references win over extra settings
 
 module api './app/api.bicep' = {
   name: 'api'
@@ -593,6 +637,7 @@ module api './app/api.bicep' = {
   }
   dependsOn: [
     storageData
+    sipVault // its role assignment first, so the Key Vault references resolve
   ]
 }
 
@@ -638,3 +683,5 @@ output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_TABLE_ENDPOINT string = 'https://${storage.outputs.name}.table.${environment().suffixes.storage}'
 output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = apiUserAssignedIdentity.outputs.clientId
 output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = apiUserAssignedIdentity.outputs.principalId
+output AZURE_OPENAI_RESOURCE_ID string = openAiResourceId
+output SIP_KEY_VAULT_URI string = sipEnabled ? sipVaultUri : ''

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .core.schema import unsupported
 
@@ -170,7 +170,8 @@ class SipSettings:
     allowed_numbers: tuple[str, ...] = ()  # SIP_ALLOWED_NUMBERS: `[from:|to:]+number[*]`; empty: all
     blocked_numbers: tuple[str, ...] = ()  # SIP_BLOCKED_NUMBERS: the same form; a match declines (603)
     session_policy: Mapping[str, Any] | None = None  # SIP_SESSION_POLICY_FILE; None: the browser calls' policy
-    transfer_targets: tuple[str, ...] = ()  # SIP_TRANSFER_TARGETS: the only `tel:`/`sip:` URIs transfer_call may use
+    # SIP_TRANSFER_TARGETS: name -> `tel:`/`sip:` URI, the only places transfer_call may send a call
+    transfer_targets: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:
@@ -187,10 +188,48 @@ def _numbers(name: str, raw: str, errors: list[str]) -> tuple[str, ...]:
     return tuple(e.lower() for e in entries)
 
 
+TRANSFER_NAME = re.compile(r"^[a-z0-9][a-z0-9 _-]{0,39}$")
+TRANSFER_URI = re.compile(r"^(?:tel:\+?[0-9]{2,20}|sips?:[^\s@,=]+@[^\s,=]+)$")
+
+
+def transfer_targets(raw: str, errors: list[str]) -> dict[str, str]:
+    """`sales=tel:+15550001111,support=sip:help@example.com`: the names the model may ask for
+    (lower case) and the URI each stands for; a name or a URI given twice is refused."""
+    targets: dict[str, str] = {}
+    for entry in (e.strip() for e in raw.split(",") if e.strip()):
+        name, sep, uri = (part.strip() for part in entry.partition("="))
+        name = name.lower()
+        if not sep or not TRANSFER_NAME.match(name) or not TRANSFER_URI.match(uri):
+            errors.append(
+                "SIP_TRANSFER_TARGETS entries must be name=tel:+number or name=sip:user@host "
+                f"(a name of letters, digits, space, _ or -), got {entry!r}"
+            )
+        elif name in targets or uri in targets.values():
+            errors.append(f"SIP_TRANSFER_TARGETS names each target once, {name!r} or {uri!r} twice")
+        else:
+            targets[name] = uri
+    return targets
+
+
+# What App Service leaves in an app setting whose Key Vault reference it could not resolve (infra: SIP_ENABLED).
+UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
+
+
+def _unresolved(name: str, value: str, errors: list[str]) -> bool:
+    """A literal reference is no secret and no salt: name the cause instead of using it."""
+    if not value.startswith(UNRESOLVED_REFERENCE):
+        return False
+    errors.append(
+        f"{name} is a Key Vault reference the platform has not resolved: the secret is not in the vault yet "
+        "(the postprovision hook infra/hooks/sip_webhook.py writes it) or the app's identity cannot read it"
+    )
+    return True
+
+
 def _sip(env: Mapping[str, str], deployment: str, errors: list[str]) -> SipSettings:
     secret = env.get("SIP_WEBHOOK_SECRET", "").strip()
     values: dict[str, Any] = {"webhook_secret": secret}
-    if secret:
+    if secret and not _unresolved("SIP_WEBHOOK_SECRET", secret, errors):
         try:
             if not secret.startswith("whsec_") or not base64.b64decode(secret[6:] + "==", validate=False):
                 raise ValueError
@@ -201,18 +240,14 @@ def _sip(env: Mapping[str, str], deployment: str, errors: list[str]) -> SipSetti
         errors.append(f"SIP_CALLER_PRIVACY must be one of hash, mask, keep, got {privacy!r}")
     values["caller_privacy"] = privacy
     salt = env.get("SIP_CALLER_SALT", "").strip()
-    if secret and len(salt) < 16:
+    if not _unresolved("SIP_CALLER_SALT", salt, errors) and secret and len(salt) < 16:
         errors.append(
             "SIP_CALLER_SALT must be at least 16 characters when SIP_WEBHOOK_SECRET is set (the key of the callers' hashes)"
         )
     values["caller_salt"] = salt
     values["allowed_numbers"] = _numbers("SIP_ALLOWED_NUMBERS", env.get("SIP_ALLOWED_NUMBERS", ""), errors)
     values["blocked_numbers"] = _numbers("SIP_BLOCKED_NUMBERS", env.get("SIP_BLOCKED_NUMBERS", ""), errors)
-    targets = tuple(t.strip() for t in env.get("SIP_TRANSFER_TARGETS", "").split(",") if t.strip())
-    for target in targets:
-        if not re.match(r"^(tel:\+?[0-9]{2,20}|sips?:[^\s@]+@[^\s]+)$", target):
-            errors.append(f"SIP_TRANSFER_TARGETS entries must be tel:+number or sip:user@host URIs, got {target!r}")
-    values["transfer_targets"] = targets
+    values["transfer_targets"] = transfer_targets(env.get("SIP_TRANSFER_TARGETS", ""), errors)
     path = env.get("SIP_SESSION_POLICY_FILE", "").strip()
     if path:  # read like REALTIME_SESSION_POLICY_FILE, without the browser policy's REALTIME_* overrides
         found: list[str] = []
@@ -275,7 +310,10 @@ PRICE_SETTINGS = {
 
 def _limits(env: Mapping[str, str], errors: list[str]) -> Limits:
     values: dict[str, Any] = {}
-    for name, attr, lo, hi in (
+    values |= _given(
+        env,
+        _int,
+        errors,
         ("RATE_LIMIT_PER_MINUTE", "rate_per_minute", 0, 100000),
         ("CONTROL_RATE_PER_MINUTE", "control_rate_per_minute", 0, 100000),
         ("MAX_ACTIVE_CALLS", "max_active_calls", 0, 10000),
@@ -286,16 +324,15 @@ def _limits(env: Mapping[str, str], errors: list[str]) -> Limits:
         ("PRINCIPAL_DAILY_CALL_MINUTES", "principal_daily_call_minutes", 0, 10**9),
         ("PRINCIPAL_DAILY_TOKEN_BUDGET", "principal_daily_tokens", 0, 10**15),
         ("CLIENT_IP_HOP", "client_ip_hop", 1, 20),
-    ):
-        if env.get(name, "").strip():
-            values[attr] = _int(name, env[name].strip(), lo, hi, errors)
-    for name, attr in (
+    )
+    values |= _given(
+        env,
+        _bool,
+        errors,
         ("RATE_LIMIT_FAIL_OPEN", "rate_fail_open"),
         ("BUDGET_FAIL_OPEN", "budget_fail_open"),
         ("BUDGET_HANGUP_RUNNING", "hangup_running"),
-    ):
-        if env.get(name, "").strip():
-            values[attr] = _bool(name, env[name], errors)
+    )
     cap, shards = values.get("max_active_calls", Limits.max_active_calls), values.get("slot_shards", Limits.slot_shards)
     if cap > SLOTS_PER_SHARD * shards:  # a shard row's slots are one 32K-character property
         errors.append(
@@ -308,13 +345,14 @@ def _limits(env: Mapping[str, str], errors: list[str]) -> Limits:
     header = env.get("CLIENT_IP_HEADER", "").strip().lower() or Limits.client_ip_header
     if not re.match(r"^[a-z0-9-]+$", header):
         errors.append(f"CLIENT_IP_HEADER must be a header name, got {header!r}")
-    for name, attr in (
-        ("DAILY_SPEND_LIMIT_USD", "daily_spend_usd"),
-        ("PRINCIPAL_DAILY_SPEND_LIMIT_USD", "principal_daily_spend_usd"),
-        ("PRICE_RUNNING_CALL_PER_MINUTE", "running_minute_usd"),
-    ):
-        if env.get(name, "").strip():
-            values[attr] = _float(name, env[name].strip(), 0, 10**9, errors)
+    values |= _given(
+        env,
+        _float,
+        errors,
+        ("DAILY_SPEND_LIMIT_USD", "daily_spend_usd", 0, 10**9),
+        ("PRINCIPAL_DAILY_SPEND_LIMIT_USD", "principal_daily_spend_usd", 0, 10**9),
+        ("PRICE_RUNNING_CALL_PER_MINUTE", "running_minute_usd", 0, 10**9),
+    )
     prices = dict(PRICES)
     for name, key in PRICE_SETTINGS.items():
         raw = env.get(name, "").strip()
@@ -326,6 +364,17 @@ def _limits(env: Mapping[str, str], errors: list[str]) -> Limits:
             except ValueError:
                 errors.append(f"{name} must be a price of zero or more (USD), got {raw!r}")
     return Limits(table=table, client_ip_header=header, prices=prices, **values)
+
+
+def _given(
+    env: Mapping[str, str], read: Callable[..., Any], errors: list[str], *table: tuple[Any, ...]
+) -> dict[str, Any]:
+    """attr: read(name, value, *bounds, errors) for each (name, attr, *bounds) of `table` that env sets."""
+    return {
+        attr: read(name, env[name].strip(), *bounds, errors)
+        for name, attr, *bounds in table
+        if env.get(name, "").strip()
+    }
 
 
 def _bool(name: str, raw: str, errors: list[str]) -> bool:
@@ -503,7 +552,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if not re.match(r"^[a-z0-9-]+$", header):
             errors.append(f"CORS_ALLOWED_HEADERS entries must be header names, got {header!r}")
     values["cors_allowed_headers"] = headers
-    for name, attr, lo, hi in (
+    values |= _given(
+        env,
+        _int,
+        errors,
         ("CLIENT_SECRET_TTL_SECONDS", "client_secret_ttl", 10, 7200),
         ("LISTENER_TIME_BOX_SECONDS", "listener_time_box", 10, 86400),
         ("MAX_CALL_SECONDS", "max_call_seconds", 10, 3600),
@@ -516,10 +568,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("POLICY_MAX_VIOLATIONS", "policy_max_violations", 0, 1000),
         ("SERVICE_SESSION_SECONDS", "service_session_seconds", 10, 7200),
         ("MAX_CONVERSATION_SECONDS", "max_conversation_seconds", 10, 86400),
-    ):
-        if env.get(name, "").strip():
-            values[attr] = _int(name, env[name].strip(), lo, hi, errors)
-    for name, attr in (
+    )
+    values |= _given(
+        env,
+        _bool,
+        errors,
         ("WEBRTC_FILTER", "webrtc_filter"),
         ("TOKEN_ROUTE_ENABLED", "token_route_enabled"),
         ("REQUIRE_PRINCIPAL", "require_principal"),
@@ -528,9 +581,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("POLICY_ENFORCE", "policy_enforce"),
         ("CORS_ALLOW_CREDENTIALS", "cors_allow_credentials"),
         ("WEBSITE_AUTH_ENABLED", "platform_auth"),
-    ):
-        if env.get(name, "").strip():
-            values[attr] = _bool(name, env[name], errors)
+    )
     if env.get("HEALTH_CACHE_SECONDS", "").strip():
         values["health_cache_seconds"] = _float(
             "HEALTH_CACHE_SECONDS", env["HEALTH_CACHE_SECONDS"].strip(), 0, 3600, errors
@@ -568,6 +619,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     values.update(_tools_and_guardrail(env, errors))
     limits = _limits(env, errors)
     sip = _sip(env, deployment, errors)
+    phone_tools = {t.get("name") for t in (sip.session_policy or policy).get("tools") or [] if isinstance(t, Mapping)}
+    if sip.enabled and "transfer_call" in phone_tools and not sip.transfer_targets:
+        errors.append("the phone calls' policy declares transfer_call: set SIP_TRANSFER_TARGETS (name=tel:+number,...)")
     if values.get("cors_allow_credentials") and "*" in origins:
         errors.append("CORS_ALLOW_CREDENTIALS=true needs named ALLOWED_ORIGINS: browsers refuse credentials with *")
     if errors:

@@ -414,7 +414,14 @@ def _tool_name(value: Any) -> bool:
 _MARK_FIELDS: dict[str, dict[str, Callable[[Any], bool]]] = {
     "listener.gap": {"reason": _word, "seconds": _number, "attempts": _number, "continuation": _number},
     "listener.handover": {"continuation": _number},
-    "listener.tool": {"name": _tool_name, "ok": _flag, "error_kind": _word, "duration_ms": _number, "sent": _flag},
+    "listener.tool": {
+        "name": _tool_name,
+        "ok": _flag,
+        "error_kind": _word,
+        "duration_ms": _number,
+        "sent": _flag,
+        "outcome": _word,  # the built-in phone tools': transferred, fallback, hangup, refused
+    },
     "listener.guardrail": {"action": _word, "hits": _number, "sent": _flag},
     "listener.policy": {"event": _word, "action": _word, "violations": _number, "sent": _flag},
     "listener.replay": {"items": _number, "sent": _number},

@@ -5,7 +5,8 @@
   webhook to the configured URL (SIP_WEBHOOK_URL), again with backoff while it gets no 2xx.
 - `POST /openai/v1/realtime/calls/{id}/accept | reject | refer` (hang-up is the shared route).
 - An accepted call runs: its sideband gets `session.created`, then for each line the scripted caller
-  "says" the transcription events and a reply, each DTMF key as `input_audio_buffer.dtmf_event_received`,
+  "says" the transcription events and a reply (a line "call tool <name> <arguments>" makes the model
+  call that declared tool, and the caller waits for its answer, replies.py), each DTMF key as `input_audio_buffer.dtmf_event_received`,
   and then the caller hangs up. Neither accepted nor rejected within `answer_timeout`: unanswered.
 """
 
@@ -18,7 +19,7 @@ import hmac
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import aiohttp
@@ -26,13 +27,14 @@ from aiohttp import web
 
 from . import events as ev
 from .app import BASE, STATE, Admitted, EmulatorState, error_response, service_check, service_route
-from .calls import CLOSE_NORMAL
+from .calls import CLOSE_NORMAL, Call
 from .ids import new_id
 
 log = logging.getLogger("realtime-emulator.sip")
 
 ATTACH_WAIT = 10.0  # seconds an accepted call waits for its sideband before the caller speaks anyway
 CALLER_HANGUP = "caller_left"  # the close reason when the scripted caller hangs up
+TOOL_WAIT = 10.0  # seconds the scripted caller waits for a tool's answer before it speaks on
 
 
 @dataclass
@@ -48,17 +50,11 @@ class PhoneCall:
     accept_body: dict | None = None
     reject_status: int | None = None
     refer_targets: list[str] = field(default_factory=list)
+    end_reason: str | None = None  # caller_left | hangup (through the service) | transferred | ...
 
     def info(self) -> dict:
-        return {
-            "call_id": self.call_id,
-            "state": self.state,
-            "deliveries": self.deliveries,
-            "webhooks": self.webhooks,
-            "accept_body": self.accept_body,
-            "reject_status": self.reject_status,
-            "refer_targets": self.refer_targets,
-        }
+        """What the control API shows of the call: everything but the caller's script."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("caller", "line", "say", "dtmf")}
 
 
 class SipLine:
@@ -134,8 +130,20 @@ async def _ring(state: EmulatorState, line: SipLine, call: PhoneCall) -> None:
 
 
 async def _converse(state: EmulatorState, call: PhoneCall) -> None:
-    """The scripted caller on an accepted call: what it says, its keys, then it hangs up."""
+    """The scripted caller on an accepted call, and how the call ended (the caller, a hang-up through
+    the service, a transfer)."""
     live = state.calls[call.call_id]
+    try:
+        await _script(live, call)
+    finally:  # also when a hang-up or a transfer ends the call under it (the call's tasks are cancelled)
+        if live.state != "live":
+            call.end_reason = live.end_reason
+            if call.state == "accepted":
+                call.state = "ended"
+
+
+async def _script(live: Call, call: PhoneCall) -> None:
+    """What the caller says, its keys, then it hangs up."""
     deadline = time.monotonic() + ATTACH_WAIT
     while not live.observers and time.monotonic() < deadline and live.state == "live":
         await asyncio.sleep(0.02)
@@ -160,14 +168,25 @@ async def _converse(state: EmulatorState, call: PhoneCall) -> None:
         live.conversation.add(ev.user_audio_item(item_id, text))
         live._last_user_text = text
         await live.respond()
+        await _settle(live)
     for key in call.dtmf:
         if live.state != "live":
             return
-        live.emit(ev.event("input_audio_buffer.dtmf_event_received", event=key, received_at=int(time.time())))
+        # no event_id: the openai type of this one server event has none (the archive names it itself)
+        live.emit({"type": "input_audio_buffer.dtmf_event_received", "event": key, "received_at": int(time.time())})
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)
-    if await live.end(CLOSE_NORMAL, CALLER_HANGUP):
-        call.state = "ended"
+    await live.end(CLOSE_NORMAL, CALLER_HANGUP)
+
+
+async def _settle(live: Call) -> None:
+    """A caller waits for an answer: while a function call awaits its output, an output awaits the
+    response it asked for, or a response runs (bounded, and over as soon as the call is)."""
+    deadline = time.monotonic() + TOOL_WAIT
+    while live.state == "live" and time.monotonic() < deadline:
+        if not live._tool_names and live._tool_output is None and not live._turn_lock.locked():
+            return
+        await asyncio.sleep(0.02)
 
 
 async def admin_new_phone_call(request: web.Request) -> web.Response:

@@ -10,8 +10,21 @@ from .message import CallMessage
 Outcome = Literal["ended", "handed_over"]
 # ended: the service closed (1000); limit: its session cap or MAX_CALL_SECONDS; hangup: a person hung
 # up; guardrail, policy, budget: the listener hung up for that; error: the listener failed; time_box:
-# handed over to the next listener; caller_hangup: the caller of a phone call (SIP) hung up
-EndReason = Literal["ended", "limit", "hangup", "caller_hangup", "guardrail", "policy", "budget", "error", "time_box"]
+# handed over to the next listener; caller_hangup: the caller of a phone call (SIP) hung up;
+# assistant_hangup: the model's end_call tool hung up; transferred: its transfer_call tool moved the call
+EndReason = Literal[
+    "ended",
+    "limit",
+    "hangup",
+    "caller_hangup",
+    "assistant_hangup",
+    "transferred",
+    "guardrail",
+    "policy",
+    "budget",
+    "error",
+    "time_box",
+]
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Callable, Protocol
 
 from azure.core.exceptions import AzureError
 
+from .. import telemetry
 from ..errors import ApiError
 from ..phone.deliveries import Deliveries
 from ..phone.incoming import PhoneServices, budget, decide
@@ -26,6 +27,12 @@ class SipProcess(PhoneServices, Protocol):
 
 
 def sip_incoming(p: SipProcess, req: Request, rid: str, enqueue: Callable[[str], None] | None = None) -> Response:
+    # the phone call's trace starts here, as a browser call's starts at connect: the listener is its child
+    with telemetry.span("sip", kind="server", request_id=rid):
+        return _incoming(p, req, rid, enqueue)
+
+
+def _incoming(p: SipProcess, req: Request, rid: str, enqueue: Callable[[str], None] | None) -> Response:
     deadline = budget(p.settings)
     if not p.settings.sip.enabled:
         raise ApiError(404, "sip_disabled", "phone calls are off: SIP_WEBHOOK_SECRET is not set")

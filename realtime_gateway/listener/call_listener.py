@@ -24,6 +24,7 @@ from ..core.result import EndReason, ListenerResult, Outcome
 from ..retry import Backoff
 from ..settings import Settings
 from . import replay
+from .call_tools import CallTools
 from .control import Control
 from .guardrails import Guardrail
 from .sideband import CallGone, Sideband, SidebandClosed, SidebandError, SidebandLost, sideband_url
@@ -51,6 +52,7 @@ class Upstream(Protocol):
 
     def headers(self) -> Mapping[str, str]: ...
     def hangup(self, call_id: str) -> None: ...
+    def refer(self, call_id: str, target_uri: str, deadline: float | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class Listener:
         *,
         hooks: CallHooks | None = None,
         tools: ToolBox | None = None,
+        calls: CallTools | None = None,
         guardrail: Guardrail | None = None,
         handover: Callable[[CallMessage], None] | None = None,
         redelivered: bool = False,
@@ -105,7 +108,7 @@ class Listener:
     ):
         self.msg, self.archive, self.upstream, self.config = msg, archive, upstream, config
         self.url = sideband_url(websocket_endpoint, msg.call_id)
-        self.hooks, self.tools, self.guardrail = hooks, tools, guardrail
+        self.hooks, self.tools, self.guardrail, self.calls = hooks, tools, guardrail, calls
         self.handover, self.clock = handover, clock
         self.redelivered = redelivered  # an earlier try of this message failed mid-call
         self.run_started = 0.0
@@ -176,7 +179,7 @@ class Listener:
         ).start()
 
     def _control(self, writer: ArchiveWriter) -> Control | None:
-        if self.tools is None and self.guardrail is None and self.config.policy is None:
+        if self.tools is None and self.calls is None and self.guardrail is None and self.config.policy is None:
             return None
 
         def send(message: Mapping[str, Any]) -> None:
@@ -192,12 +195,16 @@ class Listener:
             self.hang_up,
             self.config.policy,
             self.config.policy_max_violations,
+            calls=self.calls,
+            ended=self.ended_by,
         )
 
     def _close_control(self, timeout: float | None = None) -> None:
         """Before the archive closes: tools in flight finish (within their time limit) and are archived."""
         if self.control is not None:
-            self.control.close(timeout if timeout is not None else (self.tools.timeout + 1 if self.tools else 0))
+            if timeout is None:
+                timeout = max(self.tools.timeout + 1 if self.tools else 0, self.calls.max_seconds if self.calls else 0)
+            self.control.close(timeout)
 
     def _backoff(self, deadline: float) -> Backoff:
         return Backoff(BACKOFF_FIRST, BACKOFF_MAX, deadline, clock=self.clock)
@@ -310,6 +317,8 @@ class Listener:
             try:
                 raw = sb.recv(min(RECV_SLICE, max(0.01, box_end - now)))
             except SidebandClosed as closed:
+                if self.calls is not None and self.end_reason is None and ended_reason(closed) is not None:
+                    self._close_control()  # a transfer in flight (its refer's answer may trail the close) names the end
                 reason = self.end_reason or ended_reason(closed)
                 if reason == "limit" and self.end_reason is None and self._page_hung_up():
                     reason = "hangup"
@@ -362,7 +371,7 @@ class Listener:
             try:
                 sb = self._open()
             except CallGone:
-                return self._finish(writer, "ended", detail="call ended while the sideband was down")
+                return self._finish(writer, self.end_reason or "ended", detail="call ended while the sideband was down")
             except SidebandError as exc:
                 why = str(exc)
                 continue
@@ -397,6 +406,17 @@ class Listener:
         """From another thread (a control step, the limits' budget check): end the call through the service."""
         if self.writer is not None:
             self._hangup(self.writer, reason, why)
+
+    def ended_by(self, reason: EndReason, why: str) -> None:
+        """From a control thread: the call is leaving without a hang-up of ours (a transfer the service
+        accepted). The listener reads on until the service closes the session; the close means `reason`."""
+        with self._hangup_lock:
+            if self.end_reason is not None:
+                return
+            self.end_reason = reason
+        log.info("call %s: %s", self.msg.call_id, why)
+        if self.writer is not None:
+            self.writer.session_update({"end_detail": why})
 
     def _hangup(self, writer: ArchiveWriter, reason: EndReason, why: str) -> None:
         with self._hangup_lock:  # once, whoever asks first: its reason is the call's

@@ -5,7 +5,9 @@ guardrail hook run on a small pool; their results go back over the same socket (
 sends from any thread) and into the archive as `listener.tool` / `listener.guardrail` rows, chained
 with the events. A response's tool outputs are sent as each tool finishes; `response.create` follows
 once the response is done and all its tools have answered (the service refuses a second response
-while one is active).
+while one is active). The built-in phone tools (call_tools.py) are answered the same way, except
+that a call leaving (transferred, or ended by `end_call`) gets no further response: `end_call` hangs
+up once that response is done and its audio has played.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Callable, Mapping
 from .. import telemetry
 from ..core.events import ASSISTANT_DELTAS, ASSISTANT_DONES, Event
 from ..core.result import EndReason
+from .call_tools import CallTools, Then
 from .guardrails import Guardrail
 from .policy import TYPES as POLICY_TYPES
 from .policy import PolicyGuard
@@ -26,6 +29,7 @@ from .tools import ToolBox
 log = logging.getLogger(__name__)
 
 TOOL_WORKERS = 4
+END_AUDIO_WAIT = 15.0  # end_call: the longest wait for the goodbye's audio to play out before hanging up
 
 
 class Control:
@@ -38,9 +42,12 @@ class Control:
         hangup: Callable[[EndReason, str], None],
         policy: Mapping[str, Any] | None = None,
         max_violations: int = 0,
+        calls: CallTools | None = None,
+        ended: Callable[[EndReason, str], None] | None = None,
     ) -> None:
-        self.tools, self.guardrail = tools, guardrail
+        self.tools, self.guardrail, self.calls = tools, guardrail, calls
         self._send, self._mark, self._hangup = send, mark, hangup
+        self._ended = ended  # the call left without a hang-up of ours (a transfer): its reason
         self._lock = threading.Lock()
         # Built inside the listener's span: its workers make it current, so tool and guardrail marks
         # (and a guardrail's hang-up) are events on the listener span.
@@ -57,6 +64,11 @@ class Control:
         self._hooked: dict[str, int] = {}  # item id -> length of text the hook is checking
         self._blocked: set[str] = set()  # responses already cancelled
         self._started: set[str] = set()  # call ids already run (an event seen twice runs nothing twice)
+        self._leaving: dict[str, tuple[Then, str]] = {}  # response id -> how the call leaves after it
+        self._playing: set[str] = set()  # responses whose audio the service is still playing (SIP/WebRTC)
+        self._quiet = threading.Event()  # set while nothing plays
+        self._quiet.set()
+        self._closing = False
         self.hits = 0
         self.policy = (
             PolicyGuard(policy, self._try_send, mark, lambda why: self._submit(hangup, "policy", why), max_violations)
@@ -69,11 +81,14 @@ class Control:
         kind, event = ev.type, ev.fields
         if self.policy is not None and kind in POLICY_TYPES:
             self.policy.on_event(kind, event)
-        if self.tools is not None and kind == "response.output_item.done":
+        runs_tools = self.tools is not None or self.calls is not None
+        if self.calls is not None and kind.startswith("output_audio_buffer."):
+            self._audio(kind, str(event.get("response_id") or ""))
+        if runs_tools and kind == "response.output_item.done":
             item = event.get("item") or {}
             if item.get("type") == "function_call" and item.get("status", "completed") == "completed":
                 self._start_tool(str(event.get("response_id") or ""), item)
-        elif self.tools is not None and kind == "response.done":
+        elif runs_tools and kind == "response.done":
             self._response_done(str((event.get("response") or {}).get("id") or ""))
         elif self.guardrail is not None and (kind in ASSISTANT_DELTAS or kind in ASSISTANT_DONES):
             item_id, rid = str(event.get("item_id") or ""), str(event.get("response_id") or "")
@@ -87,7 +102,9 @@ class Control:
     def close(self, timeout: float) -> None:
         """Let tools in flight finish (each is bounded by its own time limit) so their rows are kept."""
         with self._lock:
+            self._closing = True  # the call is over: an end_call waiting on the audio hangs up nothing
             pending = set(self._futures)
+        self._quiet.set()
         if pending:
             wait(pending, timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -103,8 +120,14 @@ class Control:
         self._submit(self._tool, response_id, call_id, str(item.get("name") or ""), str(item.get("arguments") or ""))
 
     def _tool(self, response_id: str, call_id: str, name: str, arguments: str) -> None:
-        assert self.tools is not None
-        outcome = self.tools.run(name, call_id, arguments)
+        then: Then = "respond"
+        detail = ""
+        if self.calls is not None and self.calls.handles(name):
+            step = self.calls.run(name, call_id, arguments)
+            outcome, then, detail = step.outcome, step.then, step.detail
+        else:
+            assert self.tools is not None
+            outcome = self.tools.run(name, call_id, arguments)
         sent = self._try_send(
             {
                 "type": "conversation.item.create",
@@ -112,7 +135,11 @@ class Control:
             }
         )
         self._mark("listener.tool", {**outcome.record(), "response_id": response_id, "sent": sent})
+        if then == "transferred" and self._ended is not None:
+            self._ended("transferred", detail)  # the service ends the session; its close means this
         with self._lock:
+            if then != "respond":
+                self._leaving[response_id] = (then, detail)
             waiting = self._waiting.get(response_id, set())
             waiting.discard(call_id)
             ready = not waiting and response_id in self._done
@@ -120,7 +147,7 @@ class Control:
                 self._waiting.pop(response_id, None)
                 self._done.discard(response_id)
         if ready:
-            self._try_send({"type": "response.create"})
+            self._after(response_id)
 
     def _response_done(self, response_id: str) -> None:
         with self._lock:
@@ -132,7 +159,35 @@ class Control:
             else:
                 self._done.add(response_id)
         if ready:
+            self._after(response_id)
+
+    def _after(self, response_id: str) -> None:
+        """A response is done and its tools have answered: the next response, or the call's end."""
+        with self._lock:
+            then, detail = self._leaving.pop(response_id, ("respond", ""))
+        if then == "respond":
             self._try_send({"type": "response.create"})
+        elif then == "hang_up":
+            self._submit(self._end_call, detail)
+
+    # ---- the built-in end_call: hang up after the goodbye has played ------------------------------
+    def _audio(self, kind: str, response_id: str) -> None:
+        with self._lock:
+            if kind == "output_audio_buffer.started":
+                self._playing.add(response_id)
+                self._quiet.clear()
+            elif kind in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
+                self._playing.discard(response_id)
+                if not self._playing:
+                    self._quiet.set()
+
+    def _end_call(self, detail: str) -> None:
+        # output_audio_buffer.stopped comes once the service has played a response's audio out
+        self._quiet.wait(END_AUDIO_WAIT)
+        with self._lock:
+            if self._closing:
+                return
+        self._hangup("assistant_hangup", detail)
 
     # ---- guardrail ----------------------------------------------------------------------------------
     def _check(self, response_id: str, item_id: str, text: str, final: bool) -> None:

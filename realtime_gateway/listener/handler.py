@@ -18,7 +18,9 @@ from ..limits.limiter import Limiter
 from ..settings import Settings
 from .accounting import CallCharges
 from .call_listener import Listener, ListenerConfig, Upstream
+from .call_tools import CallTools
 from .guardrails import Guardrail
+from .memory import release_free_memory
 from .tools import ToolBox
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,18 @@ def make_listener(
     if msg.channel == "sip" and s.sip.session_policy:  # a phone call holds the phone policy it was accepted with
         policy = s.sip.session_policy
         config = replace(config, policy=s.enforced_policy(policy) if s.policy_enforce else None)
+    declared = list(policy.get("tools") or [])
+    phone = msg.channel == "sip"
+    # per listener: importlib caches the modules, so this costs little after the first call.
+    # With the browser filtered, or on a phone call, only the server can answer: declared tools
+    # without TOOLS_MODULE get "no implementation" rather than a model left waiting.
+    tools = (
+        ToolBox.load(declared, s.tools_module, s.tool_timeout) if s.tools_module or s.webrtc_filter or phone else None
+    )
+    # the built-in phone tools, wherever the server answers tools (a browser call gets an error output)
+    calls = CallTools.load(declared, msg.call_id, phone, s.sip.transfer_targets, services.api) if tools else None
+    if calls is not None and tools is not None and (shadowed := sorted(set(calls.declared) & set(tools.functions))):
+        log.warning("TOOLS_MODULE defines %s: the built-in phone tools answer these names", ", ".join(shadowed))
     return Listener(
         msg,
         services.archive,
@@ -56,12 +70,8 @@ def make_listener(
         s.websocket_endpoint,
         config,
         hooks=hooks,
-        # per listener: importlib caches the modules, so this costs little after the first call.
-        # With the browser filtered, only the server can answer: declared tools without TOOLS_MODULE
-        # get "no implementation" rather than a model left waiting.
-        tools=ToolBox.load(list(policy.get("tools") or []), s.tools_module, s.tool_timeout)
-        if s.tools_module or s.webrtc_filter
-        else None,
+        tools=tools,
+        calls=calls,
         guardrail=Guardrail.load(s.guardrail_terms, s.guardrail_hook, s.guardrail_notice, s.guardrail_max_hits),
         handover=handover,
         redelivered=redelivered,
@@ -106,6 +116,7 @@ def handle_call_message(
             result = listener.run()
         finally:
             charges.stop()
+            release_free_memory()  # what this listener freed, back to the system (memory.py)
         charges.finished(result, listener.run_started)
         telemetry.annotate(
             outcome=result.outcome,

@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..core import schema
@@ -34,6 +34,10 @@ ERROR_KINDS = (
     "exception",
     "not_encodable",
     "too_long",
+    # the built-in phone tools (call_tools.py)
+    "not_a_phone_call",
+    "unknown_target",
+    "transfer_failed",
 )
 
 
@@ -49,6 +53,7 @@ class ToolOutcome:
     error: str | None
     duration_ms: int
     error_kind: str | None = None  # one of ERROR_KINDS: what telemetry may say about a failure
+    extra: dict[str, Any] = field(default_factory=dict)  # a built-in's own fields (call_tools.py)
 
     def record(self) -> dict[str, Any]:
         record = {
@@ -61,7 +66,7 @@ class ToolOutcome:
         }
         if not self.ok:
             record["error_kind"] = self.error_kind
-        return record
+        return {**record, **self.extra}
 
 
 class ToolBox:

@@ -1,18 +1,21 @@
 """`python -m local.stack` (what `make run` runs): ready lines, the page and API answer, and
-SIGTERM stops every child; with a real endpoint given, no emulator and no IDENTITY_*."""
+SIGTERM stops every child; a phone call from the emulator, archived and audited; with a real
+endpoint given, no emulator and no IDENTITY_*."""
 
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 
 import requests
 
-from local.processes import free_port
-from local.testing.host_process import ROOT
+from local.processes import free_port, start_group
+from local.testing.host_process import ROOT, wait_until
+from realtime_gateway.archive.store import Archive
+from realtime_gateway.archive.tables import table_service_from_env
+from realtime_gateway.audit.cli import main as audit_main
 
 
 class Stack:
@@ -35,15 +38,7 @@ class Stack:
             **env,
         }
         self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "local.stack"],
-            cwd=ROOT,
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+        self.process = start_group([sys.executable, "-m", "local.stack"], full_env, ROOT)
         threading.Thread(
             target=lambda: [self.lines.append(line.rstrip("\n")) for line in self.process.stdout], daemon=True
         ).start()
@@ -107,3 +102,41 @@ def test_stack_with_a_real_endpoint_starts_no_emulator(tmp_path):
         assert not listening(stack.ports["EMULATOR_PORT"])
     finally:
         assert stack.terminate() == 0
+
+
+def test_make_run_takes_a_phone_call_from_the_emulator_end_to_end(tmp_path, capsys):
+    """The phone issue's own check: under `make run`, `curl -X POST localhost:7081/admin/sip/calls`
+    gives an accepted, policy-bound, archived phone call that the audit command lists, shows,
+    exports and verifies like a browser call (the stack makes the webhook secret and the salt)."""
+    stack = Stack(tmp_path)
+    try:
+        storage = stack.wait_for("ready: storage ").removeprefix("ready: storage ")
+        stack.wait_for("ready: gateway ")
+        emulator = f"http://127.0.0.1:{stack.ports['EMULATOR_PORT']}"
+        r = requests.post(
+            emulator + "/admin/sip/calls",
+            json={"from": "+15551230000", "to": "+15559870000", "say": ["hello"]},
+            timeout=30,
+        )
+        assert r.status_code == 201, r.text
+        call_id = r.json()["call_id"]
+        archive = Archive(table_service_from_env({"AzureWebJobsStorage": storage}), "callevents", "callsessions")
+        row = wait_until(
+            lambda: (s := archive.find_session(call_id)) and s.get("state") == "ended" and s,
+            60,
+            0.2,
+            "the phone call archived and ended\n" + "\n".join(stack.lines),
+        )
+        assert row["channel"] == "sip" and row["end_reason"] == "caller_hangup", row
+        accepted = requests.get(f"{emulator}/admin/sip/calls/{call_id}", timeout=10).json()["accept_body"]
+        assert accepted["instructions"] == "You are a helpful assistant."  # the example settings' policy
+        tables = ["--connection-string", storage]
+        for command in (["list"], ["show", call_id], ["export", call_id], ["verify", call_id]):
+            capsys.readouterr()
+            assert audit_main([*command, *tables]) == 0, command
+            printed = capsys.readouterr()
+            assert call_id in printed.out + printed.err, command  # export: the events out, the count on stderr
+    finally:
+        code = stack.terminate()
+    assert code == 0, "\n".join(stack.lines)
+    assert "5551230000" not in "\n".join(stack.lines)

@@ -1,8 +1,9 @@
 """A phone call end to end on loopback: the emulator rings (admin `/admin/sip/calls`), delivers the
 signed webhook to the local host, which verifies it, admits the call through the limiter, accepts it
 with the server's policy and queues the listener; the emulator's scripted caller speaks, presses keys
-and hangs up; the archive holds the call (`channel` sip, DTMF rows, `caller_hangup`) and `verify`
-passes. The caller's number is nowhere in plain text: every table row and the host's log are swept.
+and hangs up; the archive holds the call (`channel` sip, DTMF rows, `caller_hangup`), `verify`
+passes, and the auditor's `show` and `report` list the keys pressed. The caller's number is nowhere in plain text: every table row, the host's log and
+all the telemetry it exports (spans, log records, metrics over OTLP) are swept.
 Every webhook validates against the `openai` package's event type and signature check, every accept
 body against its CallAcceptParams."""
 
@@ -19,19 +20,40 @@ from openai.types.webhooks import RealtimeCallIncomingWebhookEvent
 from pydantic import TypeAdapter
 
 from local.testing.host_process import wait_until
+from local.testing.otlp_sink import OtlpSink
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
+from realtime_gateway.audit.cli import main as audit_main
 from realtime_gateway.audit.verify import verify_call
 
 SECRET = "whsec_" + base64.b64encode(b"emulated phone line signing key!").decode()
 SALT = "a-salt-for-phone-callers"
 CALLER, LINE = "+15551230000", "+15559870000"
 ORACLE = OpenAI(api_key="unused", base_url="http://127.0.0.1:9").webhooks
+# the SDK's own knobs: the host exports spans and logs within a fraction of a second
+FAST_EXPORT = {
+    "OTEL_BSP_SCHEDULE_DELAY": "100",
+    "OTEL_BLRP_SCHEDULE_DELAY": "100",
+    "OTEL_METRIC_EXPORT_INTERVAL": "300",
+}
 
 
 @pytest.fixture
-def phone(gateway_stack_factory, emulator):
-    stack = gateway_stack_factory(SIP_WEBHOOK_SECRET=SECRET, SIP_CALLER_SALT=SALT, MAX_ACTIVE_CALLS="2")
+def sink():
+    with OtlpSink() as s:
+        yield s
+
+
+@pytest.fixture
+def phone(gateway_stack_factory, emulator, sink):
+    """A host with phone calls on, exporting its telemetry over OTLP to `sink`."""
+    stack = gateway_stack_factory(
+        SIP_WEBHOOK_SECRET=SECRET,
+        SIP_CALLER_SALT=SALT,
+        MAX_ACTIVE_CALLS="2",
+        OTEL_EXPORTER_OTLP_ENDPOINT=sink.url,
+        **FAST_EXPORT,
+    )
     emulator.sip.webhook_url, emulator.sip.webhook_secret = stack.url + "/api/sip/incoming", SECRET
     yield stack
     emulator.sip.webhook_url = emulator.sip.webhook_secret = ""
@@ -61,7 +83,7 @@ def check_webhooks(info: dict) -> None:
     assert len({d["headers"]["webhook-id"] for d in info["webhooks"]}) == 1  # retries keep the id
 
 
-def test_a_whole_phone_call_is_accepted_archived_and_verified(phone, emulator):
+def test_a_whole_phone_call_is_accepted_archived_and_verified(phone, emulator, sink, capsys, tmp_path):
     call_id = ring(emulator, say=["hello", "what time do you open"], dtmf="12#")
     archive = archive_of(phone)
     row = wait_until(
@@ -80,8 +102,22 @@ def test_a_whole_phone_call_is_accepted_archived_and_verified(phone, emulator):
     assert int(row["dtmf_events"]) == 3
     dtmf = [e for e in archive.read_events(call_id) if e.event_type == "input_audio_buffer.dtmf_event_received"]
     assert [json.loads(e.payload)["event"] for e in dtmf] == ["1", "2", "#"]
-    assert "hello" in row.get("user_transcript", "")
     assert verify_call(archive, call_id).ok
+    # the words stay in the events (the row counts them); the auditor reads them with the keys pressed
+    assert int(row["user_turns"]) >= 2 and "user_transcript" not in row
+    tables = ["--connection-string", phone.azurite.connection_string]
+    tables += ["--events-table", phone.settings["ARCHIVE_EVENTS_TABLE"]]
+    tables += ["--sessions-table", phone.settings["ARCHIVE_SESSIONS_TABLE"]]
+    capsys.readouterr()
+    assert audit_main(["show", call_id, *tables]) == 0
+    listing = capsys.readouterr().out
+    assert "User: hello" in listing
+    keys = [line.split("Keypad: ")[1] for line in listing.splitlines() if "Keypad: " in line]
+    assert keys == ["pressed 1", "pressed 2", "pressed #"]
+    page = tmp_path / "phone.html"
+    assert audit_main(["report", call_id, "-o", str(page), *tables]) == 0
+    html = page.read_text()
+    assert "key presses (3)" in html and html.count('<li class="key">') == 3 and "key # pressed" in html
     # the number nowhere in plain text: every row of every table of this app, and the host's log
     svc = table_service_from_env({"AzureWebJobsStorage": phone.azurite.connection_string})
     for table in ("ARCHIVE_EVENTS_TABLE", "ARCHIVE_SESSIONS_TABLE", "LIMITS_TABLE"):
@@ -89,6 +125,17 @@ def test_a_whole_phone_call_is_accepted_archived_and_verified(phone, emulator):
             text = json.dumps(dict(entity), default=str)
             assert "5551230000" not in text, (table, text[:200])
     assert "5551230000" not in phone.logs
+
+    # ... and in no span, span event, log record or metric the host exported: the raw OTLP bytes
+    def call_spans() -> list[dict]:
+        found = [s for s in sink.spans() if s["attributes"].get("call_id") == call_id]
+        return found if {"sip", "listener"} <= {s["name"] for s in found} else []
+
+    spans = wait_until(call_spans, 20, 0.2, "the call's spans exported")
+    (webhook,) = [s for s in spans if s["name"] == "sip"]  # one trace: the webhook's span, then the listener's
+    assert webhook["attributes"]["channel"] == "sip"
+    assert [s["parent"] for s in spans if s["name"] == "listener"] == [webhook["span_id"]]
+    assert sink.logs() and all(b"5551230000" not in body for body in sink.raw)
 
 
 def test_a_replayed_delivery_is_acted_on_once_and_a_forged_one_not_at_all(phone, emulator):

@@ -113,6 +113,7 @@ NOT_AZD_VARIABLES = {
     "applicationInsightsName",
     "openAiName",
     "staticWebAppName",
+    "keyVaultName",
     "extraAppSettings",  # an object: azd variables are strings (azd converts them to int and bool only)
 }
 # App setting -> azd variable where the names differ, with why.
@@ -236,6 +237,7 @@ def test_new_settings_are_azd_variables_with_their_defaults():
         "POLICY_MAX_VIOLATIONS": "3",
         "HEALTH_CACHE_SECONDS": "15",
         "SIGN_IN_ENABLED": "false",
+        "SIP_ENABLED": "false",
         "AZURE_OPENAI_MODEL": "gpt-realtime-1.5",
         "AZURE_OPENAI_MODEL_VERSION": "2026-02-23",
     }

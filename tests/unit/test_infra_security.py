@@ -13,6 +13,7 @@ INFRA = ROOT / "infra"
 FILES = sorted(p for p in INFRA.rglob("*") if p.is_file() and p.suffix in (".bicep", ".json", ".py"))
 RBAC = (INFRA / "app" / "rbac.bicep").read_text(encoding="utf-8")
 OPENAI_ACCESS = (INFRA / "app" / "openai-access.bicep").read_text(encoding="utf-8")
+SIP_VAULT = (INFRA / "app" / "sip-vault.bicep").read_text(encoding="utf-8")
 
 ROLES = {
     "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd": "Cognitive Services OpenAI User",
@@ -20,6 +21,10 @@ ROLES = {
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
+    # phone calls only (SIP_ENABLED): tests/unit/test_infra_sip.py
+    "a97b65f3-24c7-4388-baec-2e87135dc908": "Cognitive Services User",
+    "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
+    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": "Key Vault Secrets Officer",
 }
 
 
@@ -27,9 +32,16 @@ def text(name: str) -> str:
     return (INFRA / name).read_text(encoding="utf-8")
 
 
+# The SIP hook may read the Azure OpenAI account's key (ARM listKeys) and send it as `api-key`, only when
+# the webhook registration refuses the deployer's Entra token: in memory, never stored or printed
+# (tests/integration/test_infra_sip_hook.py proves both). Nothing else in infra/ may name a key.
+KEY_FALLBACK = {"hooks/sip_webhook.py": {"listKeys", "api-key"}}
+
+
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.relative_to(INFRA).as_posix())
 def test_no_keys_or_key_based_connection_strings(path):
     src = path.read_text(encoding="utf-8")
+    allowed = KEY_FALLBACK.get(path.relative_to(INFRA).as_posix(), set())
     for pattern in (
         r"listKeys",
         r"listkeys",
@@ -44,7 +56,8 @@ def test_no_keys_or_key_based_connection_strings(path):
         r"listConnectionStrings",
         r"InstrumentationKey=",
     ):
-        assert not re.search(pattern, src), f"{path.name}: {pattern}"
+        if pattern not in allowed:
+            assert not re.search(pattern, src), f"{path.name}: {pattern}"
     # The only connection string is Application Insights' ingestion address (no secret; ingestion
     # needs the Entra token because disableLocalAuth is true).
     for line in src.splitlines():
@@ -92,10 +105,10 @@ def role_ids_in(src: str) -> dict[str, str]:
     return dict(re.findall(r"^var (\w+) = '([0-9a-f-]{36})'", src, re.M))
 
 
-def test_all_five_roles_present_with_their_names():
-    ids = {**role_ids_in(RBAC), **role_ids_in(OPENAI_ACCESS)}
+def test_every_role_present_with_its_name():
+    ids = {**role_ids_in(RBAC), **role_ids_in(OPENAI_ACCESS), **role_ids_in(SIP_VAULT)}
     assert set(ids.values()) == set(ROLES)
-    for src in (RBAC, OPENAI_ACCESS):
+    for src in (RBAC, OPENAI_ACCESS, SIP_VAULT):
         for line in src.splitlines():
             m = re.match(r"^var \w+ = '([0-9a-f-]{36})' // (.+)$", line)
             if m:
@@ -115,7 +128,7 @@ def test_identity_gets_every_role_as_service_principal():
     assert "scope: applicationInsights" in RBAC
     assert "principalId: managedIdentityPrincipalId" in OPENAI_ACCESS and "scope: account" in OPENAI_ACCESS
     # every assignment uses a deterministic name (re-deployable) and a subscription-level role id
-    for src in (RBAC, OPENAI_ACCESS):
+    for src in (RBAC, OPENAI_ACCESS, SIP_VAULT):
         assignments = src.count("'Microsoft.Authorization/roleAssignments@")
         assert assignments and src.count("name: guid(") == assignments
         assert src.count("subscriptionResourceId('Microsoft.Authorization/roleDefinitions'") == assignments

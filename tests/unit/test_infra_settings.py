@@ -142,7 +142,8 @@ def test_limit_and_price_settings_are_passed_through():
     prices = set(re.findall(r"^\s*(PRICE_[A-Z_]+):", MAIN, re.M))
     assert len(wanted) >= 17
     assert wanted <= APP_SETTINGS.keys() | prices, wanted - APP_SETTINGS.keys() - prices
-    assert "}, authSecretSettings, extraAppSettings)" in MAIN  # extra settings win, identity settings stay last
+    # extra settings win over the template's (but not over the phone calls' Key Vault references); identity settings stay last
+    assert "}, authSecretSettings, extraAppSettings, sipSecretSettings)" in MAIN
 
 
 def test_the_deployed_defaults_are_the_safe_ones_and_the_app_accepts_them():
@@ -231,3 +232,13 @@ def test_integer_ranges_are_the_apps(setting):
     for bad in (lo - 1, hi + 1):
         with pytest.raises(SettingsError, match=setting):
             load_settings({**base, setting: str(bad)})
+
+
+def test_the_worker_and_the_local_host_run_with_two_allocator_arenas():
+    """glibc reads MALLOC_ARENA_MAX when the process starts: an app setting (an environment variable of
+    the worker) in Azure, a Values entry (the local host's environment) under `make run`."""
+    import json
+
+    example = json.loads((ROOT / "local.settings.json.example").read_text(encoding="utf-8"))["Values"]
+    assert APP_SETTINGS["MALLOC_ARENA_MAX"] == "'2'"
+    assert example["MALLOC_ARENA_MAX"] == "2"

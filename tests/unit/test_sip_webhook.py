@@ -228,7 +228,7 @@ def test_sip_settings(tmp_path):
             "SIP_CALLER_SALT": "a-salt-of-16-chars",
             "SIP_ALLOWED_NUMBERS": "to:+15559870000, +44 20*",
             "SIP_SESSION_POLICY_FILE": str(policy),
-            "SIP_TRANSFER_TARGETS": "tel:+15550001111,sip:desk@pbx.example",
+            "SIP_TRANSFER_TARGETS": "sales=tel:+15550001111,desk=sip:desk@pbx.example",
         }
     )
     assert s.sip.enabled and s.sip.caller_privacy == "hash"
@@ -236,7 +236,7 @@ def test_sip_settings(tmp_path):
     assert s.sip.session_policy is not None
     assert s.sip.session_policy["instructions"] == "You answer the phone."  # not REALTIME_INSTRUCTIONS
     assert s.sip.session_policy["model"] == "gpt-realtime" and s.sip.session_policy["type"] == "realtime"
-    assert s.sip.transfer_targets == ("tel:+15550001111", "sip:desk@pbx.example")
+    assert s.sip.transfer_targets == {"sales": "tel:+15550001111", "desk": "sip:desk@pbx.example"}
     for bad, named in (
         ({"SIP_WEBHOOK_SECRET": "not-a-whsec", "SIP_CALLER_SALT": "a-salt-of-16-chars"}, "SIP_WEBHOOK_SECRET"),
         ({"SIP_WEBHOOK_SECRET": SECRET}, "SIP_CALLER_SALT"),
