@@ -107,6 +107,11 @@ def audit_verify(req: func.HttpRequest) -> func.HttpResponse:
     return _http(audit_api.verify, req, call_id=req.route_params["call_id"])
 
 
+@app.route(route="audit/sessions/{call_id}/transcript", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def audit_transcript(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(audit_api.call_transcript, req, call_id=req.route_params["call_id"])
+
+
 # --- Timer: archive retention ------------------------------------------------------------
 # Hourly at :30; deletes whole calls older than ARCHIVE_RETENTION_DAYS (0 = keep forever), each run
 # for up to 4 minutes, so a backlog of any size is caught up run by run.

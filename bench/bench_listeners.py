@@ -8,7 +8,12 @@ does), so the host process's CPU and RSS are the listeners' own. Three phases, o
      call created -> sideband open (the session's attached_at) -> first archived event.
   2. cost: those calls stay live for --hold seconds (--long: 600) with one scripted response per
      call every ~5 s, then a burst (every call answers at once, over 1,000 events/s), then all
-     end: CPU share, memory growth over the hold, events emitted that the archive lacks.
+     end: CPU share, events emitted that the archive lacks, and over time (a sample every 5 s)
+     the host's RSS and the archive's bytes written per event (the writers' `bytes_written` on
+     the session rows: event rows and session-row updates, as sent). Two targets: RSS grows at
+     most 10 MiB after the warm-up (the first minute, or a fifth of a shorter hold), and the
+     bytes per event of the last window are within 1.2x of the first's (flat, not growing
+     with the call's length).
   3. capacity: --calls calls created at once, all live together on the one host (attach delay
      p50/p95/max, RSS and attach CPU per listener), then --more-calls arriving at 5/s while they
      are live: the attach target.
@@ -20,6 +25,8 @@ import argparse
 import json
 import os
 import random
+import re
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -33,10 +40,16 @@ from local.processes import free_port
 from local.testing.host_process import ROOT, HostProcess, gateway_settings, queue
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
+from realtime_gateway.archive.writer import BYTES_FIELD
+from realtime_gateway.core.clock import day_of
 from realtime_gateway.core.message import CallMessage
 
 REPORT_ARGS: list[str] = []  # what `make bench` runs (bench/run_all.py); --long adds LONG_ARGS
 LONG_ARGS = ["--long"]
+TIMEOUT = 1800  # --long holds 600 s, and the phases around it take a few minutes
+SAMPLE_SECONDS = 5.0
+RSS_GROWTH_MIB = 10.0  # after the warm-up, over the rest of the hold
+BYTES_FLAT = 1.2  # the last window's bytes per event over the first's
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -108,18 +121,76 @@ class Bench:
         for call_id in calls:
             self.http.post(f"{self.url}/_emulator/calls/{call_id}/end", timeout=10)
 
-    def behind(self, calls, timeout: float = 60) -> tuple[int, int]:
-        """(events the emulator emitted that the archive does not hold, events emitted) once settled."""
+    def written(self, calls, since: float) -> tuple[int, int]:
+        """(bytes written, events archived) over these calls as their session rows say now: one
+        query per day, whatever the number of calls."""
+        wanted = set(calls)
+        days = {day_of(since), day_of(time.time())}
+        rows = [r for d in days for r in self.archive.sessions_on(d) if r.get("call_id") in wanted]
+        return sum(int(r.get(BYTES_FIELD) or 0) for r in rows), sum(int(r.get("events") or 0) for r in rows)
+
+    def behind(self, calls, timeout: float = 60) -> tuple[int, int, int]:
+        """(events the emulator emitted that the archive does not hold, events emitted, gaps the
+        archive records: `listener.gap` rows, one per hand-over or reconnect) once settled."""
         emitted = {c: self.http.get(f"{self.url}/_emulator/calls/{c}", timeout=10).json()["events"] for c in calls}
         end = time.monotonic() + timeout
         while True:
-            missing = 0
+            missing = gaps = 0
             for c in calls:
-                archived = sum(1 for e in self.archive.read_events(c) if e.source == "service")
+                rows = [e.event_type for e in self.archive.read_events(c)]
+                gaps += rows.count("listener.gap")
+                archived = sum(1 for t in rows if not t.startswith("listener."))
                 missing += max(0, emitted[c] - archived)
             if missing == 0 or time.monotonic() > end:
-                return missing, sum(emitted.values())
-            time.sleep(1)
+                return missing, sum(emitted.values()), gaps
+
+
+def snapshot(host: HostProcess, n: int) -> int:
+    """The host's tracemalloc snapshot n (LOCAL_HOST_TRACEMALLOC), written when it says so."""
+    os.kill(host.process.pid, signal.SIGUSR1)
+    host.wait_for_log(f"tracemalloc snapshot {n} written", 120)
+    return n + 1
+
+
+def memstats(host: HostProcess) -> tuple[int, int, int, int]:
+    """(malloc in use, free, mmapped bytes, Python blocks) as the host logs them on SIGUSR2."""
+    count = host.logs.count("memstats: ")
+    os.kill(host.process.pid, signal.SIGUSR2)
+    host.wait_for_log("memstats: ", 60, count=count + 1)
+    line = [ln for ln in host.logs.splitlines() if "memstats: " in ln][-1]
+    u, f, m, b = (int(x) for x in re.findall(r"(?:in use|free|mmapped|blocks) (\d+)", line))
+    return u, f, m, b
+
+
+def grown(folder: str, top: int = 12) -> list[str]:
+    """What the host's traced memory gained between its two snapshots, by allocating line."""
+    import tracemalloc
+
+    before = tracemalloc.Snapshot.load(os.path.join(folder, "host-0.tracemalloc"))
+    after = tracemalloc.Snapshot.load(os.path.join(folder, "host-1.tracemalloc"))
+    stats = after.compare_to(before, "lineno")
+    total = sum(s.size_diff for s in stats)
+    out = [f"tracemalloc, end of warm-up to end of hold: {total / 2**20:+.1f} MiB traced; the largest gains:"]
+    for s in stats[:top]:
+        frame = s.traceback[0]
+        out.append(
+            f"  {s.size_diff / 2**20:+7.2f} MiB {s.count_diff:+8d} blocks  {frame.filename.replace(str(ROOT) + '/', '')}:{frame.lineno}"
+        )
+    return out
+
+
+def per_event(series: list[tuple[float, int, int]], window: float) -> list[tuple[float, float, float, int]]:
+    """(from s, until s, bytes per event, events) per window of the (s, bytes, events) samples."""
+    out = []
+    start = series[0]
+    for sample in series[1:]:
+        span = sample[0] - start[0]
+        if span >= window - 1e-6 or (sample is series[-1] and span >= window / 2):  # no stub at the end
+            events = sample[2] - start[2]
+            if events > 0:
+                out.append((start[0], sample[0], (sample[1] - start[1]) / events, events))
+            start = sample
+    return out
 
 
 def main() -> None:
@@ -129,6 +200,24 @@ def main() -> None:
     ap.add_argument("--more-calls", type=int, default=20, help="arriving at 5/s while --calls are live")
     ap.add_argument("--hold", type=float, default=30.0, help="seconds the calls stay live in phase 3")
     ap.add_argument("--long", action="store_true", help="hold for 600 s (the issue's long run)")
+    ap.add_argument(
+        "--tracemalloc",
+        metavar="DIR",
+        help="trace the host's Python allocations (slower: a diagnosis, not a figure) and report what grew "
+        "from the end of the warm-up to the end of the hold; snapshots go to DIR",
+    )
+    ap.add_argument(
+        "--memstats",
+        action="store_true",
+        help="also report the host's C allocator (in use, free, mmapped) and Python block counts over the hold",
+    )
+    ap.add_argument(
+        "--host-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra environment variable for the host process (e.g. MALLOC_ARENA_MAX=16); repeatable",
+    )
     args = ap.parse_args()
     hold = 600.0 if args.long else args.hold
     report = Report("listeners")
@@ -145,6 +234,10 @@ def main() -> None:
             az,
             free_port(),
             LISTENER_SESSION_UPDATE=json.dumps({"type": "realtime", "output_modalities": ["text"]}),
+            MALLOC_ARENA_MAX="2",  # as deployed (infra/main.bicep); --host-env MALLOC_ARENA_MAX=16 for glibc's default
+            **({"LOCAL_HOST_TRACEMALLOC": args.tracemalloc} if args.tracemalloc else {}),
+            **({"LOCAL_HOST_MEMSTATS": "1"} if args.memstats else {}),
+            **dict(kv.split("=", 1) for kv in args.host_env),
         )
         host = HostProcess(ROOT, settings)
         host_json = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
@@ -171,19 +264,47 @@ def main() -> None:
         report.figure(f"attach, {len(calls)} calls at 5/s: created -> sideband open", attach)
         report.figure(f"attach, {len(calls)} calls at 5/s: created -> first archived event", first)
         report.target(
-            "attach p95 under 1 s (50 calls through the queue)", p95(first) < 1000, f"p95 {p95(first):.0f} ms"
+            f"attach p95 under 1 s ({len(calls)} calls through the queue)",
+            p95(first) < 1000,
+            f"p95 {p95(first):.0f} ms",
         )
 
         # 2. cost: those calls live at a realistic rate, then a burst of every call answering at once
         ids = list(calls)
         cpu_a, t_a, rss_a = proc_cpu_seconds(b.pid), time.monotonic(), proc_rss_mib(b.pid)
+        since = time.time()
         rss_series = [(0.0, rss_a)]
+        bytes_series = [(0.0, *b.written(ids, since))]  # (s, bytes written, events archived)
+        next_sample = SAMPLE_SECONDS
+        warm = min(60.0, hold / 5)
+        snapped = 0
         while time.monotonic() - t_a < hold:
+            if not snapped and time.monotonic() - t_a >= warm:
+                snapped = snapshot(host, 0) if args.tracemalloc else 1
+                if args.memstats:
+                    stats = [memstats(host)]
             for call_id in random.sample(ids, max(1, len(ids) // 5)):  # each call answers every ~5 s
                 b.script(call_id)
             time.sleep(1)
-            rss_series.append((time.monotonic() - t_a, proc_rss_mib(b.pid)))
+            now = time.monotonic() - t_a
+            rss_series.append((now, proc_rss_mib(b.pid)))
+            if now >= next_sample:
+                bytes_series.append((now, *b.written(ids, since)))
+                next_sample += SAMPLE_SECONDS
         share = (proc_cpu_seconds(b.pid) - cpu_a) / (time.monotonic() - t_a)
+        if args.tracemalloc:
+            snapshot(host, 1)
+            for line in grown(args.tracemalloc):
+                report.line(line)
+        if args.memstats:
+            stats.append(memstats(host))
+            (u0, f0, m0, b0), (u1, f1, m1, b1) = stats
+            report.line(
+                f"C allocator from the warm-up to the end of the hold: in use {u0 / 2**20:.1f} -> {u1 / 2**20:.1f} MiB, "
+                f"free but kept {f0 / 2**20:.1f} -> {f1 / 2**20:.1f} MiB, mmapped {m0 / 2**20:.1f} -> {m1 / 2**20:.1f} MiB; "
+                f"Python blocks {b0} -> {b1}"
+            )
+        windows = per_event(bytes_series, warm)
         events_before = b.emitted(ids)
         burst_start = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
@@ -198,7 +319,7 @@ def main() -> None:
         rss_end = proc_rss_mib(b.pid)
         rss_series.append((time.monotonic() - t_a, rss_end))
         b.end_all(ids)
-        missing, emitted = b.behind(ids)
+        missing, emitted, gaps = b.behind(ids)
         report.line(
             f"cost, {len(ids)} live calls for {hold:.0f} s, one response per call every ~5 s: host CPU "
             f"{share * 100:.1f}% of one core ({share / len(ids) * 100:.2f}% per listener); RSS {rss_a:.1f} -> {rss_end:.1f} MiB"
@@ -206,12 +327,38 @@ def main() -> None:
         report.line(
             f"burst: {burst_events} events in {burst_s:.1f} s ({burst_events / burst_s:.0f} events/s); {emitted} in all"
         )
-        report.target(
-            "listener memory flat (growth under 20 MiB over the hold)",
-            rss_end - rss_a < 20,
-            f"+{rss_end - rss_a:.1f} MiB over {hold:.0f} s with {len(ids)} calls",
+        rss_warm = next(r for t, r in rss_series if t >= warm)
+        rss_hold = rss_series[-2][1]  # the last sample of the hold, before the burst
+        report.line(
+            f"host RSS: {rss_a:.1f} MiB at the start of the hold, {rss_warm:.1f} MiB after the {warm:.0f} s warm-up, "
+            f"{rss_hold:.1f} MiB at its end, {rss_end:.1f} MiB after the burst; max {max(r for _, r in rss_series):.1f} MiB"
         )
-        report.target("zero events behind at the end", missing == 0, f"{missing} of {emitted} not archived")
+        report.target(
+            f"listener memory flat: RSS after the {warm:.0f} s warm-up grows at most {RSS_GROWTH_MIB:.0f} MiB",
+            rss_hold - rss_warm <= RSS_GROWTH_MIB,
+            f"+{rss_hold - rss_warm:.1f} MiB from {warm:.0f} s to {hold:.0f} s with {len(ids)} calls "
+            f"(+{rss_end - rss_a:.1f} MiB over the whole hold and the burst)",
+        )
+        if len(windows) >= 2:
+            first_w, last_w = windows[0], windows[-1]
+            report.line(
+                "archive bytes written per event, by window: "
+                + ", ".join(f"{t0:.0f}-{t1:.0f} s {bpe:.0f} B ({ev} events)" for t0, t1, bpe, ev in windows)
+            )
+            report.target(
+                f"archive bytes per event flat (last window within {BYTES_FLAT}x of the first)",
+                last_w[2] <= first_w[2] * BYTES_FLAT,
+                f"{first_w[2]:.0f} B/event in {first_w[0]:.0f}-{first_w[1]:.0f} s, {last_w[2]:.0f} B/event in "
+                f"{last_w[0]:.0f}-{last_w[1]:.0f} s ({last_w[2] / first_w[2]:.2f}x)",
+            )
+        else:
+            report.line("archive bytes per event: the hold is too short for two windows")
+        report.target(
+            "zero events behind at the end",
+            missing == 0,
+            f"{missing} of {emitted} not archived; {gaps} gaps recorded (a hand-over at the listener's "
+            "time box, LISTENER_TIME_BOX_SECONDS 480, leaves one: events in it are not seen)",
+        )
         time.sleep(3)  # let those listeners finish
 
         # 3. capacity: --calls calls created at once, all live together on this one host ...
@@ -263,6 +410,21 @@ def main() -> None:
         ax2.set_xlabel(f"seconds with {len(ids)} live calls")
         ax2.set_ylabel("host RSS (MiB)")
         report.chart("attach_and_memory", fig)
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+        ax1.plot([t for t, _ in rss_series], [r for _, r in rss_series])
+        ax1.axvline(warm, color="#999", linestyle=":", label="end of warm-up")
+        ax1.axhline(
+            rss_warm + RSS_GROWTH_MIB, color="#b00020", linestyle="--", label=f"warm-up + {RSS_GROWTH_MIB:.0f} MiB"
+        )
+        ax1.set_xlabel(f"seconds with {len(ids)} live calls")
+        ax1.set_ylabel("host RSS (MiB)")
+        ax1.legend()
+        if windows:
+            ax2.step([w[1] for w in windows], [w[2] for w in windows], where="pre")
+            ax2.set_ylim(bottom=0)
+        ax2.set_xlabel(f"seconds with {len(ids)} live calls")
+        ax2.set_ylabel("archive bytes written per event")
+        report.chart("memory_and_bytes", fig)
     finally:
         report.save()  # what was measured, even when a later phase failed
         if host:

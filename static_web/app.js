@@ -39,6 +39,9 @@ async function loadConfig() {
     recorderWaitSeconds: Number(config.recorderWaitSeconds) > 0 ? Number(config.recorderWaitSeconds) : 15,
     unrecordedPolicy: config.unrecordedPolicy === "end" ? "end" : "continue",
     locale: typeof config.locale === "string" && config.locale ? config.locale : undefined,
+    // the conversation goes on past a call's end (the service's session cap) unless switched off
+    rollover: config.rollover !== false,
+    rolloverLeadSeconds: Number(config.rolloverLeadSeconds) > 0 ? Number(config.rolloverLeadSeconds) : undefined,
     messages: config.messages && typeof config.messages === "object" ? config.messages : undefined,
   };
 }
@@ -198,9 +201,20 @@ async function main() {
   // Errors, and calls that ended without the person's hang-up, are alerts; a hang-up is a status.
   client.addEventListener("error", (e) => showError(e.detail.userMessage || client.messageFor(e.detail)));
   client.addEventListener("ended", (e) => {
-    const { reason, message } = e.detail;
+    const { reason, message, announced } = e.detail;
     document.body.dataset.endReason = reason;
-    if (reason === EndReason.HANGUP) showOutcome(message);
+    // an end the page announced ("The conversation ends in N seconds") is a status, not an alert
+    if (announced) showNotice("");
+    if (reason === EndReason.HANGUP || announced) showOutcome(message);
+  });
+  // The conversation moved to its next call (before the service's session cap): nothing to tell
+  // the person; the call id shown follows it.
+  client.addEventListener("rollover", (e) => {
+    ui.callId.textContent = e.detail.to;
+    document.body.dataset.rollovers = String(Number(document.body.dataset.rollovers || 0) + 1);
+  });
+  client.addEventListener("rolloverfailed", (e) => {
+    if (!e.detail.willRetry) showNotice(e.detail.message);  // "The conversation ends in 45 seconds."
   });
 
   ui.start.addEventListener("click", async () => {
@@ -209,6 +223,7 @@ async function main() {
     showNotice("");
     showOutcome("");
     delete document.body.dataset.endReason;
+    delete document.body.dataset.rollovers;
     ui.callId.textContent = "—";
     ui.recorder.textContent = "—";
     ui.recorder.dataset.recorder = "none";

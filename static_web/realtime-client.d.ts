@@ -1,9 +1,9 @@
-// Type declarations for realtime-client.js v2.0.0 (the embeddable browser client of the realtime
+// Type declarations for realtime-client.js v2.1.0 (the embeddable browser client of the realtime
 // gateway). How to embed it: README.md in this folder; an example that uses every option:
 // examples/embed.ts (checked with `tsc --noEmit` by tests/e2e/test_embedding_kit.py).
 
 /** This module's version (semver). */
-export declare const VERSION: "2.0.0";
+export declare const VERSION: "2.1.0";
 
 /** The data channel label the service uses (the default). */
 export declare const SERVICE_CHANNEL_LABEL: "oai-events";
@@ -167,6 +167,8 @@ export interface Messages {
   oneMinuteLeft: Message;
   /** The `autoplayblocked` event's message. */
   autoplayBlocked: Message;
+  /** The `rolloverfailed` event's message: "The conversation ends {wait}." (`{wait}`: "in 45 seconds"). */
+  conversationEnds: Message;
 }
 
 /** The English sentences; `messages` overrides any of them. */
@@ -210,6 +212,18 @@ export interface RealtimeClientOptions {
   locale?: string | string[];
   /** The fetch to use (default: the global fetch), e.g. to add a header for a front door. */
   fetch?: typeof fetch;
+  /**
+   * Roll the conversation over to a successor call before the call's end (the service's session
+   * cap: 30 minutes on Azure), so it goes on unnoticed (default true). It takes effect when the
+   * gateway gives the call a capability and an end (`x-call-capability`, `x-call-expires-at`).
+   */
+  rollover?: boolean;
+  /**
+   * Seconds before the call's end from which the rollover starts, at a natural pause (default 90;
+   * without a pause it starts at min(20 s, half this) before the end). A first call not longer than
+   * this is not rolled over (a deliberately short MAX_CALL_SECONDS ends there).
+   */
+  rolloverLeadSeconds?: number;
 }
 
 /** `state`: the client moved from `previous` to `state`. */
@@ -253,18 +267,60 @@ export interface TimerEventDetail {
   remainingSeconds: number;
   /** Epoch seconds when the call ends at the latest (the gateway's `x-call-expires-at`). */
   expiresAt: number;
-  /** True once, on the tick where the last minute starts (never for a call shorter than a minute). */
+  /**
+   * True once, on the tick where the last minute starts (never for a call shorter than a minute,
+   * nor while a rollover is planned: the conversation goes on in the next call).
+   */
   oneMinuteLeft: boolean;
   /** The `timeLeft` message, e.g. "4:59 left". */
   text: string;
 }
 
-/** `ended`: a call that was started is over (once per call). */
+/** `ended`: a conversation that was started is over (once; its rollovers do not end it). */
 export interface EndedEventDetail {
   reason: EndReasonValue;
   /** The gateway's end_reason ("" when it had none, or the page hung up). */
   endReason: GatewayEndReason | "";
   /** The sentence for `reason` (the `ended*` messages). */
+  message: string;
+  /**
+   * The end came when the client had said it would (`rolloverfailed`): a status to show, not an
+   * alert; no `error` event comes with it.
+   */
+  announced: boolean;
+}
+
+/** `rollover`: the conversation moved to a successor call; the old call is hung up. */
+export interface RolloverEventDetail {
+  /** The call rolled over from. */
+  from: string;
+  /** The successor, now `callId`. */
+  to: string;
+  /** The conversation's id (its first call's), the same before and after. */
+  conversationId: string;
+  /**
+   * Milliseconds from the old call's last received audio packet to the new call's first after the
+   * switch (getStats), an upper bound of what the person could hear missing; absent when the
+   * browser does not say.
+   */
+  gapMs?: number;
+}
+
+/** `rolloverfailed`: a rollover did not happen; the call goes on to its end. */
+export interface RolloverFailedEventDetail {
+  /** The call that could not be rolled over (it goes on). */
+  from: string;
+  /** Why, as ErrorKind (a refusal of the gateway: `code` and `status` say which). */
+  kind: ErrorKindValue;
+  /** The gateway's error code, e.g. "conversation_too_long", "capability_invalid" ("" otherwise). */
+  code: string;
+  /** The gateway's HTTP status (0 when it did not answer). */
+  status: number;
+  /** Seconds until the call, and so the conversation, ends. */
+  remainingSeconds: number;
+  /** One more attempt comes after a short delay; when false, the conversation ends with this call. */
+  willRetry: boolean;
+  /** The `conversationEnds` message: "The conversation ends in 45 seconds." */
   message: string;
 }
 
@@ -302,6 +358,8 @@ export interface RealtimeClientEventMap {
   speech: CustomEvent<SpeechEventDetail>;
   timer: CustomEvent<TimerEventDetail>;
   ended: CustomEvent<EndedEventDetail>;
+  rollover: CustomEvent<RolloverEventDetail>;
+  rolloverfailed: CustomEvent<RolloverFailedEventDetail>;
   autoplayblocked: CustomEvent<AutoplayBlockedEventDetail>;
   /** The voice is playing (after autoplay, or after playAudio()). */
   audioplaying: CustomEvent<Record<string, never>>;
@@ -353,15 +411,22 @@ export declare class RealtimeClient extends EventTarget {
   readonly mediaTimeoutMs: number;
   readonly iceGatherMs: number;
   readonly endReasonWaitMs: number;
+  readonly rollover: boolean;
+  readonly rolloverLeadSeconds: number;
   /** DEFAULT_MESSAGES with the `messages` option on top. */
   readonly messages: Readonly<Messages>;
   readonly locale: string | string[] | undefined;
 
   /** Where the client is now. */
   readonly state: CallState;
-  /** The call's id (from `x-call-id`, or the last segment of `Location`), once the gateway answered. */
+  /**
+   * The call's id (from `x-call-id`, or the last segment of `Location`), once the gateway answered;
+   * after a rollover, the successor's.
+   */
   readonly callId: string | null;
-  /** Epoch seconds when the call ends at the latest (`x-call-expires-at`), once known. */
+  /** The conversation's id (`x-conversation-id`: its first call's), the same across rollovers. */
+  readonly conversationId: string | null;
+  /** Epoch seconds when the call ends at the latest (`x-call-expires-at`), once known; a rollover moves it. */
   readonly expiresAt: number | null;
   /** Seconds left until `expiresAt` (null while unknown). */
   readonly remainingSeconds: number | null;

@@ -1,4 +1,4 @@
-// realtime-client.js v2.0.0: the embeddable browser client for the realtime gateway (Azure Functions)
+// realtime-client.js v2.1.0: the embeddable browser client for the realtime gateway (Azure Functions)
 // over WebRTC. Types: realtime-client.d.ts; how to embed it: README.md (this folder).
 //
 //   import { RealtimeClient } from "./realtime-client.js";
@@ -7,13 +7,16 @@
 //   client.addEventListener("ended", (e) => console.log(e.detail.message));
 //   await client.connect();  client.sendText("Hello");  client.setMuted(true);  await client.hangup();
 //
+// A conversation outlives the service's session cap (30 minutes on Azure): before a call's end the
+// client rolls it over to a successor call of the same conversation (`rollover` event), unnoticed.
+//
 // The browser never holds a token: the gateway takes the SDP offer and returns the answer.
 // Only events that pass `webrtcfilter=on` are relied upon (session.*, response.done and error
 // never reach the data channel), so everything here is driven by that short list; why a call
 // ended comes from the gateway (`GET /api/calls/{id}` -> end_reason), not from the channel.
 
 /** This module's version (semver); the header comment above and realtime-client.d.ts say the same. */
-export const VERSION = "2.0.0";
+export const VERSION = "2.1.0";
 
 export const SERVICE_CHANNEL_LABEL = "oai-events";
 export const SEED_CHANNEL_LABEL = "realtime-channel";
@@ -91,6 +94,7 @@ export const DEFAULT_MESSAGES = Object.freeze({
   timeLeft: "{remaining} left",
   oneMinuteLeft: "One minute left in this call.",
   autoplayBlocked: "Your browser did not let the assistant's voice play by itself. Press \u201cPlay the assistant's voice\u201d to hear it.",
+  conversationEnds: "The conversation ends {wait}.",
 });
 
 const END_MESSAGE = {
@@ -136,9 +140,9 @@ export function formatDuration(seconds) {
   return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
 }
 
-function mark(name) {
+function mark(name, detail) {
   // performance marks: visible in DevTools and readable by tests without any test-only hook.
-  try { performance.mark(`realtime:${name}`); } catch { /* marks are best effort */ }
+  try { performance.mark(`realtime:${name}`, detail === undefined ? undefined : { detail }); } catch { /* best effort */ }
 }
 
 /** Retry-After as the gateway sends it: whole seconds (null when absent or not exposed). */
@@ -198,11 +202,61 @@ function callIdFrom(headers) {
   return location ? decodeURIComponent(location.split("?")[0].replace(/\/+$/, "").split("/").pop() || "") || null : null;
 }
 
+/** What the connect answer says about the call: its id, conversation, capability and latest end. */
+function callFrom(headers) {
+  const callId = callIdFrom(headers);
+  const expires = Number(headers.get("x-call-expires-at"));
+  return {
+    callId,
+    conversationId: headers.get("x-conversation-id") || callId,
+    capability: headers.get("x-call-capability"),
+    expiresAt: Number.isFinite(expires) && expires > 0 ? expires : null,
+  };
+}
+
+/** The peer connection's received audio (getStats): packets so far and when the last one came. */
+async function inboundAudio(pc) {
+  if (!pc) return null;
+  try {
+    let out = null;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "audio") {
+        out = { packets: s.packetsReceived || 0, at: s.lastPacketReceivedTimestamp ?? null };
+      }
+    });
+    return out;
+  } catch {
+    return null;  // a closed peer connection
+  }
+}
+
+/** Resolves once the peer connection has received audio, or after `ms` (a service may send none while quiet). */
+async function receivingAudio(pc, ms) {
+  const until = performance.now() + ms;
+  while (performance.now() < until) {
+    const audio = await inboundAudio(pc);
+    if (audio && audio.packets > 0) return true;
+    await sleep(20);
+  }
+  return false;
+}
+
 function sameDay(a, b) {
   return a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Rollover timing. A natural pause: nobody speaking, no answer in flight, and nothing on the data
+// channel for this long (an answer follows a turn within a few hundred ms).
+const PAUSE_QUIET_MS = 1000;
+const SWITCH_QUIET_MS = 250;  // at the switch itself: only not in the middle of a turn
+// Flags that never got their closing event (an interrupted answer's audio clears with an event
+// the filter drops) stop counting after this much silence on the channel.
+const STALE_ACTIVITY_MS = 10000;
+const HARD_DEADLINE_SECONDS = 20;  // before the end, roll over without a pause (at most half the lead)
+const HISTORY_WAIT_MS = 30000;     // the successor's replayed history, at most (and 10 s past the old end)
+const RETRY_DELAY_MS = 5000;       // one more attempt after a failure that left no successor behind
 
 /**
  * One conversation with the gateway. Events (CustomEvent, data in `detail`; see realtime-client.d.ts):
@@ -211,7 +265,9 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  *  transcript  {role, itemId, delta, text, done}  role user|assistant; delta while streaming
  *  speech      {who, speaking}     who user (VAD) | assistant (audio playing)
  *  timer       {remainingSeconds, expiresAt, text}  every second while a call with a known end is up
- *  ended       {reason, endReason, message}  once per call that was started, when it is over
+ *  ended       {reason, endReason, message, announced}  once per conversation that was started, when it is over
+ *  rollover    {from, to, conversationId, gapMs?}  the conversation moved to a successor call
+ *  rolloverfailed {from, kind, code, status, remainingSeconds, willRetry, message}  it could not (yet)
  *  autoplayblocked {element, message}  the browser refused to play the voice: call playAudio() on a click
  *  audioplaying {}                 the voice is playing (after autoplay or playAudio())
  *  datachannel {label}             the data channel opened
@@ -240,6 +296,11 @@ export class RealtimeClient extends EventTarget {
     this.messages = Object.freeze({ ...DEFAULT_MESSAGES, ...(options.messages || {}) });
     this.locale = options.locale || undefined;  // undefined: the browser's own language
     this.fetch = options.fetch || ((...args) => fetch(...args));
+    // Roll the conversation over to a successor call before the call's end; it takes effect when
+    // the gateway gives the call a capability and an end (x-call-capability, x-call-expires-at).
+    this.rollover = options.rollover !== false;
+    const lead = Number(options.rolloverLeadSeconds ?? 90);
+    this.rolloverLeadSeconds = Number.isFinite(lead) && lead > 0 ? lead : 90;
     this.muted = false;
     this._reset();
   }
@@ -247,6 +308,7 @@ export class RealtimeClient extends EventTarget {
   _reset() {
     this.state = "idle";
     this.callId = null;
+    this.conversationId = null;  // x-conversation-id: the first call's id, kept across rollovers
     this.expiresAt = null;    // epoch seconds when the call ends at the latest (x-call-expires-at)
     this.endReason = null;    // EndReason of the last call, once it has ended
     this.audioBlocked = false;
@@ -263,6 +325,20 @@ export class RealtimeClient extends EventTarget {
     this._abort = null;
     this._openChannel = null;
     this._localTurns = 0;
+    this._resetActivity();
+    this._roll = null;           // the rollover in progress: {abort, pc, channel, callId, ...}
+    this._rollTimer = null;
+    this._rollArmed = false;     // a rollover is planned for this call (the one-minute warning waits)
+    this._endAnnounced = false;  // a rollover failed and the client said when the conversation ends
+  }
+
+  /** What the data channel says is going on: a rollover waits for a natural pause. */
+  _resetActivity() {
+    this._userSpeaking = false;
+    this._assistantAudio = false;
+    this._responding = false;      // response.created .. response.done (when the filter lets them by)
+    this._streaming = new Set();   // assistant items whose transcript is still streaming
+    this._lastActivity = typeof performance !== "undefined" ? performance.now() : 0;
   }
 
   get url() {
@@ -393,7 +469,9 @@ export class RealtimeClient extends EventTarget {
 
   _ended(reason, endReason) {
     this.endReason = reason;
-    this._emit("ended", { reason, endReason: endReason || "", message: this.endMessage(reason) });
+    // announced: the end came when the client had said it would (a rollover that failed)
+    const announced = reason === EndReason.LIMIT && this._endAnnounced;
+    this._emit("ended", { reason, endReason: endReason || "", message: this.endMessage(reason), announced });
   }
 
   // ---- connecting -------------------------------------------------------------------------
@@ -419,6 +497,7 @@ export class RealtimeClient extends EventTarget {
       if (recorder === "unrecorded" && this.unrecordedPolicy === "end") await this._endUnrecorded();
       this._applyMute();
       this._setState("live");
+      this._armRollover(false);
       return this.callId;
     } catch (err) {
       throw await this._connectFailed(err);
@@ -536,10 +615,11 @@ export class RealtimeClient extends EventTarget {
       clearTimeout(timer);
     }
     if (!response.ok) throw await errorFromResponse(response, "connect");
-    this.callId = callIdFrom(response.headers);
-    this._capability = response.headers.get("x-call-capability");
-    const expires = Number(response.headers.get("x-call-expires-at"));
-    this.expiresAt = Number.isFinite(expires) && expires > 0 ? expires : null;
+    const call = callFrom(response.headers);
+    this.callId = call.callId;
+    this.conversationId = call.conversationId;
+    this._capability = call.capability;
+    this.expiresAt = call.expiresAt;
     mark("call-id");
     return response.text();
   }
@@ -568,7 +648,9 @@ export class RealtimeClient extends EventTarget {
     const tick = () => {
       const remainingSeconds = this.remainingSeconds;
       // once, as the last minute starts (not for a call that is shorter than a minute to begin with)
-      const oneMinuteLeft = before !== null && before > 60 && remainingSeconds <= 60 && remainingSeconds > 0;
+      // (not while a rollover is planned: the conversation goes on in the next call)
+      const oneMinuteLeft = before !== null && before > 60 && remainingSeconds <= 60 && remainingSeconds > 0
+        && !this._rollArmed;
       before = remainingSeconds;
       this._emit("timer", { remainingSeconds, expiresAt: this.expiresAt, oneMinuteLeft,
         text: this.text("timeLeft", { remaining: formatDuration(remainingSeconds) }) });
@@ -580,7 +662,8 @@ export class RealtimeClient extends EventTarget {
   _adoptChannel(channel) {
     if (!ACCEPTED_LABELS.has(channel.label) || this._channels.has(channel)) return Promise.resolve();
     this._channels.add(channel);
-    channel.addEventListener("message", (ev) => this._onMessage(ev));
+    // only the current call's channels speak: a call rolled over from says nothing more
+    channel.addEventListener("message", (ev) => { if (this._channels.has(channel)) this._onMessage(ev); });
     channel.addEventListener("close", () => {
       if (!this._channels.delete(channel)) return;  // closed by _teardown, or a call before this one
       if (this._channels.size === 0) this._lost("the data channel closed");
@@ -657,6 +740,12 @@ export class RealtimeClient extends EventTarget {
    */
   async _lost(why) {
     if (!["live", "recorder-check"].includes(this.state) || this._losing) return;
+    if (this._roll) {
+      // the call being rolled over from went (its cap came first): the successor decides
+      if (!this._roll.oldGone) mark("rollover-old-gone");
+      this._roll.oldGone = this._roll.oldGone || why;
+      return;
+    }
     this._losing = true;
     this._setState("ending");
     if (this._abort) this._abort.abort();
@@ -666,8 +755,11 @@ export class RealtimeClient extends EventTarget {
     // Tell the gateway too when it knows nothing (the service may still hold the call); the archive
     // records how it ended.
     if (!endReason) await this._tellGatewayHangup();
-    this._fail(new RealtimeError(ErrorKind.CONNECTION_LOST, `connection lost: ${why}`,
-      { code: endReason || (reason === EndReason.LIMIT ? "limit" : "") }));
+    // An end the client announced (a rollover failed) is no error: the `ended` event says it.
+    if (!(reason === EndReason.LIMIT && this._endAnnounced)) {
+      this._fail(new RealtimeError(ErrorKind.CONNECTION_LOST, `connection lost: ${why}`,
+        { code: endReason || (reason === EndReason.LIMIT ? "limit" : "") }));
+    }
     mark("ended-lost");
     this._setState("ended");
     this._ended(reason, endReason);
@@ -727,8 +819,11 @@ export class RealtimeClient extends EventTarget {
    * before there is a call id.
    */
   async callStatus() {
-    if (!this.callId) return null;
-    const response = await this.fetch(this.url.call(this.callId), { cache: "no-store" });
+    return this.callId ? this._status(this.callId) : null;
+  }
+
+  async _status(callId) {
+    const response = await this.fetch(this.url.call(callId), { cache: "no-store" });
     if (!response.ok) throw await errorFromResponse(response, "call status");
     return response.json();
   }
@@ -743,6 +838,7 @@ export class RealtimeClient extends EventTarget {
     let event;
     try { event = JSON.parse(ev.data); } catch { return; }
     if (!event || typeof event.type !== "string") return;
+    this._activity(event);
     this._emit("serverevent", { event });
     switch (event.type) {
       case "input_audio_buffer.speech_started":
@@ -757,6 +853,8 @@ export class RealtimeClient extends EventTarget {
       case "conversation.item.created": {
         // A spoken user turn appears here before its transcription: reserve its place in order.
         const item = event.item || {};
+        // the history a successor call's listener replayed (ids replay_NNNN): already on the page
+        if (String(item.id || "").startsWith("replay_")) break;
         const audio = (item.content || []).some((c) => c && c.type === "input_audio");
         if (item.role === "user" && audio && item.id) this._userTurn(item.id, "", false);
         // An assistant item that arrives finished was never streamed by a response: the server put
@@ -778,6 +876,33 @@ export class RealtimeClient extends EventTarget {
         this._assistantDone(event.item_id, event.text); break;
       default: break;
     }
+  }
+
+  /** Who is speaking and whether an answer is on its way, for the rollover's natural pause. */
+  _activity(event) {
+    this._lastActivity = performance.now();
+    switch (event.type) {
+      case "input_audio_buffer.speech_started": this._userSpeaking = true; break;
+      case "input_audio_buffer.speech_stopped": this._userSpeaking = false; break;
+      case "output_audio_buffer.started": this._assistantAudio = true; break;
+      case "output_audio_buffer.stopped": this._assistantAudio = false; break;
+      // not under webrtcfilter=on, but a service without the filter sends them
+      case "response.created": this._responding = true; break;
+      case "response.done": this._responding = false; break;
+      case "response.output_audio_transcript.delta":
+      case "response.output_text.delta": this._streaming.add(event.item_id); break;
+      case "response.output_audio_transcript.done":
+      case "response.output_text.done": this._streaming.delete(event.item_id); break;
+      default: break;
+    }
+  }
+
+  /** Nobody speaking, no answer in flight, and the channel quiet for `quietMs`. */
+  _paused(quietMs) {
+    const quiet = performance.now() - this._lastActivity;
+    if (quiet >= STALE_ACTIVITY_MS) return true;
+    const busy = this._userSpeaking || this._assistantAudio || this._responding || this._streaming.size > 0;
+    return !busy && quiet >= quietMs;
   }
 
   /** A spoken user turn is never streamed: its place first (empty), then its whole transcription. */
@@ -815,6 +940,7 @@ export class RealtimeClient extends EventTarget {
       item: { type: "message", role: "user", content: [{ type: "input_text", text: message }] },
     }));
     channel.send(JSON.stringify({ type: "response.create" }));
+    this._lastActivity = performance.now();  // an answer is on its way
     mark("text-sent");
     this._localTurns += 1;
     this._emit("transcript", { role: "user", itemId: `local-${this._localTurns}`, delta: "", text: message, done: true, typed: true });
@@ -839,6 +965,7 @@ export class RealtimeClient extends EventTarget {
     const failed = this.state === "failed";
     this._setState("ending");
     if (this._abort) this._abort.abort();
+    await this._cancelRollover();
     if (!failed) await this._tellGatewayHangup();
     await this._teardown();
     mark(`ended-${reason}`);
@@ -847,12 +974,16 @@ export class RealtimeClient extends EventTarget {
   }
 
   async _tellGatewayHangup() {
-    const id = this.callId;
+    await this._hangupCall(this.callId, this._capability, true);
+  }
+
+  /** `POST /api/calls/{id}/hangup` with the call's capability; `report`: a refusal is an error event. */
+  async _hangupCall(id, capability, report) {
     if (!id) return;
     // keepalive lets the POST outlive the page (pagehide); 404 means the call had already ended.
-    const headers = this._capability ? { "x-call-capability": this._capability } : {};
+    const headers = capability ? { "x-call-capability": capability } : {};
     const told = this.fetch(this.url.hangup(id), { method: "POST", keepalive: true, headers })
-      .then((r) => (r.ok || r.status === 404 ? null : errorFromResponse(r, "hang up")))
+      .then((r) => (r.ok || r.status === 404 || !report ? null : errorFromResponse(r, "hang up")))
       .then((e) => { if (e) this._fail(e, { fatal: false }); })
       .catch(() => { /* closing media ends the call service-side anyway */ });
     await Promise.race([told, sleep(3000)]);
@@ -862,6 +993,9 @@ export class RealtimeClient extends EventTarget {
     clearTimeout(this._disconnectTimer);
     clearInterval(this._timer);
     this._timer = null;
+    clearTimeout(this._rollTimer);
+    this._rollArmed = false;
+    if (this._roll) this._roll.abort.abort();  // its own cleanup closes the successor
     for (const ch of this._channels) { try { ch.close(); } catch { /* already closed */ } }
     this._channels.clear();
     this._openChannel = null;
@@ -870,6 +1004,282 @@ export class RealtimeClient extends EventTarget {
     if (this._stream) this._stream.getTracks().forEach((t) => t.stop());
     this._stream = null;
     if (this.audioElement) this.audioElement.srcObject = null;
+  }
+
+  // ---- rollover: the conversation goes on in a successor call ----------------------------------
+
+  /**
+   * Plan the rollover of the call now live: from `expiresAt - rolloverLeadSeconds`, at a natural
+   * pause. A first call that is not longer than the lead was made short on purpose (a small
+   * MAX_CALL_SECONDS) and ends there; a successor is rolled over even then, and the gateway says
+   * whether the conversation may go on (409 at MAX_CONVERSATION_SECONDS).
+   */
+  _armRollover(successor) {
+    clearTimeout(this._rollTimer);
+    this._rollArmed = false;
+    if (!this.rollover || !this._capability || !this.callId || this.expiresAt == null || this.state !== "live") return;
+    const leadMs = this.rolloverLeadSeconds * 1000;
+    const leftMs = this.expiresAt * 1000 - Date.now();
+    if (!successor && leftMs <= leadMs) return;
+    this._rollArmed = true;
+    this._rollAttempt = 0;
+    this._rollTimer = setTimeout(() => this._rollWhenPaused(PAUSE_QUIET_MS), Math.max(0, leftMs - leadMs));
+  }
+
+  /** Epoch ms from which a rollover starts (and switches) without waiting for a pause. */
+  _hardDeadlineMs() {
+    return (this.expiresAt - Math.min(HARD_DEADLINE_SECONDS, this.rolloverLeadSeconds / 2)) * 1000;
+  }
+
+  _rollWhenPaused(quietMs) {
+    clearTimeout(this._rollTimer);
+    if (this.state !== "live" || this._roll) return;
+    if (this._paused(quietMs) || Date.now() >= this._hardDeadlineMs()) {
+      this._rollPromise = this._rollOver();
+      return;
+    }
+    this._rollTimer = setTimeout(() => this._rollWhenPaused(quietMs), 100);
+  }
+
+  /**
+   * One attempt: a second peer connection with the same microphone track, `POST
+   * /api/connect?continue=<call>` with the call's capability, the successor's replayed history
+   * (`history_ready_at`), then the switch. A failure closes only the new peer; the call goes on.
+   */
+  async _rollOver() {
+    this._rollAttempt += 1;
+    const from = this.callId;
+    const roll = { abort: new AbortController(), pc: null, sender: null, channel: null, stream: null, call: null, oldGone: null };
+    roll.cancelled = new Promise((_, reject) => {
+      roll.abort.signal.addEventListener("abort", () => reject(this._cancelled()), { once: true });
+    });
+    roll.failed = new Promise((_, reject) => { roll.fail = reject; });
+    roll.cancelled.catch(() => {});
+    roll.failed.catch(() => {});
+    this._roll = roll;
+    mark("rollover-start");
+    try {
+      await this._prepareSuccessor(roll);
+      await this._switchTo(roll);
+    } catch (err) {
+      if (this._roll === roll) this._roll = null;
+      const track = this._stream && this._stream.getAudioTracks()[0];
+      if (roll.oldSender && track) roll.oldSender.replaceTrack(track).catch(() => { /* closed meanwhile */ });
+      await this._dropSuccessor(roll);
+      if (roll.abort.signal.aborted) return;  // hung up meanwhile: nothing to say
+      this._rolloverFailed(from, err, roll);
+    }
+  }
+
+  /** `promise`, unless the rollover is cancelled (hang-up) or its peer connection fails first. */
+  _rollWait(roll, promise) {
+    promise.catch(() => { /* the race below reports it; a loser's rejection is not "unhandled" */ });
+    return Promise.race([promise, roll.cancelled, roll.failed]);
+  }
+
+  async _prepareSuccessor(roll) {
+    const track = this._stream && this._stream.getAudioTracks()[0];
+    if (!track) throw new RealtimeError(ErrorKind.MIC_MISSING, "no microphone track to carry over");
+    const pc = new RTCPeerConnection(this.rtcConfiguration);
+    roll.pc = pc;
+    // The same microphone track (the person is not asked again). The new call hears it only from
+    // the switch on, so that one call at a time hears the person.
+    roll.sender = pc.addTrack(track, this._stream);
+    await roll.sender.replaceTrack(null);
+    const remote = new Promise((resolve) => {
+      pc.ontrack = (ev) => resolve(ev.streams[0] || new MediaStream([ev.track]));
+    });
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "failed") roll.fail(new RealtimeError(ErrorKind.MEDIA_FAILED, "the new call's network path failed"));
+    };
+    roll.channel = pc.createDataChannel(this.channelLabel);
+    const opened = new Promise((resolve) => roll.channel.addEventListener("open", resolve, { once: true }));
+    await this._rollWait(roll, pc.setLocalDescription(await pc.createOffer()));
+    await this._rollWait(roll, this._gatherCandidates(pc));
+    const answer = await this._rollWait(roll, this._postContinue(pc.localDescription.sdp, roll));
+    await this._rollWait(roll, pc.setRemoteDescription({ type: "answer", sdp: answer }));
+    const media = this._withTimeout(Promise.all([opened, remote]), this.mediaTimeoutMs,
+      () => new RealtimeError(ErrorKind.MEDIA_FAILED, "the new call's audio did not start"));
+    roll.stream = (await this._rollWait(roll, media))[1];
+    // the history in place, and the new call's audio arriving (a switch before it would be heard)
+    await this._rollWait(roll, Promise.all([this._waitForHistory(roll), receivingAudio(pc, 2000)]));
+  }
+
+  /** The offer of the successor call; sets `roll.call` (its id, capability and end). */
+  async _postContinue(sdp, roll) {
+    const abort = new AbortController();
+    roll.abort.signal.addEventListener("abort", () => abort.abort(), { once: true });
+    const timer = setTimeout(() => abort.abort(new DOMException("timeout", "TimeoutError")), this.connectTimeoutMs);
+    let response;
+    try {
+      response = await this.fetch(`${this.url.connect}?continue=${encodeURIComponent(this.callId)}`, {
+        method: "POST",
+        body: sdp,
+        headers: {
+          "Content-Type": "application/sdp",
+          Accept: "application/sdp, application/json",
+          "x-call-capability": this._capability,
+        },
+        signal: abort.signal,
+      });
+    } catch (err) {
+      if (roll.abort.signal.aborted) throw this._cancelled();
+      if (abort.signal.reason && abort.signal.reason.name === "TimeoutError") {
+        throw new RealtimeError(ErrorKind.TIMEOUT, "the gateway did not answer the rollover in time", { cause: err });
+      }
+      throw new RealtimeError(ErrorKind.GATEWAY_UNREACHABLE, "the gateway could not be reached", { cause: err });
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!response.ok) throw await errorFromResponse(response, "continue");
+    const call = callFrom(response.headers);
+    if (!call.callId || !call.capability) {
+      throw new RealtimeError(ErrorKind.SERVICE_ERROR, "the gateway's answer named no successor call");
+    }
+    roll.call = call;
+    mark("rollover-answer");
+    return response.text();
+  }
+
+  /** Poll the successor's state until its listener has replayed the conversation into it. */
+  async _waitForHistory(roll) {
+    // bounded, and a little past the old call's end: once that went, a late successor still helps
+    const until = Date.now() + Math.min(HISTORY_WAIT_MS, Math.max(3000, this.expiresAt * 1000 + 10000 - Date.now()));
+    let delay = 150;
+    while (Date.now() < until) {
+      if (roll.abort.signal.aborted) throw this._cancelled();
+      const status = await this._status(roll.call.callId).catch(() => null);  // asked again until the wait ends
+      if (status && status.history_ready_at) {
+        mark("rollover-history-ready");
+        return;
+      }
+      if (status && status.state === "ended") {
+        throw new RealtimeError(ErrorKind.CONNECTION_LOST, "the new call ended before its history was in place",
+          { code: String(status.end_reason || "") });
+      }
+      await sleep(delay);
+      delay = Math.min(delay * 1.5, 1000);
+    }
+    throw new RealtimeError(ErrorKind.TIMEOUT, "the new call's history was not in place in time");
+  }
+
+  /**
+   * The switch, at a pause (or at once past the hard deadline, or when the old call went): the
+   * microphone, the voice and the data channel move to the new call; the old one is hung up with
+   * its own capability. The page's transcript and events go on from the new channel.
+   */
+  async _switchTo(roll) {
+    while (!roll.oldGone && !this._paused(SWITCH_QUIET_MS) && Date.now() < this._hardDeadlineMs()) {
+      await this._rollWait(roll, sleep(50));
+    }
+    const track = this._stream && this._stream.getAudioTracks()[0];
+    if (this.state !== "live" || !track) throw this._cancelled();
+    const from = { callId: this.callId, capability: this._capability, pc: this._pc, channels: [...this._channels] };
+    // The microphone first (only one call hears the person at a time), then the voice at once.
+    await this._rollWait(roll, roll.sender.replaceTrack(track));
+    const oldSender = from.pc && from.pc.getSenders().find((s) => s.track === track);
+    roll.oldSender = oldSender;  // given the track back should the switch not happen after all
+    if (oldSender) await oldSender.replaceTrack(null).catch(() => { /* the old call is closing anyway */ });
+    const before = await Promise.all([inboundAudio(from.pc), inboundAudio(roll.pc)]);
+    if (roll.abort.signal.aborted || this.state !== "live") throw this._cancelled();
+
+    // From here the old call's channels and media are not this client's: their closing is no loss.
+    this._channels.clear();
+    this._openChannel = null;
+    if (from.pc) { from.pc.onconnectionstatechange = null; from.pc.ontrack = null; from.pc.ondatachannel = null; }
+    clearTimeout(this._disconnectTimer);
+    const pc = roll.pc;
+    this._pc = pc;
+    pc.ontrack = (ev) => this._onTrack(ev);
+    pc.ondatachannel = (ev) => this._adoptChannel(ev.channel);
+    pc.onconnectionstatechange = () => this._onConnectionState();
+    if (this.audioElement) {
+      this.audioElement.srcObject = roll.stream;
+      this._autoplay();
+    }
+    this._emit("remotestream", { stream: roll.stream });
+    this.callId = roll.call.callId;
+    this._capability = roll.call.capability;
+    this.expiresAt = roll.call.expiresAt;
+    this.conversationId = roll.call.conversationId || this.conversationId;
+    this._resetActivity();
+    this._roll = null;
+    this._adoptChannel(roll.channel);
+    mark("rollover-switch");
+    this._startTimer();
+
+    const gap = this._switchGap(before, pc);
+    await this._hangupCall(from.callId, from.capability, false);
+    for (const ch of from.channels) { try { ch.close(); } catch { /* already closed */ } }
+    if (from.pc) { try { from.pc.close(); } catch { /* already closed */ } }
+    const gapMs = await gap;
+    const detail = { from: from.callId, to: this.callId, conversationId: this.conversationId,
+      ...(gapMs == null ? {} : { gapMs }) };
+    mark("rollover", detail);
+    this._emit("rollover", detail);
+    if (this.state === "live") this._armRollover(true);
+  }
+
+  /**
+   * From the old call's last received audio packet to the new call's first one after the switch,
+   * in ms (getStats: inbound-rtp `lastPacketReceivedTimestamp`); null when the browser does not say.
+   */
+  async _switchGap([old, fresh], pc) {
+    if (!old || old.at == null) return null;
+    const until = performance.now() + 2000;
+    while (performance.now() < until) {
+      const now = await inboundAudio(pc);
+      if (now && now.packets > (fresh ? fresh.packets : 0) && now.at != null) return Math.max(0, Math.round(now.at - old.at));
+      await sleep(20);
+    }
+    return null;
+  }
+
+  /** Close the successor's peer; a successor the gateway started is hung up with its capability. */
+  async _dropSuccessor(roll) {
+    if (roll.channel) { try { roll.channel.close(); } catch { /* already closed */ } }
+    if (roll.pc) {
+      roll.pc.onconnectionstatechange = null;
+      try { roll.pc.close(); } catch { /* already closed */ }
+    }
+    if (roll.call) await this._hangupCall(roll.call.callId, roll.call.capability, false);
+  }
+
+  /**
+   * The call goes on to its end. One more attempt after a short delay when the first left no
+   * successor behind (a refusal, 401/403/404/409, would only come again) and would still start
+   * before the hard deadline;
+   * otherwise the conversation ends with this call, and the `rolloverfailed` event says when.
+   */
+  _rolloverFailed(from, err, roll) {
+    const e = err instanceof RealtimeError ? err
+      : new RealtimeError(ErrorKind.SERVICE_ERROR, String((err && err.message) || err), { cause: err });
+    mark("rollover-failed");
+    const remainingSeconds = this.remainingSeconds ?? 0;
+    const retry = !roll.oldGone && !roll.call && this._rollAttempt < 2 && ![401, 403, 404, 409].includes(e.status)
+      && Date.now() + RETRY_DELAY_MS < this._hardDeadlineMs();  // it would start in time
+    this._emit("rolloverfailed", { from, kind: e.kind, code: e.code, status: e.status, remainingSeconds,
+      willRetry: retry, message: this.text("conversationEnds", { wait: this.waitText(remainingSeconds) }) });
+    if (roll.oldGone) {  // the call had already ended: so has the conversation
+      this._rollArmed = false;
+      this._lost(roll.oldGone);
+      return;
+    }
+    if (retry) {
+      this._rollTimer = setTimeout(() => this._rollWhenPaused(PAUSE_QUIET_MS), RETRY_DELAY_MS);
+      return;
+    }
+    this._rollArmed = false;
+    this._endAnnounced = true;
+  }
+
+  /** A hang-up during a rollover: the successor is closed (and hung up) before the call is. */
+  async _cancelRollover() {
+    clearTimeout(this._rollTimer);
+    this._rollArmed = false;
+    if (!this._roll) return;
+    this._roll.abort.abort();
+    await this._rollPromise;
   }
 
   /** Stats of the peer connection (inbound-rtp bytes, round-trip time), for diagnostics. */

@@ -281,7 +281,7 @@ class Call:
         self._last_user_text = SPEECH_TRANSCRIPT
         td = self.session.get("audio", {}).get("input", {}).get("turn_detection") or {}
         if td.get("create_response", True):
-            await self.respond()
+            await self.respond(about=SPEECH_TRANSCRIPT)  # this turn's words, whatever is typed meanwhile
 
     # -- client events (data channel and sideband) ----------------------------------------
     def handle_client_event(self, raw: str) -> None:
@@ -426,11 +426,15 @@ class Call:
             return history_reply(self.conversation.first_user_text(unless=asks_history))
         return reply_for(user_text)
 
-    async def respond(self, reply: str | None = None, params: dict | None = None) -> None:
-        """One response; `params` are a response.create's own (already checked)."""
+    async def respond(self, reply: str | None = None, params: dict | None = None, about: str | None = None) -> None:
+        """One response; `params` are a response.create's own (already checked). It answers `about`
+        (a spoken turn's words) or else the user's last text when its turn comes: a text typed while a
+        spoken turn waits for the one before it does not take that turn's answer."""
         async with self._turn_lock:
             if self.state != "live":
                 return
+            if about is not None:
+                self._last_user_text = about
             spec = resolve(self.session, params or {})
             call = tool_request(self._last_user_text, self.session.get("tools")) if reply is None else None
             if reply is None and self._tool_output is not None:

@@ -1,4 +1,6 @@
-"""`python -m local.host --script-root DIR [--port N] [--static DIR] [--cors ORIGINS]`."""
+"""`python -m local.host --script-root DIR [--port N] [--static DIR] [--cors ORIGINS]`.
+
+LOCAL_HOST_TRACEMALLOC and LOCAL_HOST_MEMSTATS turn on the memory probes (memory_probes.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from . import memory_probes
 
 
 class UtcFormatter(logging.Formatter):
@@ -34,6 +38,7 @@ def main(argv=None) -> int:
     )
     p.add_argument("--cors-credentials", action="store_true")
     args = p.parse_args(argv)
+    memory_probes.start()
 
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(UtcFormatter())
@@ -61,6 +66,7 @@ async def _run(args) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    memory_probes.install(loop)
     await stop.wait()
     logging.getLogger("host").info("Stopping the host")
     try:

@@ -25,6 +25,7 @@ from .codec import (
     split_property,
     transaction_batches,
 )
+from .summary import LEGACY_TRANSCRIPTS
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +115,25 @@ class Archive:
         if main is not None:
             yield record_from_rows(main, parts)
 
-    def event_index(self, call_id: str) -> list[tuple[int, str, str, str]]:
-        """(seq, event_id, hash, received_at) of every event of a call, in order, without payloads."""
+    def event_index(self, call_id: str, after_seq: int = -1) -> list[tuple[int, str, str, str]]:
+        """(seq, event_id, hash, received_at) of every event of a call (after `after_seq`), in order,
+        without payloads."""
+        return list(self.iter_index(call_id, after_seq))
+
+    def iter_index(
+        self, call_id: str, after_seq: int = -1, page_size: int | None = None
+    ) -> Iterator[tuple[int, str, str, str]]:
+        """event_index, row by row as the pages come (`page_size` rows a page; the service's 1,000
+        by default): a reader that keeps only some of them never holds them all."""
+        flt = f"PartitionKey eq '{_escape(call_id)}'"
+        if after_seq >= 0:
+            flt += f" and RowKey gt '{row_key(after_seq)}.999'"
         rows = self.events.query_entities(
-            f"PartitionKey eq '{_escape(call_id)}'", select=["RowKey", "seq", "event_id", "hash", "received_at"]
+            flt, select=["RowKey", "seq", "event_id", "hash", "received_at"], results_per_page=page_size
         )
-        return [
-            (int(r["seq"]), r["event_id"], r["hash"], r["received_at"])
-            for r in rows
-            if "." not in r["RowKey"] and r.get("seq") is not None
-        ]
+        for r in rows:
+            if "." not in r["RowKey"] and r.get("seq") is not None:
+                yield int(r["seq"]), r["event_id"], r["hash"], r["received_at"]
 
     # ---- sessions ------------------------------------------------------------------------------
     def open_session(self, call_id: str, day: str, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -284,8 +294,9 @@ class Archive:
 def session_view(row: Mapping[str, Any]) -> dict[str, Any]:
     """A session row with split text properties joined back and JSON properties decoded."""
     out = {k: v for k, v in row.items() if not _is_chunk(k)}
-    for name in ("user_transcript", "assistant_transcript"):
-        out[name] = join_property(row, name)
+    for name in LEGACY_TRANSCRIPTS:  # only rows written before the words moved to the events
+        if name in row:
+            out[name] = join_property(row, name)
     for name in ("counts", "principal", "end_detail_json"):
         if isinstance(out.get(name), str):
             try:
@@ -297,7 +308,7 @@ def session_view(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _is_chunk(name: str) -> bool:
     base, _, tail = name.rpartition("_")
-    return bool(base) and tail.isdigit() and base in ("user_transcript", "assistant_transcript")
+    return bool(base) and tail.isdigit() and base in LEGACY_TRANSCRIPTS
 
 
 def _is_conflict(exc: Exception) -> bool:

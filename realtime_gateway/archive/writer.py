@@ -17,6 +17,7 @@ from .. import telemetry
 from ..core.events import Event
 from ..retry import Backoff
 from .call_log import CallLog
+from .codec import entity_bytes
 from .store import Archive, ArchiveError
 from .summary import CallSummary
 
@@ -29,6 +30,7 @@ FLUSH_ROWS = 100
 # token refreshes, a proxy's error page) for up to this long before the invocation fails.
 RETRY_SECONDS, RETRY_ATTEMPTS = 10.0, 6
 _STOP = object()
+BYTES_FIELD = "bytes_written"  # on the session row
 
 
 class ArchiveWriter:
@@ -65,6 +67,9 @@ class ArchiveWriter:
         self._trace = telemetry.current()  # the listener's span: flushes are its children
         self._turns = telemetry.TurnClock()
         self._pending_events = 0
+        # the call's rows as sent (event rows and session-row updates, estimated as the service
+        # counts them), kept on the session row: what a call costs in storage writes, per event
+        self.bytes_written = 0
 
     # ---- called from the reader thread ------------------------------------------------------------
     def start(self) -> ArchiveWriter:
@@ -151,6 +156,7 @@ class ArchiveWriter:
         self.day = self.session.get("PartitionKey", self.day)
         self.call_log.resume(self.archive, self.session)
         self.usage_before = CallSummary.from_fields(self.session).usage
+        self.bytes_written = int(self.session.get(BYTES_FIELD) or 0)
         self._committed_usage = dict(self.usage_before)
 
     def _handle(self, item: tuple) -> None:
@@ -178,6 +184,7 @@ class ArchiveWriter:
             pending = self._pending
             with telemetry.span("archive.flush", rows=len(pending), events=self._pending_events):
                 self._write(lambda: self.archive.write_entities(pending))
+            self.bytes_written += sum(entity_bytes(e) for e in pending)
             telemetry.count(telemetry.EVENTS_ARCHIVED, self._pending_events)
             self._pending, self._pending_since, self._pending_events = [], None, 0
             self._session_dirty.update(self.call_log.committed())
@@ -187,6 +194,8 @@ class ArchiveWriter:
                 self._on_commit(dict(usage), self.usage_before)
         if self._session_dirty and (force_session or time.monotonic() - self._session_written >= self.session_interval):
             fields = dict(self._session_dirty)
+            self.bytes_written += entity_bytes(fields)
+            fields[BYTES_FIELD] = self.bytes_written
             self._write(lambda: self.archive.update_session(self.call_id, self.day, fields))
             self._session_dirty.clear()
             self._session_written = time.monotonic()

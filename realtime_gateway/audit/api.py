@@ -21,7 +21,8 @@ from ..gateway.http import Request, Response, json_response
 from ..settings import Settings
 from .dates import BadRange, day_range
 from .sessions import call_summary
-from .verify import verify_call
+from .transcript import Call, conversation_transcript, transcript
+from .verify import conversation_calls, verify_call
 
 
 class Process(Protocol):
@@ -89,16 +90,20 @@ def sessions(p: Process, req: Request, rid: str) -> Response:
     )
 
 
-def session(p: Process, req: Request, rid: str, call_id: str) -> Response:
-    """GET /api/audit/sessions/{call_id}[?page_size=&continuation=]: the summary and a page of events."""
-    _enabled(p)
-    row = _known_call(p, call_id)
+def _not_purging(call_id: str, row: dict[str, Any]) -> None:
     if row.get(PURGE_FIELD):
         raise ApiError(
             410,
             "call_being_deleted",
             f"call {call_id} is being deleted by retention (since {row[PURGE_FIELD]}); its events are partly gone",
         )
+
+
+def session(p: Process, req: Request, rid: str, call_id: str) -> Response:
+    """GET /api/audit/sessions/{call_id}[?page_size=&continuation=]: the summary and a page of events."""
+    _enabled(p)
+    row = _known_call(p, call_id)
+    _not_purging(call_id, row)
     token = _token_in(req)
     if token is not None and not (isinstance(token, dict) and isinstance(token.get("after"), int)):
         raise ApiError(400, "invalid_continuation", "the continuation token is not one this API issued")
@@ -136,3 +141,25 @@ def verify(p: Process, req: Request, rid: str, call_id: str) -> Response:
     _enabled(p)
     row = _known_call(p, call_id)
     return json_response(200, verify_call(p.archive, call_id, row).to_json())
+
+
+def call_transcript(p: Process, req: Request, rid: str, call_id: str) -> Response:
+    """GET /api/audit/sessions/{call_id}/transcript[?conversation=true]: who said what and when, read
+    from the archived events (the session row keeps counts only); with `conversation=true`, every
+    call of the call's conversation, first to last, on one clock, each call's start a `call` line."""
+    _enabled(p)
+    row = _known_call(p, call_id)
+    flag = req.params.get("conversation", "false").lower()
+    if flag not in ("true", "false", "1", "0"):
+        raise ApiError(400, "invalid_conversation", "conversation must be true or false")
+    rows = conversation_calls(p.archive, call_id) if flag in ("true", "1") else [row]
+    for r in rows:
+        _not_purging(str(r["call_id"]), r)
+    calls: list[Call] = [(r, list(p.archive.read_events(str(r["call_id"])))) for r in rows]
+    lines = conversation_transcript(calls) if len(calls) > 1 else transcript(calls[0][1])
+    body = {
+        "call_id": call_id,
+        "calls": [str(r["call_id"]) for r in rows],
+        "lines": [{"at": ln.at, "offset_s": ln.offset, "who": ln.who, "text": ln.text} for ln in lines],
+    }
+    return Response(200, json.dumps(body).encode("utf-8"), {}, "application/json")

@@ -2,13 +2,16 @@
 
     realtime-audit sessions --from 2026-11-01 --to 2026-11-30 [--origin O]
                                               [--principal P] [--ended-by R] [--json]
-    realtime-audit show CALL_ID [--events | --json]
-    realtime-audit export CALL_ID [--format jsonl|csv] [-o FILE]
+    realtime-audit show CALL_ID [--conversation] [--events | --json]
+    realtime-audit export CALL_ID [--conversation] [--format jsonl|csv] [-o FILE]
     realtime-audit export --from DATE --to DATE -o DIR [--format jsonl|csv]
     realtime-audit verify CALL_ID | --from DATE --to DATE   (exit 1 if not intact)
-    realtime-audit report CALL_ID [-o call.html]            (alias: timeline)
+    realtime-audit report CALL_ID [--conversation] [-o call.html]   (alias: timeline)
     realtime-audit usage --from DATE --to DATE [--principal ID] [--json]  (per-day cost)
     realtime-audit list [--day YYYYMMDD]                    (one day, as before)
+
+--conversation reads every call of the CALL_ID's conversation (a call continued past the
+service's session cap), first to last, as one: one clock, each call's start marked.
 
 Storage comes from AzureWebJobsStorage (connection string) or AzureWebJobsStorage__tableServiceUri
 (signed-in identity via DefaultAzureCredential), or --connection-string. Exit codes: 0 done, 1 not
@@ -22,11 +25,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence, get_args
+from typing import Any, Callable, Iterable, Sequence, get_args
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from .. import redact
+from ..archive.codec import EventRecord
 from ..archive.store import PURGE_FIELD, Archive
 from ..archive.tables import StorageConfigError, table_service
 from ..core.result import EndReason
@@ -34,10 +38,10 @@ from ..settings import archive_tables, storage_connection
 from .dates import BadRange, day_range
 from .day_usage import day_usage, format_usage, limits_table_name, prices_from_env, valid_table_name
 from .export import FORMATS, export_call, export_range
-from .report import dumps_row, render_timeline
+from .report import dumps_row, render_conversation, render_timeline
 from .sessions import call_summary, format_table, list_calls
-from .transcript import format_transcript, transcript, turns
-from .verify import VerifyReport, conversation_calls, verify_call, verify_conversation, verify_range
+from .transcript import conversation_transcript, conversation_turns, format_transcript, transcript, turns
+from .verify import Finding, VerifyReport, conversation_calls, verify_call, verify_conversation, verify_range
 
 EXIT_NOT_INTACT, EXIT_USAGE, EXIT_UNKNOWN, EXIT_PURGING = 1, 2, 3, 4
 
@@ -106,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("call_id")
     sh.add_argument("--events", action="store_true", help="also print every event, one JSON line each")
     sh.add_argument("--json", action="store_true", help="the session row as JSON instead of the summary")
+    sh.add_argument(
+        "--conversation", action="store_true", help="every call of the CALL_ID's conversation, stitched in order"
+    )
     ex = command("export", help="every event of a call (or of every call of a period), whole, in order")
     ex.add_argument("call_id", nargs="?")
     _range_args(ex, False)
@@ -121,7 +128,10 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("report", "timeline"):
         rp = command(name, help="write the call as a self-contained HTML page")
         rp.add_argument("call_id")
-        rp.add_argument("-o", "--output", help="file to write (default: call-<id>.html)")
+        rp.add_argument("-o", "--output", help="file to write (default: call-<id>.html or conversation-<id>.html)")
+        rp.add_argument(
+            "--conversation", action="store_true", help="every call of the CALL_ID's conversation on one page"
+        )
     return p
 
 
@@ -194,10 +204,7 @@ def _unknown(call_id: str) -> int:
     return EXIT_UNKNOWN
 
 
-def _show(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive) -> int:
-    session = archive.find_session(args.call_id)
-    if session is None:
-        return _unknown(args.call_id)
+def _show(args: argparse.Namespace, archive: Archive, session: dict[str, Any]) -> int:
     since = _purging(session)
     if args.json:
         print(dumps_row(session))
@@ -224,18 +231,51 @@ def _show(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive
         print("  " + line)
     if args.events:
         for rec in records:
-            print(
-                json.dumps(
-                    {
-                        "seq": rec.seq,
-                        "received_at": rec.received_at,
-                        "type": rec.event_type,
-                        "event_id": rec.event_id,
-                        "source": rec.source,
-                        "event": rec.event(),
-                    }
-                )
-            )
+            print(_event_line(rec))
+    return 0
+
+
+def _event_line(rec: EventRecord, call_id: str | None = None) -> str:
+    line: dict[str, Any] = {"call_id": call_id} if call_id else {}
+    line.update(
+        seq=rec.seq,
+        received_at=rec.received_at,
+        type=rec.event_type,
+        event_id=rec.event_id,
+        source=rec.source,
+        event=rec.event(),
+    )
+    return json.dumps(line)
+
+
+def _show_conversation(args: argparse.Namespace, archive: Archive) -> int:
+    rows = conversation_calls(archive, args.call_id)
+    deleting = [(str(r["call_id"]), since) for r in rows if (since := _purging(r))]
+    if args.json:
+        print(json.dumps(rows, default=str, indent=2))
+        return EXIT_PURGING if deleting else 0
+    print(f"Conversation {rows[0]['call_id']}: {len(rows)} call(s)")
+    for n, row in enumerate(rows, 1):
+        s = call_summary(row)
+        duration = f"{s['duration_s']:.1f} s" if s["duration_s"] is not None else "-"
+        print(
+            f"  call {n}: {s['call_id']}  started {s['start']}  {duration}  ended by "
+            f"{s['ended_by'] or s['state'] or '-'}  {s['events']} events"
+        )
+    if deleting:
+        for call_id, since in deleting:
+            print(f"  BEING DELETED by retention since {since}: call {call_id}'s events are partly gone, not shown")
+        return _being_deleted(*deleting[0])
+    calls = [(row, list(archive.read_events(str(row["call_id"])))) for row in rows]
+    for t in conversation_turns(calls):
+        print(f"  call {t.call} turn {t.n}: {t.latency_ms:.0f} ms from {t.basis} to the first {t.reply}")
+    print("\nConversation (UTC time, seconds from the first call's first event):")
+    for line in format_transcript(conversation_transcript(calls)):
+        print("  " + line)
+    if args.events:
+        for row, records in calls:
+            for rec in records:
+                print(_event_line(rec, str(row["call_id"])))
     return 0
 
 
@@ -308,10 +348,7 @@ def _verify(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archi
     return EXIT_NOT_INTACT if failed else EXIT_PURGING if purging else 0
 
 
-def _report(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive) -> int:
-    session = archive.find_session(args.call_id)
-    if session is None:
-        return _unknown(args.call_id)
+def _report(args: argparse.Namespace, archive: Archive, session: dict[str, Any]) -> int:
     if since := _purging(session):
         return _being_deleted(args.call_id, since)
     report = verify_call(archive, args.call_id, session)
@@ -323,6 +360,29 @@ def _report(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archi
         f.write(page)
     print(f"wrote {out} ({len(page)} bytes; chain {'verified' if report.ok else 'FAILED'})")
     return 0 if report.ok else EXIT_NOT_INTACT
+
+
+def _report_conversation(args: argparse.Namespace, archive: Archive) -> int:
+    rows = conversation_calls(archive, args.call_id)
+    for row in rows:
+        if since := _purging(row):
+            return _being_deleted(str(row["call_id"]), since)
+    reports = {r.call_id: r for r in verify_conversation(archive, args.call_id)}
+    for report in reports.values():
+        if report.purging:  # retention began while it was being verified
+            return _being_deleted(report.call_id, report.purging)
+    calls = []
+    for row in rows:
+        call_id = str(row["call_id"])
+        found = reports.get(call_id) or VerifyReport(call_id, findings=[Finding("link", "", "not verified")])
+        calls.append((row, list(archive.read_events(call_id)), found))
+    page = render_conversation(calls, prices_from_env())
+    out = args.output or f"conversation-{rows[0]['call_id']}.html"
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(page)
+    ok = all(report.ok for _, _, report in calls)
+    print(f"wrote {out} ({len(page)} bytes; {len(calls)} calls; chains and links {'verified' if ok else 'FAILED'})")
+    return 0 if ok else EXIT_NOT_INTACT
 
 
 def _usage(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive) -> int:
@@ -353,13 +413,28 @@ def _usage(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archiv
     return 0
 
 
+def _one_call(
+    single: Callable[[argparse.Namespace, Archive, dict[str, Any]], int],
+    conversation: Callable[[argparse.Namespace, Archive], int],
+) -> Callable[[argparse.ArgumentParser, argparse.Namespace, Archive], int]:
+    """A command on the call named (its session row), or with --conversation on all its calls."""
+
+    def command(p: argparse.ArgumentParser, args: argparse.Namespace, archive: Archive) -> int:
+        session = archive.find_session(args.call_id)
+        if session is None:
+            return _unknown(args.call_id)
+        return conversation(args, archive) if args.conversation else single(args, archive, session)
+
+    return command
+
+
 COMMANDS = {
     "sessions": _sessions,
     "usage": _usage,
     "list": _list,
-    "show": _show,
+    "show": _one_call(_show, _show_conversation),
     "export": _export,
     "verify": _verify,
-    "report": _report,
-    "timeline": _report,
+    "report": _one_call(_report, _report_conversation),
+    "timeline": _one_call(_report, _report_conversation),
 }

@@ -1,14 +1,15 @@
-"""A call read as a person would: who said what and when, the turns' response latency, the gaps,
-all derived from the archived events."""
+"""A call read as a person would: who said what and when (an interrupted reply with how much of it
+was heard, a phone caller's key presses), the turns' response latency, the gaps, all derived from
+the archived events; a conversation's calls stitched into one, on one clock, each call's start marked."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ..archive.codec import EventRecord
-from ..archive.summary import turn_text
+from ..archive.turns import DTMF, TRUNCATED, cut_heard, response_audio, speech_ms, truncation, turn_text
 
 
 def when(rec: EventRecord) -> datetime | None:
@@ -21,8 +22,8 @@ def when(rec: EventRecord) -> datetime | None:
 @dataclass(frozen=True)
 class Line:
     at: str  # received_at of the event that completed it
-    offset: float | None  # seconds from the call's first event
-    who: str  # user | assistant | gap | handover | error
+    offset: float | None  # seconds from the call's (or the conversation's) first event
+    who: str  # user | assistant | interrupted | key | gap | handover | error | call
     text: str
 
 
@@ -34,11 +35,19 @@ class Turn:
     first_reply_at: str
     reply: str  # "audio" (output_audio_buffer.started) or "text" (first text delta)
     latency_ms: float
+    call: int = 1  # which call of a conversation (1 for a call read alone)
 
 
 def _offset(rec: EventRecord, start: datetime | None) -> float | None:
-    at = when(rec)
-    return None if at is None or start is None else (at - start).total_seconds()
+    return _since(rec.received_at, start)
+
+
+def _since(at: str, start: datetime | None) -> float | None:
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        return None
+    return None if start is None else (moment - start).total_seconds()
 
 
 def clock(value: Any) -> str:
@@ -64,14 +73,31 @@ def _mark_text(event: Any) -> str:
     return ", ".join(parts)
 
 
-def transcript(records: list[EventRecord]) -> list[Line]:
-    start = when(records[0]) if records else None
+def key_pressed(event: Any) -> str | None:
+    """The key of a phone caller's DTMF event (`input_audio_buffer.dtmf_event_received`)."""
+    key = event.get("event") if isinstance(event, Mapping) else None
+    return str(key) if isinstance(key, str) and key else None
+
+
+def transcript(records: list[EventRecord], start: datetime | None = None) -> list[Line]:
+    """`start`: what offsets count from (default: the first record; a conversation's first call)."""
+    start = start or (when(records[0]) if records else None)
     lines = []
+    replies: dict[str, str] = {}  # item id -> the assistant's words, for a truncation that cuts them
+    audio: dict[str, int] = {}  # item id -> audio ms, from response.done's usage
     for rec in records:
         event = rec.event()
         turn = turn_text(rec.event_type, event)
         if turn is not None:
             lines.append(Line(rec.received_at, _offset(rec, start), turn[0], turn[1]))
+            if turn[0] == "assistant" and isinstance(event, Mapping) and event.get("item_id"):
+                replies[str(event["item_id"])] = turn[1]
+        elif rec.event_type == "response.done":
+            audio.update(response_audio(event))
+        elif rec.event_type == TRUNCATED and (cut := truncation(event)) is not None:
+            lines.append(Line(rec.received_at, _offset(rec, start), "interrupted", _interrupted(*cut, replies, audio)))
+        elif rec.event_type == DTMF and (key := key_pressed(event)) is not None:
+            lines.append(Line(rec.received_at, _offset(rec, start), "key", f"pressed {key}"))
         elif rec.event_type == "listener.gap":
             lines.append(Line(rec.received_at, _offset(rec, start), "gap", "not recorded: " + _mark_text(event)))
         elif rec.event_type == "listener.handover":
@@ -85,10 +111,62 @@ def transcript(records: list[EventRecord]) -> list[Line]:
     return lines
 
 
+def _interrupted(item_id: str, end_ms: int, replies: Mapping[str, str], audio: Mapping[str, int]) -> str:
+    said = replies.get(item_id)
+    if said is None:
+        return f"reply {item_id} cut at {end_ms / 1000:.1f} s"
+    length = audio.get(item_id) or speech_ms(said)
+    heard = cut_heard(said, end_ms, length)
+    return f"the reply was cut at {end_ms / 1000:.1f} s of about {length / 1000:.1f} s; heard: “{heard}”"
+
+
+Call = tuple[Mapping[str, Any], list[EventRecord]]  # a conversation's call: its session row, its events
+
+
+def conversation_start(calls: Sequence[Call]) -> datetime | None:
+    return next((when(records[0]) for _, records in calls if records), None)
+
+
+def boundary(n: int, calls: Sequence[Call]) -> tuple[str, str]:
+    """(when, what) of the start of the conversation's n-th call (from 1)."""
+    session, records = calls[n - 1]
+    call_id = str(session.get("call_id") or session.get("RowKey") or "")
+    at = records[0].received_at if records else str(session.get("created_at") or "")
+    what = f"call {n} of {len(calls)}: {call_id}"
+    if session.get("continues"):
+        what += f", continues {session['continues']}"
+    return at, what
+
+
+def conversation_transcript(calls: Sequence[Call]) -> list[Line]:
+    """Every call's lines, first call to last, on the conversation's clock; each call's start marked."""
+    start = conversation_start(calls)
+    lines: list[Line] = []
+    for n, (_, records) in enumerate(calls, 1):
+        at, what = boundary(n, calls)
+        lines.append(Line(at, _since(at, start), "call", what))
+        lines += transcript(records, start)
+    return lines
+
+
+def conversation_turns(calls: Sequence[Call]) -> list[Turn]:
+    """Each call's turns (a turn never spans two calls), numbered on through the conversation."""
+    out: list[Turn] = []
+    for n, (_, records) in enumerate(calls, 1):
+        out += [replace(t, n=len(out) + i + 1, call=n) for i, t in enumerate(turns(records))]
+    return out
+
+
+LABELS = {"user": "User", "assistant": "Assistant", "key": "Keypad"}
+
+
 def format_transcript(lines: Iterable[Line]) -> Iterator[str]:
     for line in lines:
         offset = f"+{line.offset:8.3f} s" if line.offset is not None else " " * 11
-        who = {"user": "User", "assistant": "Assistant"}.get(line.who, f"[{line.who}]")
+        if line.who == "call":  # a conversation's next call begins
+            yield f"{line.at[11:23]} {offset}  --- {line.text} ---"
+            continue
+        who = LABELS.get(line.who, f"[{line.who}]")
         yield f"{line.at[11:23]} {offset}  {who}: {line.text}"
 
 

@@ -3,17 +3,18 @@ first response, as the person heard it, with nothing from the browser in it.
 
 The service ends every session at its cap (30 minutes on Azure); the page then continues the
 conversation in a new call (`POST /api/connect?continue=`). The predecessor's archived events hold
-the whole history: its own turns and the items its own listener replayed. Each becomes a
+the whole history: its own turns and the items its own listener replayed (archive/turns.py reads
+them back, an interrupted reply cut to what was heard). Each becomes a
 `conversation.item.create` with a fixed id (`replay_NNNN`), so a listener that resumes after a crash
 sends only the items the service has not added yet.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from ..archive.store import Archive
-from ..archive.summary import turn_text
+from ..archive.turns import INTERRUPTED_MARK, call_turns
 from ..core.events import REPLAY_PREFIX
 
 PARTS = {"user": "input_text", "assistant": "output_text", "system": "input_text"}
@@ -21,21 +22,13 @@ PARTS = {"user": "input_text", "assistant": "output_text", "system": "input_text
 
 def turns(events: Iterable[tuple[str, Any]]) -> list[tuple[str, str]]:
     """(role, text) in order from a call's archived (event type, event) pairs: replayed items first
-    as they were replayed, then the call's own words."""
+    as they were replayed, then the call's own words. A reply the person interrupted comes as far
+    as they heard it, marked (INTERRUPTED_MARK); one cut before a word was heard is left out."""
     out: list[tuple[str, str]] = []
-    for event_type, event in events:
-        item = event.get("item") if isinstance(event, Mapping) else None
-        replayed = isinstance(item, Mapping) and str(item.get("id") or "").startswith(REPLAY_PREFIX)
-        if event_type == "conversation.item.added" and isinstance(item, Mapping) and replayed:
-            text = " ".join(
-                str(c.get("text")) for c in item.get("content") or [] if isinstance(c, Mapping) and c.get("text")
-            )
-            if text and item.get("role") in PARTS:
-                out.append((str(item["role"]), text))
+    for turn in call_turns(events):
+        if not turn.text.strip():
             continue
-        turn = turn_text(event_type, event)
-        if turn is not None and turn[1].strip():
-            out.append(turn)
+        out.append((turn.role, turn.text + INTERRUPTED_MARK if turn.interrupted else turn.text))
     return out
 
 

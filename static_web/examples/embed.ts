@@ -31,6 +31,7 @@ const french: Partial<Messages> = {
   endedHangup: "Vous avez raccroché.",
   endedLimit: "La conversation a atteint sa durée maximale.",
   timeLeft: "{remaining} restantes",
+  conversationEnds: "La conversation se termine {wait}.",
   reference: " Référence : {requestId}.",
 };
 
@@ -48,6 +49,8 @@ const options: RealtimeClientOptions = {
   messages: french,
   locale: "fr-FR",
   fetch: (input, init) => fetch(input, { ...init, credentials: "omit" }),
+  rollover: true,
+  rolloverLeadSeconds: 90,
 };
 const client = new RealtimeClient(options);
 const seedLabelled = new RealtimeClient({ channelLabel: SEED_CHANNEL_LABEL, unrecordedPolicy: "end" });
@@ -71,8 +74,18 @@ client.addEventListener("timer", (e) => {
 client.addEventListener("ended", (e) => {
   const reason: EndReasonValue = e.detail.reason;
   $("status").textContent = e.detail.message;
+  if (e.detail.announced) console.log("ended when announced", client.conversationId);
   if (reason === EndReason.BUDGET) console.log(e.detail.endReason, client.endMessage(EndReason.BUDGET));
   console.log(client.endReason, client.expiresAt, client.remainingSeconds);
+});
+client.addEventListener("rollover", (e) => {
+  const { from, to, conversationId, gapMs } = e.detail;
+  console.log(`${from} -> ${to}`, conversationId === client.conversationId, gapMs ?? "no figure", client.rollover);
+});
+client.addEventListener("rolloverfailed", (e) => {
+  const { from, kind, code, status, remainingSeconds, willRetry, message } = e.detail;
+  if (!willRetry) $("status").textContent = message;  // "La conversation se termine dans 45 secondes."
+  console.log(from, kind, code, status, remainingSeconds, client.rolloverLeadSeconds);
 });
 client.addEventListener("autoplayblocked", (e) => {
   const button = $<HTMLButtonElement>("play");

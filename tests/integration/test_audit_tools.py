@@ -304,7 +304,16 @@ def test_audit_api_needs_a_key_and_pages_a_large_session(archived):
     ):
         r = a.get("sessions", **params)
         assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
-    for path in ("sessions/rtc_nothere", "sessions/rtc_nothere/verify"):
+    # the transcript, read from the events (the session row keeps counts only)
+    recent = a.calls["recent"]
+    t = a.get(f"sessions/{recent}/transcript").json()
+    said = [(line["who"], line["text"]) for line in t["lines"] if line["who"] in ("user", "assistant")]
+    assert t["calls"] == [recent] and len(said) == 4
+    assert said[:2] == [("user", "Scripted question 1"), ("assistant", "You said: Scripted question 1")]
+    assert a.get(f"sessions/{recent}/transcript", conversation="true").json()["lines"] == t["lines"]  # a call alone
+    r = a.get(f"sessions/{recent}/transcript", conversation="maybe")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_conversation"
+    for path in ("sessions/rtc_nothere", "sessions/rtc_nothere/verify", "sessions/rtc_nothere/transcript"):
         r = a.get(path)
         assert r.status_code == 404 and r.json()["error"]["code"] == "call_not_found", (path, r.text)
     r = a.get(f"sessions/{call_id}", continuation="not-a-token")
@@ -450,6 +459,8 @@ def test_the_audit_api_reports_a_call_being_deleted(archived):
         r = a.get(f"sessions/{call_id}")
         assert r.status_code == 410 and r.json()["error"]["code"] == "call_being_deleted", r.text
         assert since in r.json()["error"]["message"]
+        t = a.get(f"sessions/{call_id}/transcript")
+        assert t.status_code == 410 and t.json()["error"]["code"] == "call_being_deleted", t.text
         v = a.get(f"sessions/{call_id}/verify")
         assert v.status_code == 200 and v.json() == {
             "call_id": call_id,

@@ -1,7 +1,9 @@
 """A conversation that outlives one session: `POST /api/connect?continue=` through the local host,
 the emulator and Azurite. The successor keeps the conversation's active-call slot, its listener
 replays the archived history before anything else (the emulator's reply proves the model saw it),
-and the capability, the one-successor rule and MAX_CONVERSATION_SECONDS hold."""
+and the capability, the one-successor rule and MAX_CONVERSATION_SECONDS hold. A reply the person
+interrupted is replayed as far as it was heard. The auditor reads the conversation as one (`show`
+and `report --conversation`: one clock, each call's start marked)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from local.testing.host_process import wait_until
 from local.testing.offer import OfferPeer
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
+from realtime_gateway.archive.turns import INTERRUPTED_MARK, Turn, call_turns, cut_heard
 from realtime_gateway.audit.cli import main
 
 
@@ -57,6 +60,20 @@ def state(stack, call_id: str) -> dict:
     return json.loads(send(f"{stack.url}/api/calls/{call_id}").data)
 
 
+def words(archive: Archive, call_id: str) -> list[Turn]:
+    """The call's turns, read from its archived events (the session row keeps counts only)."""
+    return call_turns((rec.event_type, rec.event()) for rec in archive.read_events(call_id))
+
+
+def replied(archive: Archive, call_id: str, text: str) -> bool:
+    return any(text in t.text for t in words(archive, call_id) if t.role == "assistant" and not t.replayed)
+
+
+def emulated_items(stack, call_id: str) -> list[dict]:
+    """What the emulator's model has in its context for the call."""
+    return json.loads(send(f"{stack.emulator.url}/_emulator/calls/{call_id}/conversation").data)["items"]
+
+
 def test_a_successor_keeps_the_slot_and_replays_the_history(gateway_stack_factory, tmp_path):
     stack = gateway_stack_factory(MAX_ACTIVE_CALLS=1)
     archive = archive_of(stack)
@@ -68,12 +85,7 @@ def test_a_successor_keeps_the_slot_and_replays_the_history(gateway_stack_factor
         assert one.headers["x-conversation-id"] == call1
         wait_until(lambda: state(stack, call1)["state"] == "attached", 20)
         say(stack, call1, "My name is Ada")
-        wait_until(
-            lambda: (
-                "You said: My name is Ada" in ((archive.find_session(call1) or {}).get("assistant_transcript") or "")
-            ),
-            20,
-        )
+        wait_until(lambda: replied(archive, call1, "You said: My name is Ada"), 20)
 
         # only the call's creator may continue it
         refused = connect(stack, second.offer, f"?continue={call1}")
@@ -95,13 +107,7 @@ def test_a_successor_keeps_the_slot_and_replays_the_history(gateway_stack_factor
         ready = wait_until(lambda: state(stack, call2).get("history_ready_at") and state(stack, call2), 20)
         assert ready["conversation_id"] == call1
         say(stack, call2, "what did I say first?")
-        wait_until(
-            lambda: (
-                "You first said: My name is Ada"
-                in ((archive.find_session(call2) or {}).get("assistant_transcript") or "")
-            ),
-            20,
-        )
+        wait_until(lambda: replied(archive, call2, "You first said: My name is Ada"), 20)
 
         # the page hangs the old call up; the slot stays with the conversation
         assert send(f"{stack.url}/api/calls/{call1}/hangup", "POST", **{"x-call-capability": cap1}).status == 200
@@ -114,8 +120,10 @@ def test_a_successor_keeps_the_slot_and_replays_the_history(gateway_stack_factor
     rows = {c: archive.find_session(c) for c in (call1, call2)}
     assert rows[call1]["continued_by"] == call2 and rows[call2]["continues"] == call1
     assert rows[call2]["conversation_id"] == call1 and rows[call2]["slot"] == rows[call1]["slot"]
-    # the successor's own transcript holds its own turns, not the replayed ones
-    assert "My name is Ada" not in (rows[call2].get("user_transcript") or "")
+    # the successor's own turns are its own; the replayed ones are marked as such
+    own = [t.text for t in words(archive, call2) if not t.replayed]
+    assert "My name is Ada" not in own and "what did I say first?" in own
+    assert rows[call2]["user_turns"] == 1 and "user_transcript" not in rows[call2]
 
     # the auditor reads one conversation: each call's chain and the links verified, every event exported
     stack.host.wait_for_log(f"call {call2}: listener 0 done: ended")
@@ -134,6 +142,76 @@ def test_a_successor_keeps_the_slot_and_replays_the_history(gateway_stack_factor
     assert len(exported) == sum(counts) and exported[0]["type"] == "session.created"
     replayed = [e for e in exported[counts[0] :] if e.get("type") == "conversation.item.added"]
     assert replayed[0]["item"]["id"] == "replay_0000"  # the second call's events follow the first's
+
+    # show and report stitch the calls: one clock from the first call's first event, each start marked
+    status, out = audit_out(["show", call2, "--conversation", *storage, *tables])
+    assert status == 0 and out.startswith(f"Conversation {call1}: 2 call(s)")
+    listing = out.split("Conversation (UTC time")[1].splitlines()[1:]
+    starts = [n for n, line in enumerate(listing) if "--- call " in line]
+    assert len(starts) == 2 and listing[starts[1]].endswith(f"--- call 2 of 2: {call2}, continues {call1} ---")
+    offsets = [float(line.split("+")[1].split(" s")[0]) for line in listing if "+" in line]
+    assert offsets == sorted(offsets) and offsets[starts[1]] > 0  # the second call goes on from the first
+    assert "User: My name is Ada" in "\n".join(listing[: starts[1]])
+    assert "User: what did I say first?" in "\n".join(listing[starts[1] :])
+    page = tmp_path / "conversation.html"
+    status, out = audit_out(["report", call1, "--conversation", "-o", str(page), *storage, *tables])
+    html = page.read_text()
+    assert status == 0 and "2 calls; chains and links verified" in out
+    assert f"<h1>Conversation {call1}</h1>" in html and "all 2 calls verified" in html
+    assert html.count('<li class="call">') == 2 and f"Call 2 of 2: {call2}, continues {call1}" in html
+
+
+def test_an_interrupted_reply_is_replayed_as_it_was_heard(gateway_stack_factory):
+    stack = gateway_stack_factory()
+    archive = archive_of(stack)
+    question = "Tell me about the sea and the sky above it and the ships that sail between them"
+    with OfferPeer() as first, OfferPeer() as second:
+        one = connect(stack, first.offer)
+        assert one.status == 201
+        first.accept(one.data.decode(), wait_open=15)
+        call1, cap1 = one.headers["x-call-id"], one.headers["x-call-capability"]
+        wait_until(lambda: state(stack, call1)["state"] == "attached", 20)
+        say(stack, call1, question)  # spoken over the peer connection
+
+        def archived(call_id: str, event_type: str):
+            return next((e.event() for e in archive.read_events(call_id) if e.event_type == event_type), None)
+
+        reply = wait_until(lambda: archived(call1, "response.output_audio_transcript.done"), 20)
+        done = wait_until(lambda: archived(call1, "response.done"), 20)
+        played = next(i for i in emulated_items(stack, call1) if i["id"] == reply["item_id"])["audio_ms"]
+        estimated = done["response"]["usage"]["output_token_details"]["audio_tokens"] * 50
+        # the person stops the reply halfway through (the browser truncates, as the Agents SDK does)
+        end_ms = min(played, estimated) // 2
+        first.send(
+            {
+                "type": "conversation.item.truncate",
+                "item_id": reply["item_id"],
+                "content_index": 0,
+                "audio_end_ms": end_ms,
+            }
+        )
+        cut = wait_until(lambda: archived(call1, "conversation.item.truncated"), 20)
+        assert (cut["item_id"], cut["audio_end_ms"]) == (reply["item_id"], end_ms)
+
+        two = connect(stack, second.offer, f"?continue={call1}", **{"x-call-capability": cap1})
+        assert two.status == 201, two.data
+        second.accept(two.data.decode(), wait_open=15)
+        call2 = two.headers["x-call-id"]
+        wait_until(lambda: state(stack, call2).get("history_ready_at"), 20)
+        context = emulated_items(stack, call2)
+
+    heard = cut_heard(reply["transcript"], end_ms, estimated)
+    assert heard and len(heard) < len(reply["transcript"]) and reply["transcript"].startswith(heard)
+    replayed = [(i["role"], i["text"]) for i in context if i["id"].startswith("replay_")]
+    assert replayed == [("user", question), ("assistant", heard + INTERRUPTED_MARK)]
+    assert "ships" not in replayed[1][1]  # the unheard end of the reply never reaches the successor
+
+
+def audit_out(argv: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, out.getvalue()
 
 
 def audit(argv: list[str]) -> tuple[int, list[str]]:

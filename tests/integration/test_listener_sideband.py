@@ -10,6 +10,7 @@ import uuid
 import requests
 
 from local.testing.host_process import wait_until
+from realtime_gateway.archive.turns import call_turns
 from realtime_gateway.audit import verify_call
 from realtime_gateway.core.events import parse
 from realtime_gateway.listener.handler import handle_call_message
@@ -65,14 +66,16 @@ def test_scripted_call_archives_every_event_in_order(emulator, archive, upstream
         for e in events
         if e.event_type in ("response.output_audio_transcript.done", "response.output_text.done")
     ]
-    assert session["assistant_transcript"].split("\n") == assistant and len(assistant) == 12
+    words = call_turns((e.event_type, e.event()) for e in events)  # the words, read from the events
+    assert [t.text for t in words if t.role == "assistant"] == assistant and len(assistant) == 12
+    assert (session["user_turns"], session["assistant_turns"]) == (12, 12)
     user_items = [
         e
         for e in events
         if e.event_type == "conversation.item.added" and json.loads(e.payload)["item"]["role"] == "user"
     ]
     assert len(user_items) == 12
-    assert session["user_transcript"].split("\n") == [f"Scripted question {n}" for n in range(1, 13)]
+    assert [t.text for t in words if t.role == "user"] == [f"Scripted question {n}" for n in range(1, 13)]
     assert call_id in [s["call_id"] for s in archive.sessions_on(session["PartitionKey"])]
     assert verify_call(archive, call_id).ok
 

@@ -16,6 +16,7 @@ from realtime_gateway.archive.codec import (
     split_utf16,
     transaction_batches,
 )
+from realtime_gateway.archive.store import session_view
 from realtime_gateway.archive.summary import CallSummary
 
 
@@ -74,7 +75,7 @@ def test_hash_chain_changes_with_any_field_and_with_the_call():
         assert link(genesis("rtc_1"), *changed) != base
 
 
-def test_summary_counts_and_transcripts_round_trip_through_the_row():
+def test_summary_counts_and_turns_round_trip_through_the_row():
     s = CallSummary()
     s.apply("session.created", {"session": {"model": "gpt-realtime", "audio": {"output": {"voice": "marin"}}}})
     s.apply("conversation.item.input_audio_transcription.completed", {"transcript": "hello"})
@@ -86,16 +87,31 @@ def test_summary_counts_and_transcripts_round_trip_through_the_row():
     fields = s.to_fields()
     back = CallSummary.from_fields(fields)
     assert back.counts == s.counts and back.total == 7
-    assert back.user == ["hello", "typed"] and back.assistant == ["hi there", "text reply"]
+    assert (back.user_turns, back.assistant_turns) == (2, 2)
     assert (s.model, s.voice) == ("gpt-realtime", "marin")
 
 
-def test_a_summary_resumes_from_a_transcript_split_over_properties():
-    # over 32K characters the session row splits a transcript; a resumed call must read all of it
+def test_the_row_stays_the_same_size_however_long_the_call():
+    # the words stay in the event rows: a summary rewritten on each flush must not grow with them
     summary = CallSummary()
-    for n in range(800):
-        summary.apply("response.output_text.done", {"text": f"answer {n} " + "x" * 50})
-    row = {**{k: v for k, v in summary.to_fields().items() if not k.endswith("_transcript")}}
-    row.update(split_property("assistant_transcript", summary.to_fields()["assistant_transcript"]))
-    assert "assistant_transcript_1" in row  # really split
-    assert CallSummary.from_fields(row).assistant == summary.assistant
+    sizes = []
+    for n in range(2000):
+        summary.apply("response.output_text.done", {"text": f"answer {n} " + "x" * 500})
+        summary.apply("conversation.item.input_audio_transcription.completed", {"transcript": "y" * 500})
+        if n in (10, 1999):
+            sizes.append(entity_bytes(summary.to_fields()))
+    assert sizes[1] - sizes[0] < 16  # a few more digits in the counts, nothing else
+    assert not any(k.endswith("_transcript") for k in summary.to_fields())
+
+
+def test_a_row_written_with_transcripts_still_reads():
+    # rows from before the change carry the transcripts (split over properties above 32K): a
+    # resumed call counts its turns from them, and session_view joins them for the readers
+    user = "\n".join(f"question {n} " + "q" * 80 for n in range(500))
+    row = {"counts": "{}", **split_property("user_transcript", user), "assistant_transcript": "one\ntwo"}
+    assert "user_transcript_1" in row  # really split
+    back = CallSummary.from_fields(row)
+    assert (back.user_turns, back.assistant_turns) == (500, 2)
+    view = session_view({"PartitionKey": "20260101", "RowKey": "rtc_old", **row})
+    assert view["user_transcript"] == user and "user_transcript_1" not in view
+    assert "user_transcript" not in session_view({"PartitionKey": "20260101", "RowKey": "rtc_new", "counts": "{}"})
