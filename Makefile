@@ -11,6 +11,10 @@ NODE_STAMP := node_modules/.package-lock.json
 SYSTEM_TOOLS := chromium espeak-ng sox
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PYTEST_ARGS ?=
+# The suite mostly waits on sockets and child processes, so it runs on several pytest-xdist workers
+# (tests/conftest.py keeps each file on one worker and the e2e files together); TEST_WORKERS=0 runs it
+# in this one process.
+TEST_WORKERS ?= 3
 
 .PHONY: run test unit lint docs infra-scan system clean-local bench screenshots
 
@@ -18,7 +22,7 @@ run: $(VENV_STAMP) $(NODE_STAMP)
 	$(PY) -m local.stack
 
 test: lint docs infra-scan $(NODE_STAMP) system
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The unit tier alone, in well under a minute: in process, no port, no subprocess (tests/unit/conftest.py
 # fails any test that opens one). `make test` runs it too, with the integration, security and e2e tiers.

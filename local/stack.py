@@ -25,7 +25,6 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from local.azurite import ROOT, start_azurite
-from local.processes import die_with_parent, free_port, stop_group
+from local.processes import free_port, start_group, stop_group
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -116,17 +115,7 @@ class Child:
         self.name = name
         self.ready_url: str | None = None
         self._ready = threading.Event()
-        self.process = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            start_new_session=True,
-            preexec_fn=die_with_parent(),
-        )
+        self.process = start_group(args, env, ROOT)
         threading.Thread(target=self._echo, daemon=True).start()
 
     def _echo(self) -> None:

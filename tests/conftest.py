@@ -11,6 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis.configuration import set_hypothesis_home_dir
 
 if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):  # hypothesis's own override wins
@@ -20,5 +21,17 @@ pytest_plugins = [
     "tests.fixtures.azurite",
     "tests.fixtures.emulator",
     "tests.fixtures.host",
-    "tests.fixtures.browser",
 ]
+
+# This process's free_port() takes ports from its xdist worker's band (local/processes.py); its
+# children inherit the variable but not the pid, so they bind port 0 as usual.
+os.environ["PORT_BAND_OWNER"] = str(os.getpid())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test` runs the suite on several workers (--dist loadgroup): each test file stays on one
+    worker, in order, with its module fixtures; the e2e files share one worker and one Chromium."""
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        group = "browser" if path.startswith("tests/e2e/") else path
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-from local.processes import die_with_parent, stop_group
+from local.processes import start_group, stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_APP = ROOT / "tests" / "fixture_app"
@@ -56,16 +55,7 @@ class HostProcess:
         self._lines: list[str] = []
         self._lock = threading.Condition()
         started = time.monotonic()
-        self.process = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            preexec_fn=die_with_parent(),  # a killed test run or bench leaves no host holding a port
-        )
+        self.process = start_group(cmd, env, ROOT)  # a killed test run or bench leaves no host holding a port
         self._drainer = threading.Thread(target=self._drain, daemon=True)
         self._drainer.start()
         self.url = self._wait_ready(ready_timeout)

@@ -137,7 +137,9 @@ class Launcher:
             self.process.poll()
             left = [pid for pid in children | {self.process.pid} if alive(pid)]
             if not left and ports_closed(self.ports.values()):
-                return time.monotonic() - started
+                seconds = time.monotonic() - started
+                self.process.wait(5)  # a zombie is not alive(), but its poll() above may predate the exit
+                return seconds
             time.sleep(0.02)
         return float("inf")
 
