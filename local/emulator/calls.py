@@ -261,9 +261,10 @@ class Call:
             elif change == "stop" and self._speech_item:
                 item_id, self._speech_item = self._speech_item, None
                 self.speech_segments += 1
-                self.spawn(self._speech_turn(item_id, self._speech_started_ms, self._vad.ms))
+                self.spawn(self.speech_turn(item_id, self._speech_started_ms, self._vad.ms))
 
-    async def _speech_turn(self, item_id: str, start_ms: int, end_ms: int) -> None:
+    async def speech_turn(self, item_id: str, start_ms: int, end_ms: int, words: str = SPEECH_TRANSCRIPT) -> None:
+        """A spoken turn from speech_stopped on: the item, its transcript (`words`), the answer."""
         self.emit(ev.event("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item_id))
         self.emit(ev.event("input_audio_buffer.committed", item_id=item_id, previous_item_id=self._last_item_id))
         self._add_item(ev.user_audio_item(item_id, None))
@@ -272,16 +273,16 @@ class Call:
                 "conversation.item.input_audio_transcription.completed",
                 item_id=item_id,
                 content_index=0,
-                transcript=SPEECH_TRANSCRIPT,
+                transcript=words,
                 usage={"type": "duration", "seconds": round((end_ms - start_ms) / 1000, 3)},
             )
         )
         self.meter.user_audio((end_ms - start_ms) / 1000)
-        self.conversation.add(ev.user_audio_item(item_id, SPEECH_TRANSCRIPT))  # the model hears the words
-        self._last_user_text = SPEECH_TRANSCRIPT
+        self.conversation.add(ev.user_audio_item(item_id, words))  # the model hears the words
+        self._last_user_text = words
         td = self.session.get("audio", {}).get("input", {}).get("turn_detection") or {}
         if td.get("create_response", True):
-            await self.respond(about=SPEECH_TRANSCRIPT)  # this turn's words, whatever is typed meanwhile
+            await self.respond(about=words)  # this turn's words, whatever is typed meanwhile
 
     # -- client events (data channel and sideband) ----------------------------------------
     def handle_client_event(self, raw: str) -> None:

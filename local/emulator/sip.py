@@ -34,6 +34,7 @@ log = logging.getLogger("realtime-emulator.sip")
 
 ATTACH_WAIT = 10.0  # seconds an accepted call waits for its sideband before the caller speaks anyway
 CALLER_HANGUP = "caller_left"  # the close reason when the scripted caller hangs up
+SPOKEN_MS = 1200  # how long each of the caller's sentences lasts
 TOOL_WAIT = 10.0  # seconds the scripted caller waits for a tool's answer before it speaks on
 
 
@@ -153,21 +154,7 @@ async def _script(live: Call, call: PhoneCall) -> None:
             return
         item_id = new_id("item")
         live.emit(ev.event("input_audio_buffer.speech_started", audio_start_ms=0, item_id=item_id))
-        live.emit(ev.event("input_audio_buffer.speech_stopped", audio_end_ms=1200, item_id=item_id))
-        live.emit(ev.event("input_audio_buffer.committed", item_id=item_id, previous_item_id=None))
-        live._add_item(ev.user_audio_item(item_id, None))
-        live.emit(
-            ev.event(
-                "conversation.item.input_audio_transcription.completed",
-                item_id=item_id,
-                content_index=0,
-                transcript=text,
-                usage={"type": "duration", "seconds": 1.2},
-            )
-        )
-        live.conversation.add(ev.user_audio_item(item_id, text))
-        live._last_user_text = text
-        await live.respond()
+        await live.speech_turn(item_id, 0, SPOKEN_MS, text)
         await _settle(live)
     for key in call.dtmf:
         if live.state != "live":

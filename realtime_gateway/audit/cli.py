@@ -40,7 +40,7 @@ from .day_usage import day_usage, format_usage, limits_table_name, prices_from_e
 from .export import FORMATS, export_call, export_range
 from .report import dumps_row, render_conversation, render_timeline
 from .sessions import call_summary, format_table, list_calls
-from .transcript import conversation_transcript, conversation_turns, format_transcript, transcript, turns
+from .transcript import conversation_transcript, conversation_turns, format_transcript, transcript
 from .verify import Finding, VerifyReport, conversation_calls, verify_call, verify_conversation, verify_range
 
 EXIT_NOT_INTACT, EXIT_USAGE, EXIT_UNKNOWN, EXIT_PURGING = 1, 2, 3, 4
@@ -223,16 +223,7 @@ def _show(args: argparse.Namespace, archive: Archive, session: dict[str, Any]) -
     if since:
         print(f"  BEING DELETED by retention since {since}: the events are partly gone, not shown")
         return _being_deleted(args.call_id, since)
-    records = list(archive.read_events(args.call_id))
-    for t in turns(records):
-        print(f"  turn {t.n}: {t.latency_ms:.0f} ms from {t.basis} to the first {t.reply}")
-    print("\nConversation (UTC time, seconds from the first event):")
-    for line in format_transcript(transcript(records)):
-        print("  " + line)
-    if args.events:
-        for rec in records:
-            print(_event_line(rec))
-    return 0
+    return _print_calls(args, [(session, list(archive.read_events(args.call_id)))], conversation=False)
 
 
 def _event_line(rec: EventRecord, call_id: str | None = None) -> str:
@@ -266,16 +257,28 @@ def _show_conversation(args: argparse.Namespace, archive: Archive) -> int:
         for call_id, since in deleting:
             print(f"  BEING DELETED by retention since {since}: call {call_id}'s events are partly gone, not shown")
         return _being_deleted(*deleting[0])
-    calls = [(row, list(archive.read_events(str(row["call_id"])))) for row in rows]
+    return _print_calls(
+        args, [(row, list(archive.read_events(str(row["call_id"])))) for row in rows], conversation=True
+    )
+
+
+def _print_calls(
+    args: argparse.Namespace, calls: list[tuple[dict[str, Any], list[EventRecord]]], conversation: bool
+) -> int:
+    """`show`'s body: each turn's latency, the words, and with --events every event (a conversation's
+    numbered by call, on the first call's clock, with each call's start marked)."""
     for t in conversation_turns(calls):
-        print(f"  call {t.call} turn {t.n}: {t.latency_ms:.0f} ms from {t.basis} to the first {t.reply}")
-    print("\nConversation (UTC time, seconds from the first call's first event):")
-    for line in format_transcript(conversation_transcript(calls)):
+        call = f"call {t.call} " if conversation else ""
+        print(f"  {call}turn {t.n}: {t.latency_ms:.0f} ms from {t.basis} to the first {t.reply}")
+    clock = "the first call's first event" if conversation else "the first event"
+    print(f"\nConversation (UTC time, seconds from {clock}):")
+    lines = conversation_transcript(calls) if conversation else transcript(calls[0][1])
+    for line in format_transcript(lines):
         print("  " + line)
     if args.events:
         for row, records in calls:
             for rec in records:
-                print(_event_line(rec, str(row["call_id"])))
+                print(_event_line(rec, str(row["call_id"]) if conversation else None))
     return 0
 
 
