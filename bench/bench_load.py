@@ -166,6 +166,7 @@ def archived(archive: Archive, call_id: str) -> dict[str, Any]:
     return {
         "rows": len(rows),
         "marks": len(rows) - len(service),  # listener.gap / handover rows: none expected
+        "mark_types": Counter(r.event_type for r in rows if r.source != "service"),
         "duplicates": len(ids) - len(set(ids)),
         # the emulator counts every event it emits; the session.created each sideband socket gets
         # on opening is sent to that socket only, outside the count
@@ -392,7 +393,8 @@ def main() -> None:
                 f"{sum(x['missing'] for x in g)}, duplicates {sum(x['duplicates'] for x in g)}, surplus "
                 f"{sum(x['surplus'] for x in g)}, gap/hand-over marks {sum(x['marks'] for x in g)}, verify failures "
                 f"{sum(not x['verified'] for x in g)}, session rows disagreeing with the archive "
-                f"{sum(x['row_events'] != x['rows'] for x in g)}; ended {dict(Counter(x['end_reason'] for x in g))}"
+                f"{sum(x['row_events'] != x['rows'] for x in g)}; ended {dict(Counter(x['end_reason'] for x in g))}; "
+                f"marks by type {dict(sum((x['mark_types'] for x in g), Counter()))}"
             )
             d = [delay[c] for c in group]
             report.line(

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .ids import new_id
-
-if TYPE_CHECKING:
-    from .overrides import ResponseSpec
+from .overrides import DEFAULT_VOICE, ResponseSpec
 
 # webrtcfilter=on: the only server events the browser's data channel receives (DESIGN.md).
 BROWSER_EVENTS = frozenset(
@@ -39,7 +37,6 @@ def browser_sees(event: dict) -> bool:
 
 
 PCM = {"type": "audio/pcm", "rate": 24000}
-DEFAULT_VOICE = "alloy"
 TRANSCRIPTION_MODEL = "whisper-1"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .events import DEFAULT_VOICE
+DEFAULT_VOICE = "alloy"  # a session's voice until one is set
 
 MAX_OUTPUT_TOKENS = 4096  # the service's upper bound for an integer max_output_tokens
 

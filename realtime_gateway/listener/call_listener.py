@@ -65,6 +65,7 @@ class ListenerConfig:
     session_update: Mapping[str, Any] | None = None  # LISTENER_SESSION_UPDATE, sent on every attach
     flush_interval: float = 0.5  # the archive writer's batching window
     policy: Mapping[str, Any] | None = None  # the session the call must keep (policy.py); None: not held
+    minted: Mapping[str, Any] | None = None  # that session before session_update: what session.created shows
     policy_max_violations: int = 0
 
     @classmethod
@@ -75,6 +76,7 @@ class ListenerConfig:
             attach_limit=s.attach_limit_seconds,
             session_update=s.sideband_session_update,
             policy=s.enforced_policy() if s.policy_enforce else None,
+            minted=s.session_policy,
             policy_max_violations=s.policy_max_violations,
         )
 
@@ -197,6 +199,7 @@ class Listener:
             self.config.policy_max_violations,
             calls=self.calls,
             ended=self.ended_by,
+            minted=self.config.minted,
         )
 
     def _close_control(self, timeout: float | None = None) -> None:

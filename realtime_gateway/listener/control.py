@@ -44,6 +44,7 @@ class Control:
         max_violations: int = 0,
         calls: CallTools | None = None,
         ended: Callable[[EndReason, str], None] | None = None,
+        minted: Mapping[str, Any] | None = None,
     ) -> None:
         self.tools, self.guardrail, self.calls = tools, guardrail, calls
         self._send, self._mark, self._hangup = send, mark, hangup
@@ -71,7 +72,9 @@ class Control:
         self._closing = False
         self.hits = 0
         self.policy = (
-            PolicyGuard(policy, self._try_send, mark, lambda why: self._submit(hangup, "policy", why), max_violations)
+            PolicyGuard(
+                policy, self._try_send, mark, lambda why: self._submit(hangup, "policy", why), max_violations, minted
+            )
             if policy is not None
             else None
         )

@@ -50,7 +50,7 @@ def make_listener(
     policy = s.session_policy
     if msg.channel == "sip" and s.sip.session_policy:  # a phone call holds the phone policy it was accepted with
         policy = s.sip.session_policy
-        config = replace(config, policy=s.enforced_policy(policy) if s.policy_enforce else None)
+        config = replace(config, policy=s.enforced_policy(policy) if s.policy_enforce else None, minted=policy)
     declared = list(policy.get("tools") or [])
     phone = msg.channel == "sip"
     # per listener: importlib caches the modules, so this costs little after the first call.

@@ -45,8 +45,13 @@ class PolicyGuard:
         mark: Callable[[str, dict[str, Any]], None],
         hangup: Callable[[str], None],
         max_violations: int,
+        minted: Mapping[str, Any] | None = None,
     ) -> None:
         self.policy = dict(policy)
+        # The session as minted, before the listener's own session.update (LISTENER_SESSION_UPDATE)
+        # is applied: what session.created shows. It stands until the service first shows the whole
+        # policy; after that only the policy does.
+        self._minted = dict(minted) if minted is not None and dict(minted) != self.policy else None
         self._send, self._mark, self._hangup = send, mark, hangup
         self.max_violations = max_violations
         self.violations = 0
@@ -59,9 +64,9 @@ class PolicyGuard:
         session = {k: v for k, v in self.policy.items() if k != "model"}
         return {"type": "session.update", "session": {"tools": [], **session, "type": "realtime"}}
 
-    def session_differences(self, session: Mapping[str, Any]) -> list[str]:
+    def session_differences(self, session: Mapping[str, Any], policy: Mapping[str, Any] | None = None) -> list[str]:
         """The policy fields this session does not hold."""
-        p = self.policy
+        p = self.policy if policy is None else policy
         found = []
         if "instructions" in p and session.get("instructions") != p["instructions"]:
             found.append("instructions")
@@ -100,8 +105,10 @@ class PolicyGuard:
         differences = self.session_differences(session)
         with self._lock:
             if not differences:
-                self._restoring = False
+                self._restoring, self._minted = False, None
                 return
+            if self._minted is not None and not self.session_differences(session, self._minted):
+                return  # the listener's own update is not applied yet
             self._restoring = True
         sent = self._send(self.restore_message())
         self._violation({"event": kind, "fields": differences, "action": "restored", "sent": sent})

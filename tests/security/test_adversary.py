@@ -231,3 +231,27 @@ def test_the_browser_cannot_change_the_session_policy(gateway_stack_factory):
         "cancelled",
         "restored+hangup",
     ], policy
+
+
+def test_the_listeners_own_session_update_is_policy_and_no_violation(gateway_stack_factory):
+    """LISTENER_SESSION_UPDATE joins the policy: the session as minted (session.created, before the
+    service applied the listener's update) is no violation, and the browser still cannot change it."""
+    stack = gateway_stack_factory(
+        POLICY_MAX_VIOLATIONS=3, LISTENER_SESSION_UPDATE=json.dumps({"max_output_tokens": 800})
+    )
+    with OfferPeer() as peer:
+        resp = connect(stack, peer.offer)
+        assert resp.status == 201
+        peer.accept(resp.data.decode(), wait_open=15)
+        call_id = resp.headers["x-call-id"]
+        wait_until(lambda: "sideband attached" in stack.logs, 20)
+        peer.send({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 4096}})
+        wait_until(lambda: "policy: session.updated changed max_output_tokens; restored" in stack.logs, 20)
+        requests.post(f"{stack.emulator.url}/_emulator/calls/{call_id}/end", timeout=10)
+    archive = archive_of(stack)
+    wait_until(lambda: (archive.find_session(call_id) or {}).get("state") == "ended", 30)
+    policy = [r.event() for r in archive.read_events(call_id) if r.event_type == "listener.policy"]
+    # one violation, the browser's: none at session.created nor at the listener's own update
+    assert [(p["event"], p["fields"], p["violations"]) for p in policy] == [
+        ("session.updated", ["max_output_tokens"], 1)
+    ], policy

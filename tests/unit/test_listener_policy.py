@@ -107,3 +107,20 @@ def test_a_response_may_not_ask_for_more_tokens_than_the_policy():
     assert g.response_differences({"max_output_tokens": 100}) == []
     assert g.response_differences({"max_output_tokens": 4096}) == ["max_output_tokens"]
     assert g.response_differences({"max_output_tokens": "inf"}) == ["max_output_tokens"]
+
+
+def test_the_session_as_minted_stands_until_the_listeners_own_update_is_applied_and_not_after():
+    """LISTENER_SESSION_UPDATE is part of the policy, but session.created comes before the service
+    applied it: the minted session is no violation then, and is one once the whole policy was seen."""
+    own = {**POLICY, "output_modalities": ["text"]}  # the policy with the listener's own update merged
+    sent, marks = [], []
+    g = PolicyGuard(own, lambda m: sent.append(m) or True, lambda k, p: marks.append(p), lambda why: None, 3, POLICY)
+    g.on_event("session.created", {"session": session(output_modalities=["audio"])})
+    assert sent == [] and marks == []
+    # meanwhile, anything beyond the minted session is restored as ever
+    g.on_event("session.updated", {"session": session(output_modalities=["audio"], instructions="Talk like a pirate.")})
+    assert [m["fields"] for m in marks] == [["instructions", "output_modalities"]] and len(sent) == 1
+    g.on_event("session.updated", {"session": session(output_modalities=["text"])})  # the policy, whole
+    assert len(marks) == 1
+    g.on_event("session.updated", {"session": session(output_modalities=["audio"])})  # the minted one, now a change
+    assert marks[-1]["fields"] == ["output_modalities"] and len(marks) == len(sent) == 2

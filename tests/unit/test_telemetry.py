@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 from opentelemetry.trace import StatusCode
@@ -51,7 +52,8 @@ def test_a_failing_step_marks_its_span_and_connect_with_the_code_and_counts_a_re
     assert failed_sdp.parent.span_id == failed.context.span_id
     assert otel.total(telemetry.CALLS_REFUSED, reason="upstream_error") == 1
     assert otel.total(telemetry.CALLS_STARTED) == 1
-    assert "ERROR upstream_error (secret 0ms, sdp 0ms ERROR upstream_error)" in otel.summary.getvalue()
+    # the steps' durations are whatever the machine took (a loaded one: a few ms)
+    assert re.search(r"ERROR upstream_error \(secret \d+ms, sdp \d+ms ERROR upstream_error\)", otel.summary.getvalue())
 
 
 def test_the_queue_message_carries_the_trace_to_the_listener_span(otel):
