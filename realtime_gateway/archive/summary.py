@@ -13,8 +13,6 @@ from ..core import usage as usage_
 from .codec import join_property
 from .turns import DTMF, turn_text
 
-__all__ = ["DTMF", "CallSummary", "turn_text"]
-
 # rows written before the change carry the transcripts themselves (split over properties above
 # 32K characters); readers still join them, and a resumed call counts its turns from them
 LEGACY_TRANSCRIPTS = ("user_transcript", "assistant_transcript")

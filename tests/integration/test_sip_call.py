@@ -21,14 +21,11 @@ from pydantic import TypeAdapter
 
 from local.testing.host_process import wait_until
 from local.testing.otlp_sink import OtlpSink
-from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.audit.cli import main as audit_main
 from realtime_gateway.audit.verify import verify_call
+from tests.fixtures.phone import LINE, SALT, SECRET, archive_of, phone_call, ring
 
-SECRET = "whsec_" + base64.b64encode(b"emulated phone line signing key!").decode()
-SALT = "a-salt-for-phone-callers"
-CALLER, LINE = "+15551230000", "+15559870000"
 ORACLE = OpenAI(api_key="unused", base_url="http://127.0.0.1:9").webhooks
 # the SDK's own knobs: the host exports spans and logs within a fraction of a second
 FAST_EXPORT = {
@@ -57,21 +54,6 @@ def phone(gateway_stack_factory, emulator, sink):
     emulator.sip.webhook_url, emulator.sip.webhook_secret = stack.url + "/api/sip/incoming", SECRET
     yield stack
     emulator.sip.webhook_url = emulator.sip.webhook_secret = ""
-
-
-def ring(emulator, **spec) -> str:
-    resp = requests.post(emulator.url + "/admin/sip/calls", json={"from": CALLER, "to": LINE, **spec}, timeout=10)
-    assert resp.status_code == 201, resp.text
-    return resp.json()["call_id"]
-
-
-def phone_call(emulator, call_id: str) -> dict:
-    return requests.get(f"{emulator.url}/admin/sip/calls/{call_id}", timeout=10).json()
-
-
-def archive_of(stack) -> Archive:
-    svc = table_service_from_env({"AzureWebJobsStorage": stack.azurite.connection_string})
-    return Archive(svc, stack.settings["ARCHIVE_EVENTS_TABLE"], stack.settings["ARCHIVE_SESSIONS_TABLE"])
 
 
 def check_webhooks(info: dict) -> None:

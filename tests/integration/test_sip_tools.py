@@ -12,21 +12,15 @@
 
 from __future__ import annotations
 
-import base64
 import json
 
 import pytest
-import requests
 
 from local.testing.host_process import wait_until
 from realtime_gateway.archive.store import Archive
-from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.audit.verify import verify_call
 from realtime_gateway.listener.call_tools import END_CALL, TRANSFER_CALL
-
-SECRET = "whsec_" + base64.b64encode(b"emulated phone line signing key!").decode()
-SALT = "a-salt-for-phone-callers"
-CALLER, LINE = "+15551230000", "+15559870000"
+from tests.fixtures.phone import SALT, SECRET, archive_of, phone_call, ring
 
 
 @pytest.fixture
@@ -40,23 +34,6 @@ def phone(gateway_stack_factory, emulator):
     emulator.sip.webhook_url, emulator.sip.webhook_secret = stack.url + "/api/sip/incoming", SECRET
     yield stack
     emulator.sip.webhook_url = emulator.sip.webhook_secret = ""
-
-
-def ring(emulator, *say: str) -> str:
-    resp = requests.post(
-        emulator.url + "/admin/sip/calls", json={"from": CALLER, "to": LINE, "say": list(say)}, timeout=10
-    )
-    assert resp.status_code == 201, resp.text
-    return resp.json()["call_id"]
-
-
-def phone_call(emulator, call_id: str) -> dict:
-    return requests.get(f"{emulator.url}/admin/sip/calls/{call_id}", timeout=10).json()
-
-
-def archive_of(stack) -> Archive:
-    svc = table_service_from_env({"AzureWebJobsStorage": stack.azurite.connection_string})
-    return Archive(svc, stack.settings["ARCHIVE_EVENTS_TABLE"], stack.settings["ARCHIVE_SESSIONS_TABLE"])
 
 
 def ended_row(archive: Archive, call_id: str) -> dict:
@@ -75,7 +52,7 @@ def said(emulator, call_id: str) -> list[str]:
 
 
 def test_transfer_call_refers_the_caller_to_the_configured_target(phone, emulator):
-    call_id = ring(emulator, 'call tool transfer_call {"target": "sales"}', "are you still there")
+    call_id = ring(emulator, say=['call tool transfer_call {"target": "sales"}', "are you still there"])
     archive = archive_of(phone)
     row = ended_row(archive, call_id)
     info = phone_call(emulator, call_id)
@@ -96,7 +73,7 @@ def test_transfer_call_refers_the_caller_to_the_configured_target(phone, emulato
 
 def test_a_refer_failing_twice_falls_back_to_offering_a_call_back(phone, emulator):
     emulator.set_fault("refer", status=500, times=2)
-    call_id = ring(emulator, 'call tool transfer_call {"target": "+1 555 000 1111"}')
+    call_id = ring(emulator, say=['call tool transfer_call {"target": "+1 555 000 1111"}'])
     archive = archive_of(phone)
     row = ended_row(archive, call_id)
     assert emulator.faults.active() == []  # both faults spent: the first refer and the one more try
@@ -121,7 +98,7 @@ def test_a_refer_failing_twice_falls_back_to_offering_a_call_back(phone, emulato
 
 
 def test_a_target_that_is_not_configured_is_never_referred(phone, emulator):
-    call_id = ring(emulator, 'call tool transfer_call {"target": "sip:anyone@elsewhere.example"}')
+    call_id = ring(emulator, say=['call tool transfer_call {"target": "sip:anyone@elsewhere.example"}'])
     archive = archive_of(phone)
     row = ended_row(archive, call_id)
     assert phone_call(emulator, call_id)["refer_targets"] == [] and row["end_reason"] == "caller_hangup"
@@ -130,7 +107,7 @@ def test_a_target_that_is_not_configured_is_never_referred(phone, emulator):
 
 
 def test_end_call_hangs_up_and_the_session_says_the_assistant_ended_it(phone, emulator):
-    call_id = ring(emulator, "call tool end_call", "one more thing")
+    call_id = ring(emulator, say=["call tool end_call", "one more thing"])
     archive = archive_of(phone)
     row = ended_row(archive, call_id)
     info = phone_call(emulator, call_id)
