@@ -349,7 +349,7 @@ class Call:
             if problem is not None:
                 self._refuse(problem, client_event_id)
                 return
-            self.spawn(self.respond(params=params))
+            self.spawn(self.respond(params=params, about=self._last_user_text))
         elif kind == "response.cancel":
             rid = msg.get("response_id")
             if self._active is None or (rid and rid != self._active):
@@ -428,16 +428,15 @@ class Call:
         return reply_for(user_text)
 
     async def respond(self, reply: str | None = None, params: dict | None = None, about: str | None = None) -> None:
-        """One response; `params` are a response.create's own (already checked). It answers `about`
-        (a spoken turn's words) or else the user's last text when its turn comes: a text typed while a
-        spoken turn waits for the one before it does not take that turn's answer."""
+        """One response; `params` are a response.create's own (already checked). It answers `about`:
+        the user's last words when it was asked for (a spoken turn's, or the text before a client's
+        response.create), not whatever came while it waited for the response before it."""
         async with self._turn_lock:
             if self.state != "live":
                 return
-            if about is not None:
-                self._last_user_text = about
+            text = self._last_user_text if about is None else about
             spec = resolve(self.session, params or {})
-            call = tool_request(self._last_user_text, self.session.get("tools")) if reply is None else None
+            call = tool_request(text, self.session.get("tools")) if reply is None else None
             if reply is None and self._tool_output is not None:
                 reply = tool_reply(*self._tool_output)
                 self._tool_output = None
@@ -446,7 +445,7 @@ class Call:
                 await self._call_tool(*call, spec)
                 return
             elif reply is None:
-                reply = self._answer(self._last_user_text)
+                reply = self._answer(text)
             await self._respond(instructed(reply, spec.instructions) if spec.overridden else reply, spec)
 
     async def _call_tool(self, name: str, arguments: str, spec: ResponseSpec) -> None:

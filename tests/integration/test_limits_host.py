@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -24,6 +23,7 @@ from local.testing.offer import OfferPeer
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.core import usage as u
 from realtime_gateway.settings import PRICES
+from tests.fixtures.limits import clear_of_minute_edge
 
 LISTENER_OFF = {"AzureWebJobs.call_listener.Disabled": "true"}
 # no client secrets minted ahead in the background: the tests count mints to prove a refusal made none
@@ -49,12 +49,6 @@ def refusal(resp, code: str) -> int:
     body = json.loads(resp.data)["error"]
     assert body["code"] == code and body["request_id"] == resp.headers["x-request-id"]
     return int(resp.headers["Retry-After"])
-
-
-def clear_of_minute_edge() -> None:
-    # a rate window is a UTC minute: keep a burst inside one (a wait for the clock: nothing to poll)
-    if time.time() % 60 > 45:
-        time.sleep(61 - time.time() % 60)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from local.testing.otlp_sink import OtlpSink
 from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.audit.cli import main as audit_main
 from realtime_gateway.audit.verify import verify_call
+from tests.fixtures.limits import clear_of_minute_edge
 from tests.fixtures.phone import LINE, SALT, SECRET, archive_of, phone_call, ring
 
 ORACLE = OpenAI(api_key="unused", base_url="http://127.0.0.1:9").webhooks
@@ -168,6 +169,7 @@ def test_a_limit_refuses_with_486_and_is_archived(gateway_stack_factory, emulato
     stack = gateway_stack_factory(SIP_WEBHOOK_SECRET=SECRET, SIP_CALLER_SALT=SALT, RATE_LIMIT_PER_MINUTE="1")
     emulator.sip.webhook_url, emulator.sip.webhook_secret = stack.url + "/api/sip/incoming", SECRET
     try:
+        clear_of_minute_edge()  # both rings in one rate window
         first = ring(emulator, say=["hello"])
         wait_until(lambda: phone_call(emulator, first)["state"] in ("accepted", "ended"), 20, 0.1, "accepted")
         second = ring(emulator, say=["hello"])  # the same caller within the minute: its rate is spent

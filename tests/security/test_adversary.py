@@ -8,7 +8,6 @@ import base64
 import json
 import secrets
 import threading
-import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -20,6 +19,7 @@ from local.testing.host_process import wait_until
 from local.testing.offer import OfferPeer
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
+from tests.fixtures.limits import clear_of_minute_edge
 
 LISTENER_OFF = {"AzureWebJobs.call_listener.Disabled": "true"}
 NO_POOL = {"SECRET_POOL_SIZE": "0"}  # every admitted call mints: the emulator's count is the service's bill
@@ -57,11 +57,6 @@ def at_once(fn, n: int) -> list:
     for t in threads:
         t.join(90)
     return results
-
-
-def clear_of_minute_edge() -> None:
-    if time.time() % 60 > 40:  # a rate window is a UTC minute: keep a burst inside one
-        time.sleep(61 - time.time() % 60)  # a wait for the clock itself: nothing to poll
 
 
 def archive_of(stack) -> Archive:
