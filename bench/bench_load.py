@@ -177,11 +177,11 @@ def archived(archive: Archive, call_id: str) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--long", action="store_true", help="300 connects, 100 live calls, 20 turns over 300 s")
     ap.add_argument("--connects", type=int, default=200, help="concurrent POST /api/connect (at most 490: the slots)")
     ap.add_argument("--live", type=int, default=50, help="calls of the burst kept live with scripted turns")
     ap.add_argument("--turns", type=int, default=5, help="scripted turns per live call")
     ap.add_argument("--hold", type=float, default=30.0, help="seconds the live calls stay live (turns spread over it)")
-    ap.add_argument("--long", action="store_true", help="300 connects, 100 live calls, 20 turns over 300 s")
     ap.add_argument(
         "--no-active-cap",
         action="store_true",

@@ -6,8 +6,8 @@ Used two ways:
 - `python docs/gen_tables.py settings|errors` prints one table, to look at without building.
 
 **Settings.** `realtime_gateway/settings.py` is parsed with `ast` for every name it reads from the
-environment: `env.get("NAME")`, `env["NAME"]`, `"NAME" in env`, the `("NAME", "attribute", low, high)`
-tuples its loops read, `_int/_float/_bool/_json("NAME", ...)` calls and name-to-key maps such as
+environment: `env.get("NAME")`, `env["NAME"]`, `"NAME" in env`, the `("NAME", "attribute", _int, low,
+high)` rows of its `_given` tables, the `("NAME", "attribute", low, high)` tuples its loops read, `_int/_float/_bool/_json("NAME", ...)` calls and name-to-key maps such as
 `PRICE_SETTINGS`. Where the code says which field a name sets (a loop tuple, `values["field"] = ...`,
 `... or Limits.table`, `Settings(field=...)`), the default is that field's default, read from the
 dataclasses themselves (`Settings`, `Limits`, `TelemetrySettings`, `StorageConnection`). What a
@@ -389,10 +389,12 @@ def _function_settings(
                 (None, None),
             )
             rows(node.iter.elts, kind, body_range)
-        # values |= _given(env, _int, errors, ("NAME", "attr", lo, hi), ...)
+        # values |= _given(env, errors, ("NAME", "attr", _int, lo, hi), ("NAME", "attr", _bool), ...)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_given":
-            parser = node.args[1]
-            rows(node.args[3:], PARSERS.get(parser.id) if isinstance(parser, ast.Name) else None, (None, None))
+            for row in node.args[2:]:
+                if isinstance(row, ast.Tuple) and len(row.elts) > 2 and isinstance(row.elts[2], ast.Name):
+                    read = PARSERS.get(row.elts[2].id)
+                    rows([ast.Tuple(elts=row.elts[:2] + row.elts[3:])], read, (None, None))
         if isinstance(node, ast.Name) and node.id in module_dicts:  # e.g. PRICE_SETTINGS.items()
             for key, value in zip(module_dicts[node.id].keys, module_dicts[node.id].values, strict=True):
                 if _name_const(key) and isinstance(value, ast.Constant):

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from .core.schema import unsupported
 
@@ -309,29 +309,28 @@ PRICE_SETTINGS = {
 
 
 def _limits(env: Mapping[str, str], errors: list[str]) -> Limits:
-    values: dict[str, Any] = {}
-    values |= _given(
+    values = _given(
         env,
-        _int,
         errors,
-        ("RATE_LIMIT_PER_MINUTE", "rate_per_minute", 0, 100000),
-        ("CONTROL_RATE_PER_MINUTE", "control_rate_per_minute", 0, 100000),
-        ("MAX_ACTIVE_CALLS", "max_active_calls", 0, 10000),
-        ("LIMIT_SLOT_SHARDS", "slot_shards", 1, 256),
-        ("CALL_SLOT_ATTACH_SECONDS", "slot_attach_seconds", 10, 3600),
-        ("DAILY_CALL_MINUTES", "daily_call_minutes", 0, 10**9),
-        ("DAILY_TOKEN_BUDGET", "daily_tokens", 0, 10**15),
-        ("PRINCIPAL_DAILY_CALL_MINUTES", "principal_daily_call_minutes", 0, 10**9),
-        ("PRINCIPAL_DAILY_TOKEN_BUDGET", "principal_daily_tokens", 0, 10**15),
-        ("CLIENT_IP_HOP", "client_ip_hop", 1, 20),
-    )
-    values |= _given(
-        env,
-        _bool,
-        errors,
-        ("RATE_LIMIT_FAIL_OPEN", "rate_fail_open"),
-        ("BUDGET_FAIL_OPEN", "budget_fail_open"),
-        ("BUDGET_HANGUP_RUNNING", "hangup_running"),
+        # per client
+        ("RATE_LIMIT_PER_MINUTE", "rate_per_minute", _int, 0, 100000),
+        ("CONTROL_RATE_PER_MINUTE", "control_rate_per_minute", _int, 0, 100000),
+        ("RATE_LIMIT_FAIL_OPEN", "rate_fail_open", _bool),
+        ("CLIENT_IP_HOP", "client_ip_hop", _int, 1, 20),
+        # calls at once
+        ("MAX_ACTIVE_CALLS", "max_active_calls", _int, 0, 10000),
+        ("LIMIT_SLOT_SHARDS", "slot_shards", _int, 1, 256),
+        ("CALL_SLOT_ATTACH_SECONDS", "slot_attach_seconds", _int, 10, 3600),
+        # a day's budgets: the deployment's, then each principal's
+        ("DAILY_CALL_MINUTES", "daily_call_minutes", _int, 0, 10**9),
+        ("DAILY_TOKEN_BUDGET", "daily_tokens", _int, 0, 10**15),
+        ("DAILY_SPEND_LIMIT_USD", "daily_spend_usd", _float, 0, 10**9),
+        ("PRINCIPAL_DAILY_CALL_MINUTES", "principal_daily_call_minutes", _int, 0, 10**9),
+        ("PRINCIPAL_DAILY_TOKEN_BUDGET", "principal_daily_tokens", _int, 0, 10**15),
+        ("PRINCIPAL_DAILY_SPEND_LIMIT_USD", "principal_daily_spend_usd", _float, 0, 10**9),
+        ("PRICE_RUNNING_CALL_PER_MINUTE", "running_minute_usd", _float, 0, 10**9),
+        ("BUDGET_FAIL_OPEN", "budget_fail_open", _bool),
+        ("BUDGET_HANGUP_RUNNING", "hangup_running", _bool),
     )
     cap, shards = values.get("max_active_calls", Limits.max_active_calls), values.get("slot_shards", Limits.slot_shards)
     if cap > SLOTS_PER_SHARD * shards:  # a shard row's slots are one 32K-character property
@@ -345,14 +344,6 @@ def _limits(env: Mapping[str, str], errors: list[str]) -> Limits:
     header = env.get("CLIENT_IP_HEADER", "").strip().lower() or Limits.client_ip_header
     if not re.match(r"^[a-z0-9-]+$", header):
         errors.append(f"CLIENT_IP_HEADER must be a header name, got {header!r}")
-    values |= _given(
-        env,
-        _float,
-        errors,
-        ("DAILY_SPEND_LIMIT_USD", "daily_spend_usd", 0, 10**9),
-        ("PRINCIPAL_DAILY_SPEND_LIMIT_USD", "principal_daily_spend_usd", 0, 10**9),
-        ("PRICE_RUNNING_CALL_PER_MINUTE", "running_minute_usd", 0, 10**9),
-    )
     prices = dict(PRICES)
     for name, key in PRICE_SETTINGS.items():
         raw = env.get(name, "").strip()
@@ -366,13 +357,11 @@ def _limits(env: Mapping[str, str], errors: list[str]) -> Limits:
     return Limits(table=table, client_ip_header=header, prices=prices, **values)
 
 
-def _given(
-    env: Mapping[str, str], read: Callable[..., Any], errors: list[str], *table: tuple[Any, ...]
-) -> dict[str, Any]:
-    """attr: read(name, value, *bounds, errors) for each (name, attr, *bounds) of `table` that env sets."""
+def _given(env: Mapping[str, str], errors: list[str], *table: tuple[Any, ...]) -> dict[str, Any]:
+    """attr: read(name, value, *bounds, errors) for each (name, attr, read, *bounds) of `table` that env sets."""
     return {
         attr: read(name, env[name].strip(), *bounds, errors)
-        for name, attr, *bounds in table
+        for name, attr, read, *bounds in table
         if env.get(name, "").strip()
     }
 
@@ -554,33 +543,32 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     values["cors_allowed_headers"] = headers
     values |= _given(
         env,
-        _int,
         errors,
-        ("CLIENT_SECRET_TTL_SECONDS", "client_secret_ttl", 10, 7200),
-        ("LISTENER_TIME_BOX_SECONDS", "listener_time_box", 10, 86400),
-        ("MAX_CALL_SECONDS", "max_call_seconds", 10, 3600),
-        ("ATTACH_LIMIT_SECONDS", "attach_limit_seconds", 1, 600),
-        ("SECRET_POOL_SIZE", "secret_pool_size", 0, 64),
-        ("SECRET_POOL_TTL_SECONDS", "secret_pool_ttl", 10, 7200),
-        ("SECRET_POOL_LEAD_SECONDS", "secret_pool_lead", 1, 3600),
-        ("LISTENER_MAX_CONCURRENT", "listener_max_concurrent", 1, 1000),
-        ("ARCHIVE_RETENTION_DAYS", "archive_retention_days", 0, 36500),
-        ("POLICY_MAX_VIOLATIONS", "policy_max_violations", 0, 1000),
-        ("SERVICE_SESSION_SECONDS", "service_session_seconds", 10, 7200),
-        ("MAX_CONVERSATION_SECONDS", "max_conversation_seconds", 10, 86400),
-    )
-    values |= _given(
-        env,
-        _bool,
-        errors,
-        ("WEBRTC_FILTER", "webrtc_filter"),
-        ("TOKEN_ROUTE_ENABLED", "token_route_enabled"),
-        ("REQUIRE_PRINCIPAL", "require_principal"),
-        ("STRICT_RECORDING", "strict_recording"),
-        ("AUDIT_API_ENABLED", "audit_api_enabled"),
-        ("POLICY_ENFORCE", "policy_enforce"),
-        ("CORS_ALLOW_CREDENTIALS", "cors_allow_credentials"),
-        ("WEBSITE_AUTH_ENABLED", "platform_auth"),
+        # the browser's way in
+        ("CLIENT_SECRET_TTL_SECONDS", "client_secret_ttl", _int, 10, 7200),
+        ("TOKEN_ROUTE_ENABLED", "token_route_enabled", _bool),
+        ("WEBRTC_FILTER", "webrtc_filter", _bool),
+        ("SECRET_POOL_SIZE", "secret_pool_size", _int, 0, 64),
+        ("SECRET_POOL_TTL_SECONDS", "secret_pool_ttl", _int, 10, 7200),
+        ("SECRET_POOL_LEAD_SECONDS", "secret_pool_lead", _int, 1, 3600),
+        # who may call
+        ("REQUIRE_PRINCIPAL", "require_principal", _bool),
+        ("WEBSITE_AUTH_ENABLED", "platform_auth", _bool),
+        ("CORS_ALLOW_CREDENTIALS", "cors_allow_credentials", _bool),
+        # how long a call and a conversation last
+        ("MAX_CALL_SECONDS", "max_call_seconds", _int, 10, 3600),
+        ("SERVICE_SESSION_SECONDS", "service_session_seconds", _int, 10, 7200),
+        ("MAX_CONVERSATION_SECONDS", "max_conversation_seconds", _int, 10, 86400),
+        # the listener
+        ("LISTENER_TIME_BOX_SECONDS", "listener_time_box", _int, 10, 86400),
+        ("ATTACH_LIMIT_SECONDS", "attach_limit_seconds", _int, 1, 600),
+        ("STRICT_RECORDING", "strict_recording", _bool),
+        ("LISTENER_MAX_CONCURRENT", "listener_max_concurrent", _int, 1, 1000),
+        ("POLICY_ENFORCE", "policy_enforce", _bool),
+        ("POLICY_MAX_VIOLATIONS", "policy_max_violations", _int, 0, 1000),
+        # the archive
+        ("ARCHIVE_RETENTION_DAYS", "archive_retention_days", _int, 0, 36500),
+        ("AUDIT_API_ENABLED", "audit_api_enabled", _bool),
     )
     if env.get("HEALTH_CACHE_SECONDS", "").strip():
         values["health_cache_seconds"] = _float(
