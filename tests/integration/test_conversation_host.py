@@ -1,7 +1,7 @@
 """A conversation that outlives one session: `POST /api/connect?continue=` through the local host,
 the emulator and Azurite. The successor keeps the conversation's active-call slot, its listener
 replays the archived history before anything else (the emulator's reply proves the model saw it),
-and the capability, the one-successor rule and MAX_CONVERSATION_SECONDS hold. A reply the person
+and the capability, the one-successor rule, MAX_CONVERSATION_SECONDS and the day's budgets hold. A reply the person
 interrupted is replayed as far as it was heard. The auditor reads the conversation as one (`show`
 and `report --conversation`: one clock, each call's start marked)."""
 
@@ -10,18 +10,26 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import secrets
 import time
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
 import urllib3
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableServiceClient
 
+from local.testing.calls import end_and_wait
 from local.testing.host_process import wait_until
 from local.testing.offer import OfferPeer
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.archive.turns import INTERRUPTED_MARK, Turn, call_turns, cut_heard
 from realtime_gateway.audit.cli import main
+from realtime_gateway.core import usage as u
+
+BUDGET = 80  # tokens a day: more than one typed turn (about 50), less than two
 
 
 def send(url: str, method: str = "GET", body: bytes | None = None, **headers):
@@ -240,3 +248,51 @@ def test_a_conversation_past_its_limit_is_not_continued(gateway_stack_factory):
 
 
 pytestmark = pytest.mark.timeout(180)
+
+
+def test_a_rollover_is_charged_once_and_held_to_the_budget(gateway_stack_factory):
+    """A successor keeps the conversation's slot but not its budget: the day's usage counts every
+    call of the conversation once, and a spent budget refuses the next rollover (the page then
+    says when the conversation ends) while the running call goes on (BUDGET_HANGUP_RUNNING=false;
+    by default the spent budget hangs the running call up as well)."""
+    table = f"limits{secrets.token_hex(4)}"
+    stack = gateway_stack_factory(DAILY_TOKEN_BUDGET=BUDGET, LIMITS_TABLE=table, BUDGET_HANGUP_RUNNING="false")
+    archive = archive_of(stack)
+    tables = TableServiceClient.from_connection_string(stack.azurite.connection_string).get_table_client(table)
+    day = datetime.now(UTC).strftime("%Y%m%d")
+
+    def day_tokens() -> int:
+        try:
+            return u.budget_tokens(u.from_row(tables.get_entity(f"usage-{day}", "app")))
+        except ResourceNotFoundError:
+            return 0
+
+    with OfferPeer() as first, OfferPeer() as second, OfferPeer() as third:
+        one = connect(stack, first.offer)
+        first.accept(one.data.decode(), wait_open=15)
+        call1, cap1 = one.headers["x-call-id"], one.headers["x-call-capability"]
+        wait_until(lambda: state(stack, call1)["state"] == "attached", 20)
+        say(stack, call1, "My name is Ada")
+        spent1 = wait_until(day_tokens, 20)  # charged while the call runs
+        assert spent1 < BUDGET, f"one turn cost {spent1} tokens: raise BUDGET"
+
+        two = connect(stack, second.offer, f"?continue={call1}", **{"x-call-capability": cap1})
+        assert two.status == 201, two.data
+        second.accept(two.data.decode(), wait_open=15)
+        call2, cap2 = two.headers["x-call-id"], two.headers["x-call-capability"]
+        wait_until(lambda: state(stack, call2).get("history_ready_at"), 20)
+        assert send(f"{stack.url}/api/calls/{call1}/hangup", "POST", **{"x-call-capability": cap1}).status == 200
+        say(stack, call2, "what did I say first?")
+        wait_until(lambda: day_tokens() >= BUDGET, 20, what="the successor's turn charged to the same day")
+
+        late = connect(stack, third.offer, f"?continue={call2}", **{"x-call-capability": cap2})
+        assert (late.status, code(late)) == (429, "budget_exhausted")
+        assert int(late.headers["Retry-After"]) > 0
+        assert not (archive.find_session(call2) or {}).get("continued_by")  # free to be continued tomorrow
+        assert state(stack, call2)["state"] == "attached"  # the running call goes on
+        end_and_wait(stack.emulator.url, call2, archive)
+
+    stack.host.wait_for_log(f"call {call2}: listener 0 done: ended")
+    row = wait_until(lambda: (r := tables.get_entity(f"usage-{day}", "app")).get("calls") == 2 and r, 20)
+    sessions = [u.from_row(archive.find_session(c)) for c in (call1, call2)]
+    assert u.from_row(row) == u.add(*sessions)  # each call charged once, the rollover no twice

@@ -6,6 +6,9 @@
 2. The listener's process dies exactly between an events-table write and the session-row update
    (a real child process that SIGKILLs itself there), twice; the redelivered listener puts the
    session row right.
+3. A conversation's successor call: its listener dies after the service's word on two of the six
+   replayed items is archived; the redelivered listener sends only the four the archive does not
+   show, and each replayed item is archived once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import requests
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
@@ -31,6 +33,7 @@ from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.archive.turns import turn_text
 from realtime_gateway.audit import verify_call
 from realtime_gateway.core.message import CallMessage
+from realtime_gateway.listener import replay
 from realtime_gateway.listener.handler import handle_call_message
 from realtime_gateway.services import Services
 from realtime_gateway.settings import load_settings
@@ -199,10 +202,11 @@ print("the listener returned", flush=True)
 """
 
 
-def _run_child(env: dict, body: str, dequeue_count: int, arm: Path, while_running=None) -> str:
+def _run_child(env: dict, args: list[str], while_running=None, code: str = CHILD) -> str:
+    """`code` run with `args` in a child process that must die by SIGKILL; its output."""
     child_env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
     child_env.update({"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}, **env)
-    child = start_group([sys.executable, "-c", CHILD, body, str(dequeue_count), str(arm)], child_env, ROOT)
+    child = start_group([sys.executable, "-c", code, *args], child_env, ROOT)
     try:
         if while_running is not None:
             while_running()
@@ -223,15 +227,8 @@ def _lagging(archive: Archive, call_id: str) -> tuple[list[tuple[int, str, str, 
     return index, index[-1][0] - head
 
 
-def test_listener_killed_between_table_write_and_session_update(emulator, azurite, monkeypatch, tmp_path):
-    env = gateway_settings(emulator, azurite, free_port())
-    for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):  # the in-test listener's managed identity
-        monkeypatch.setenv(name, env[name])
-    archive = _archive(env, azurite)
-    emu = emulator.url
-    call_id = requests.post(f"{emu}/_emulator/calls", timeout=10).json()["call_id"]
-    now = time.time()
-    msg = CallMessage(
+def _message(call_id: str, now: float, **more) -> CallMessage:
+    return CallMessage(
         call_id=call_id,
         started_at=now,
         deadline=now + 600,
@@ -239,8 +236,40 @@ def test_listener_killed_between_table_write_and_session_update(emulator, azurit
         request_id=f"req-{call_id[-8:]}",
         model="gpt-realtime",
         voice="marin",
+        **more,
     )
-    body = msg.to_json()
+
+
+def _say(emulator_url: str, call_id: str, text: str) -> None:
+    requests.post(
+        f"{emulator_url}/_emulator/calls/{call_id}/script", json={"responses": 1, "text": text}, timeout=60
+    ).raise_for_status()
+
+
+def _listen(body: str, process: Services, dequeue_count: int) -> tuple[threading.Thread, dict]:
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["result"] = handle_call_message(
+                body, send_handover=print, send_poison=print, dequeue_count=dequeue_count, services=process
+            )
+        except BaseException as exc:  # surfaced by the test
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
+
+
+def test_listener_killed_between_table_write_and_session_update(emulator, azurite, monkeypatch, tmp_path):
+    env = gateway_settings(emulator, azurite, free_port())
+    for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):  # the in-test listener's managed identity
+        monkeypatch.setenv(name, env[name])
+    archive = _archive(env, azurite)
+    emu = emulator.url
+    call_id = requests.post(f"{emu}/_emulator/calls", timeout=10).json()["call_id"]
+    body = _message(call_id, time.time()).to_json()
     arm = tmp_path / "arm"
 
     def two_turns_then_arm() -> None:
@@ -251,28 +280,16 @@ def test_listener_killed_between_table_write_and_session_update(emulator, azurit
         script(emu, call_id, 1)  # its first rows are the write the child dies after
 
     # the first try dies after writing service events (the call's third turn)
-    out1 = _run_child(env, body, 1, arm, two_turns_then_arm)
+    out1 = _run_child(env, [body, "1", str(arm)], two_turns_then_arm)
     survived1, lag1 = _lagging(archive, call_id)
     attached_first = _session(archive, call_id)["attached_at"]
     # the second try (redelivered) dies after writing its gap row, before its session update
-    out2 = _run_child(env, body, 2, arm)
+    out2 = _run_child(env, [body, "2", str(arm)])
     survived2, lag2 = _lagging(archive, call_id)
     assert [e.event_type for e in archive.read_events(call_id, after_seq=survived1[-1][0])] == ["listener.gap"]
 
     # the third try, as the host runs it, in this process: it resumes and finishes the call
-    process = Services(load_settings(env))
-    box: dict = {}
-
-    def third_try() -> None:
-        try:
-            box["result"] = handle_call_message(
-                body, send_handover=print, send_poison=print, dequeue_count=3, services=process
-            )
-        except BaseException as exc:  # surfaced below
-            box["error"] = exc
-
-    t = threading.Thread(target=third_try, daemon=True)
-    t.start()
+    t, box = _listen(body, Services(load_settings(env)), 3)
     wait_until(lambda: _resumed(archive, call_id, attached_first), 30, 0.05, "the third try attached")
     script(emu, call_id, 2)
     requests.post(f"{emu}/_emulator/calls/{call_id}/end", timeout=10)
@@ -291,4 +308,105 @@ def test_listener_killed_between_table_write_and_session_update(emulator, azurit
         f"{len(events)} in all; duplicates 0; gap rows 2 (redelivered); session row after the 3rd try: "
         f"state {session['state']}, {session['events']} service events, gaps {session['gaps']}, "
         f"head_seq {session['head_seq']} = last row; verify ok"
+    )
+
+
+# --- 3. a successor's listener killed in the middle of its replay -----------------------------------
+CHILD_MID_REPLAY = r"""
+import os, signal, sys
+from realtime_gateway.listener.handler import handle_call_message
+from realtime_gateway.services import Services
+from realtime_gateway.settings import load_settings
+
+body, keep = sys.argv[1], int(sys.argv[2])
+process = Services(load_settings())
+archive = process.archive
+write_entities = archive.write_entities
+added = 0
+
+def write(entities):
+    global added
+    for n, entity in enumerate(entities):
+        if entity.get("event_type") == "conversation.item.added":
+            added += 1
+            if added == keep:  # the service's word for this replayed item is the last row that lands
+                write_entities(entities[: n + 1])
+                print(f"SIGKILL: rows through seq {entity['seq']} written, {keep} replayed items archived", flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+    write_entities(entities)
+
+archive.write_entities = write
+handle_call_message(body, send_handover=print, send_poison=print, dequeue_count=1, services=process)
+print("the listener returned", flush=True)
+"""
+
+
+def test_successor_listener_killed_mid_replay_resumes_without_duplicates(emulator, azurite, monkeypatch):
+    env = gateway_settings(emulator, azurite, free_port())
+    for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):  # the in-test listener's managed identity
+        monkeypatch.setenv(name, env[name])
+    archive = _archive(env, azurite)
+    process = Services(load_settings(env))
+    emu = emulator.url
+    now = time.time()
+
+    # the first call of the conversation: three turns, archived by its own listener
+    call1 = requests.post(f"{emu}/_emulator/calls", timeout=10).json()["call_id"]
+    t, box = _listen(_message(call1, now).to_json(), process, 1)
+    wait_until(lambda: _session(archive, call1).get("attached_at"), 30, 0.05, "call 1 attached")
+    said = ["My name is Ada", "I live in Lyon", "I like green tea"]
+    for text in said:
+        _say(emu, call1, text)
+    _wait_turns(archive, call1, 3)
+    requests.post(f"{emu}/_emulator/calls/{call1}/end", timeout=10)
+    t.join(60)
+    assert "error" not in box, box.get("error")
+    history = [m["item"]["id"] for m in replay.items(replay.history(archive, call1))]
+    assert len(history) == 6  # three turns, each the user's words and the reply
+
+    # its successor: the first listener dies once the service's word on two replayed items is archived
+    call2 = requests.post(f"{emu}/_emulator/calls", timeout=10).json()["call_id"]
+    body = _message(call2, now, continues=call1, conversation_id=call1, conversation_started_at=now).to_json()
+    out = _run_child(env, [body, "2"], code=CHILD_MID_REPLAY)
+    assert "2 replayed items archived" in out, out
+    assert replay.already_added(archive, call2) == set(history[:2])
+    assert not _session(archive, call2).get("history_ready_at")
+
+    # the message comes back: the second try sends only what the archive does not show as added
+    t, box = _listen(body, process, 2)
+    ready = wait_until(lambda: _session(archive, call2).get("history_ready_at"), 30, 0.05, "history ready")
+    _say(emu, call2, "what did I say first?")
+    wait_until(
+        lambda: any(
+            "You first said: My name is Ada" in text
+            for who, text in (turn_text(e.event_type, e.event()) or ("", "") for e in archive.read_events(call2))
+            if who == "assistant"
+        ),
+        30,
+        0.05,
+        "the successor's answer from the replayed history",
+    )
+    requests.post(f"{emu}/_emulator/calls/{call2}/end", timeout=10)
+    t.join(60)
+    assert "error" not in box, box.get("error")
+    assert box["result"].outcome == "ended" and box["result"].duplicates == 0
+
+    events = list(archive.read_events(call2))
+    marks = [json.loads(e.payload) for e in events if e.event_type == "listener.replay"]
+    assert [(m["items"], m["sent"]) for m in marks] == [(6, 6), (6, 4)]  # the second try skipped two
+    added = [
+        (e.event() or {})["item"]["id"]
+        for e in events
+        if e.event_type == "conversation.item.added"
+        and str(((e.event() or {}).get("item") or {}).get("id", "")).startswith("replay_")
+    ]
+    assert sorted(added) == history and len(set(added)) == len(added)  # each replayed item once
+    model = requests.get(f"{emu}/_emulator/calls/{call2}/conversation", timeout=10).json()["items"]
+    assert [i["id"] for i in model if i["id"].startswith("replay_")] == history
+    assert [json.loads(e.payload)["reason"] for e in events if e.event_type == "listener.gap"] == ["redelivered"]
+    assert verify_call(archive, call2).ok
+    print(
+        f"\nsuccessor's listener SIGKILLed mid-replay ({out.strip().splitlines()[-1]}); the second try sent "
+        f"{marks[1]['sent']} of {marks[1]['items']}, history ready at {ready}; each of the 6 replayed items "
+        f"archived once; the model answered from call 1's words; verify ok"
     )
