@@ -45,6 +45,8 @@ SLOTS_PK = "slots"
 RATE_PREFIX, CONTROL_PREFIX = "rate-", "ctl-"
 USAGE_PREFIX = "usage-"  # + YYYYMMDD: a day's usage rows
 BUDGET_CACHE_SECONDS = 5.0  # a day or shard row read this recently decides without storage
+# shard copies younger than this decide a budget at once while a read renews them off the request's path
+COPIES_MAX_AGE = 60.0
 SLOT_GRACE_SECONDS = 120  # after a call's deadline, a slot its listener never released expires
 STORAGE_ERRORS = (AzureError, Contended)
 
@@ -314,23 +316,37 @@ class Limiter:
     def _shard_slots(self, now: float, fresh: bool = False, refresh: bool = True) -> list[dict[str, list]]:
         """Each shard's live slots, from copies read within BUDGET_CACHE_SECONDS (or now; or as cached,
         without `refresh`), each row parsed once. Stale shards are read side by side, by one request at
-        a time: the others go on with the copies they have (a few seconds old) rather than all reading
-        every shard at once when the copies expire."""
+        a time: the others go on with the copies they have rather than all reading every shard at once
+        when the copies expire. Copies younger than COPIES_MAX_AGE decide at once, and that one request
+        renews them in the background (the first call after a quiet spell would wait a round trip or
+        two for running minutes that differ by seconds)."""
         keys = [(SLOTS_PK, _shard_rk(i)) for i in range(self.shards)]
-        stale = [k for k in keys if fresh or time.monotonic() - self._read_at.get(k, 0.0) > BUDGET_CACHE_SECONDS]
-        if stale and (refresh or fresh):
+        age = {k: time.monotonic() - self._read_at.get(k, 0.0) for k in keys}
+        if (refresh or fresh) and (fresh or max(age.values()) > BUDGET_CACHE_SECONDS):
             have_copies = all(self.rows.cached(*k) is not None for k in keys)
             if self._refreshing.acquire(blocking=fresh or not have_copies):
-                try:
-                    stale = [
-                        k for k in stale if fresh or time.monotonic() - self._read_at.get(k, 0.0) > BUDGET_CACHE_SECONDS
-                    ]
-                    list(self._readers.map(lambda k: self.rows.read(*k), stale))
-                    for key in stale:
-                        self._read_at[key] = time.monotonic()
-                finally:
-                    self._refreshing.release()
+                if not fresh and have_copies and max(age.values()) <= COPIES_MAX_AGE:
+                    try:
+                        self._pool.submit(self._read_shards, keys, fresh, True)
+                    except RuntimeError:  # the process is shutting down
+                        self._refreshing.release()
+                else:
+                    self._read_shards(keys, fresh)
         return [self._live_slots(self.rows.cached(*key) or {}, now) for key in keys]
+
+    def _read_shards(self, keys: list[tuple[str, str]], fresh: bool, background: bool = False) -> None:
+        """Re-read the shards still stale (all, when `fresh`), side by side; frees `_refreshing`."""
+        try:
+            stale = [k for k in keys if fresh or time.monotonic() - self._read_at.get(k, 0.0) > BUDGET_CACHE_SECONDS]
+            list(self._readers.map(lambda k: self.rows.read(*k), stale))
+            for key in stale:
+                self._read_at[key] = time.monotonic()
+        except Exception as exc:
+            if not background:
+                raise
+            log.warning("limits: shard rows not re-read in the background (%s)", type(exc).__name__)
+        finally:
+            self._refreshing.release()
 
     def _reserve(self, now: float, pkey: str | None) -> str:
         """A new slot in a shard with room: the budgets first, then the shards in an order that

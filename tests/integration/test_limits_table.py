@@ -11,8 +11,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from local.testing.host_process import wait_until
 from realtime_gateway.archive.tables import table_service_from_env
 from realtime_gateway.errors import ApiError
+from realtime_gateway.limits import limiter as limiter_module
 from realtime_gateway.limits.limiter import Limiter
 from realtime_gateway.services import LIMITS_STORAGE
 from realtime_gateway.settings import Limits
@@ -181,3 +183,44 @@ def test_slot_ids_are_made_by_the_server_and_spread_over_shards(azurite, limits)
     assert len(set(ids)) == 40 and all(i and i.split(".")[0].isdigit() for i in ids)
     assert len({i.split(".")[0] for i in ids if i}) == 8  # every shard holds its part
     assert refused(lambda: lim.admit(XFF, None, "same-request-id")).code == "too_many_active_calls"
+
+
+def test_young_shard_copies_decide_at_once_and_are_renewed_in_the_background(azurite, limits, monkeypatch):
+    """After a quiet spell the first call does not wait for every shard row: copies up to
+    COPIES_MAX_AGE old decide its budget, and one background read renews them. Older copies are
+    read on the request's path, as before."""
+    monkeypatch.setattr(limiter_module, "BUDGET_CACHE_SECONDS", 0.0)  # every copy is stale at once
+    clock = Clock()
+    limits = replace(limits, daily_call_minutes=60)
+    ours, theirs = limiter(azurite, limits, clock), limiter(azurite, limits, clock)
+    ours.admit(XFF, None, "first")  # no copies yet: read on the path
+    theirs.admit(XFF, None, "theirs")  # a running call that our copies do not show
+
+    gate = threading.Event()
+    read = ours.rows.read
+
+    def held_read(pk: str, rk: str):
+        if pk == "slots":
+            assert gate.wait(30), "the test never opened the gate"
+        return read(pk, rk)
+
+    ours.rows.read = held_read
+
+    def seen() -> int:  # the running calls in our copies, as they are (no read)
+        return sum(len(shard) for shard in ours._shard_slots(clock.now, refresh=False))
+
+    done = threading.Event()
+    threading.Thread(target=lambda: (ours.admit(XFF, None, "second"), done.set()), daemon=True).start()
+    assert done.wait(10), "the call waited for the shard rows"  # decided on the copies
+    assert seen() == 2  # the copies: its own two calls, not theirs yet
+    gate.set()
+    wait_until(lambda: seen() == 3 and not ours._refreshing.locked(), 10, 0.02, "the copies renewed in the background")
+
+    # copies older than COPIES_MAX_AGE: the shard rows are read before the call is decided
+    monkeypatch.setattr(limiter_module, "COPIES_MAX_AGE", 0.0)
+    gate.clear()
+    done.clear()
+    threading.Thread(target=lambda: (ours.admit(XFF, None, "third"), done.set()), daemon=True).start()
+    assert not done.wait(1.0), "old copies decided the call"
+    gate.set()
+    assert done.wait(10)
