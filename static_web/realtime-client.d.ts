@@ -64,8 +64,19 @@ export declare const EndReason: Readonly<{
 }>;
 export type EndReasonValue = (typeof EndReason)[keyof typeof EndReason];
 
-/** The gateway's own `end_reason` values (`GET /api/calls/{id}`). */
-export type GatewayEndReason = "ended" | "limit" | "hangup" | "guardrail" | "policy" | "budget" | "error" | "time_box";
+/** The gateway's own `end_reason` values (`GET /api/calls/{id}`); the last three end only phone calls. */
+export type GatewayEndReason =
+  | "ended"
+  | "limit"
+  | "hangup"
+  | "guardrail"
+  | "policy"
+  | "budget"
+  | "error"
+  | "time_box"
+  | "caller_hangup"
+  | "assistant_hangup"
+  | "transferred";
 
 /** The client's states, in order: idle → starting → connecting → recorder-check → live → ending → ended (or failed). */
 export type CallState = "idle" | "starting" | "connecting" | "recorder-check" | "live" | "ending" | "ended" | "failed";

@@ -91,6 +91,16 @@ class CallHooks(Protocol):
         """A batch that changed the call's usage is durable (on the archive writer's thread)."""
 
 
+@dataclass(frozen=True)
+class Ending:
+    """How this listener's part of the call ends: what `_end` writes and returns."""
+
+    outcome: Outcome
+    reason: EndReason
+    fields: dict[str, Any]
+    handover: CallMessage | None = None  # the next listener's message (outcome handed_over)
+
+
 class Listener:
     def __init__(
         self,
@@ -126,29 +136,20 @@ class Listener:
 
     # ---- the run ---------------------------------------------------------------------------------
     def run(self) -> ListenerResult:
-        msg = self.msg
         self.run_started = self.clock()
         box_end = self.run_started + self.config.time_box
         first_error: str | None = None
         try:  # socket first: every millisecond before it is a missed event
             self.sb = self._open()
         except CallGone:
-            return self._finish_gone()
+            writer = self.writer = self._writer()
+            return self._end(writer, self._gone(writer))
         except SidebandError as exc:
             first_error = str(exc)
         writer = self.writer = self._writer()
         self.control = self._control(writer)
-        sb = self.sb
         try:
-            if sb is None:
-                try:
-                    sb = self.sb = self._attach_retry(writer, box_end, first_error)
-                except CallGone:
-                    return self._finish(writer, "ended", detail="the call ended before the listener attached")
-                if sb is None:
-                    return self._not_attached(writer, box_end)
-            self._attached(writer, sb, first=True)
-            return self._read(writer, sb, box_end)
+            return self._end(writer, self._attend(writer, box_end, first_error))
         except ArchiveError:
             if self.sb is not None:
                 self.sb.close()
@@ -157,7 +158,7 @@ class Listener:
             # the queue retries the message; a successful retry overwrites this ending
             if self.sb is not None:
                 self.sb.close()
-            log.error("call %s: listener failed: %s", msg.call_id, type(exc).__name__)
+            log.error("call %s: listener failed: %s", self.msg.call_id, type(exc).__name__)
             self._close_control(0)
             writer.close(
                 {
@@ -168,6 +169,19 @@ class Listener:
                 timeout=15,
             )
             raise
+
+    def _attend(self, writer: ArchiveWriter, box_end: float, error: str | None) -> Ending:
+        """Attach (retrying if the first open failed), then read until the call or the time box ends."""
+        sb = self.sb
+        if sb is None:
+            try:
+                sb = self.sb = self._attach_retry(box_end, error)
+            except CallGone:
+                return self._ended("ended", detail="the call ended before the listener attached")
+            if sb is None:
+                return self._not_attached()
+        self._attached(writer, sb, first=True)
+        return self._read(writer, sb, box_end)
 
     def _writer(self) -> ArchiveWriter:
         return ArchiveWriter(
@@ -225,7 +239,7 @@ class Listener:
             raise SidebandError(f"no credential for the sideband: {type(exc).__name__}") from None
         return Sideband.open(self.url, headers)
 
-    def _attach_retry(self, writer: ArchiveWriter, box_end: float, error: str | None) -> Sideband | None:
+    def _attach_retry(self, box_end: float, error: str | None) -> Sideband | None:
         """Retry opening with bounded backoff until the attach limit (strict) or the time box."""
         since = self.msg.started_at if self.msg.continuation == 0 else self.run_started
         limit = since + self.config.attach_limit if self.config.strict else box_end
@@ -301,7 +315,7 @@ class Listener:
         telemetry.event("history_ready")
 
     # ---- reading -----------------------------------------------------------------------------------
-    def _read(self, writer: ArchiveWriter, sb: Sideband, box_end: float) -> ListenerResult:
+    def _read(self, writer: ArchiveWriter, sb: Sideband, box_end: float) -> Ending:
         msg = self.msg
         while True:
             if writer.error is not None:
@@ -309,14 +323,14 @@ class Listener:
                 writer.close({}, timeout=5)  # raises ArchiveError: the queue retries the message
             now = self.clock()
             if now >= msg.deadline and self.hung_up_at is None:
-                self._hangup(writer, "limit", "maximum call duration reached")
+                self.hang_up("limit", "maximum call duration reached")
             if self.hung_up_at is not None and now >= self.hung_up_at + HANGUP_GRACE:
                 sb.close()
-                return self._finish(writer, self.end_reason or "limit")
+                return self._ended(self.end_reason or "limit")
             if now >= box_end:
                 self._close_control()  # tools in flight answer over this socket before it closes
                 sb.close()
-                return self._hand_over(writer)
+                return self._handing_over()
             try:
                 raw = sb.recv(min(RECV_SLICE, max(0.01, box_end - now)))
             except SidebandClosed as closed:
@@ -328,11 +342,11 @@ class Listener:
                 if reason == "ended" and self.end_reason is None and self.msg.channel == "sip":
                     reason = "caller_hangup"  # a phone call the gateway did not end: the caller hung up
                 if reason:
-                    return self._finish(writer, reason, close_code=closed.code, detail=closed.reason or None)
+                    return self._ended(reason, close_code=closed.code, detail=closed.reason or None)
                 new = self._reconnect(writer, box_end, f"closed {closed.code}")
             except SidebandLost as lost:
                 if self.end_reason:
-                    return self._finish(writer, self.end_reason)
+                    return self._ended(self.end_reason)
                 new = self._reconnect(writer, box_end, str(lost))
             else:
                 if raw is not None:
@@ -343,11 +357,11 @@ class Listener:
                     if self.control is not None:
                         self.control.on_event(ev)
                 continue
-            if isinstance(new, ListenerResult):
+            if isinstance(new, Ending):
                 return new
             sb = self.sb = new
 
-    def _reconnect(self, writer: ArchiveWriter, box_end: float, why: str) -> Sideband | ListenerResult:
+    def _reconnect(self, writer: ArchiveWriter, box_end: float, why: str) -> Sideband | Ending:
         """Reopen with bounded backoff inside the time box; the gap is archived as a mark."""
         lost_at = self.clock()
         log.warning("call %s: sideband dropped (%s), reconnecting", self.msg.call_id, why)
@@ -355,8 +369,8 @@ class Listener:
         while True:
             now = self.clock()
             if now >= self.msg.deadline and self.hung_up_at is None:
-                self._hangup(writer, "limit", "maximum call duration reached")
-                return self._finish(writer, "limit")
+                self.hang_up("limit", "maximum call duration reached")
+                return self._ended("limit")
             if not backoff.wait():
                 writer.mark(
                     "listener.gap",
@@ -369,12 +383,12 @@ class Listener:
                     },
                     self.clock(),
                 )
-                return self._hand_over(writer)
+                return self._handing_over()
             attempts = backoff.attempts
             try:
                 sb = self._open()
             except CallGone:
-                return self._finish(writer, self.end_reason or "ended", detail="call ended while the sideband was down")
+                return self._ended(self.end_reason or "ended", detail="call ended while the sideband was down")
             except SidebandError as exc:
                 why = str(exc)
                 continue
@@ -405,11 +419,6 @@ class Listener:
         except Exception:  # storage down: the close code's reading stands
             return False
 
-    def hang_up(self, reason: EndReason, why: str) -> None:
-        """From another thread (a control step, the limits' budget check): end the call through the service."""
-        if self.writer is not None:
-            self._hangup(self.writer, reason, why)
-
     def ended_by(self, reason: EndReason, why: str) -> None:
         """From a control thread: the call is leaving without a hang-up of ours (a transfer the service
         accepted). The listener reads on until the service closes the session; the close means `reason`."""
@@ -421,8 +430,13 @@ class Listener:
         if self.writer is not None:
             self.writer.session_update({"end_detail": why})
 
-    def _hangup(self, writer: ArchiveWriter, reason: EndReason, why: str) -> None:
-        with self._hangup_lock:  # once, whoever asks first: its reason is the call's
+    def hang_up(self, reason: EndReason, why: str) -> None:
+        """End the call through the service, from any thread (the reader, a control step, the limits'
+        budget check): once, whoever asks first; its reason is the call's."""
+        writer = self.writer
+        if writer is None:
+            return
+        with self._hangup_lock:
             if self.hung_up_at is not None:
                 return
             self.hung_up_at = self.clock()
@@ -438,73 +452,67 @@ class Listener:
                 log.error("call %s: hang-up failed: %s", self.msg.call_id, type(exc).__name__)
                 writer.session_update({"hangup_error": f"{type(exc).__name__} {status or ''}".strip()})
 
-    # ---- endings -------------------------------------------------------------------------------------
-    def _finish(
-        self, writer: ArchiveWriter, reason: EndReason, close_code: int | None = None, detail: str | None = None
-    ) -> ListenerResult:
-        now = self.clock()
-        fields: dict[str, Any] = {"state": "ended", "ended_at": utc_iso(now), "end_reason": reason}
+    # ---- endings: every path returns an Ending; `_end` alone closes the record ---------------------
+    def _ended(self, reason: EndReason, close_code: int | None = None, detail: str | None = None) -> Ending:
+        fields: dict[str, Any] = {"state": "ended", "ended_at": utc_iso(self.clock()), "end_reason": reason}
         if close_code is not None:
             fields["close_code"] = close_code
         if detail:
             fields["end_detail"] = detail
-        self._close_control()
-        writer.close(fields)
-        return self._result(writer, "ended", reason)
+        return Ending("ended", reason, fields)
 
-    def _hand_over(self, writer: ArchiveWriter) -> ListenerResult:
+    def _handing_over(self) -> Ending:
         nxt = self.msg.continued()
-        now = self.clock()
-        self._close_control()
-        writer.mark("listener.handover", {"continuation": nxt.continuation}, now)
-        writer.close({"handed_over_at": utc_iso(now), "end_reason": "time_box", "continuations": nxt.continuation})
-        if self.handover is not None:
-            self.handover(nxt)  # after the archive is flushed: a failed flush sends no hand-over
-        log.info("call %s: time box over, handed over to listener %d", self.msg.call_id, nxt.continuation)
-        res = self._result(writer, "handed_over", "time_box")
-        res.continuation = nxt
-        return res
+        fields = {"handed_over_at": utc_iso(self.clock()), "end_reason": "time_box", "continuations": nxt.continuation}
+        return Ending("handed_over", "time_box", fields, nxt)
 
-    def _not_attached(self, writer: ArchiveWriter, box_end: float) -> ListenerResult:
-        now = self.clock()
-        if self.config.strict or now >= self.msg.deadline:
-            why = (
-                f"not recorded: no sideband within {self.config.attach_limit:.0f} s"
-                if self.config.strict
-                else "maximum call duration reached before the sideband opened"
-            )
-            self._hangup(writer, "hangup" if self.config.strict else "limit", why)
-            return self._finish(writer, self.end_reason or "hangup", detail=why)
-        return self._hand_over(writer)
+    def _not_attached(self) -> Ending:
+        if not self.config.strict and self.clock() < self.msg.deadline:
+            return self._handing_over()
+        why = (
+            f"not recorded: no sideband within {self.config.attach_limit:.0f} s"
+            if self.config.strict
+            else "maximum call duration reached before the sideband opened"
+        )
+        self.hang_up("hangup" if self.config.strict else "limit", why)
+        return self._ended(self.end_reason or "hangup", detail=why)
 
-    def _finish_gone(self) -> ListenerResult:
+    def _gone(self, writer: ArchiveWriter) -> Ending:
         """The call had ended before we could attach: complete quietly, with the session marked."""
-        writer = self._writer()
         writer.ready.wait(30)
-        # a row another listener already ended keeps its reason (the archive's own word for it)
-        ended: Any = "ended" if writer.session.get("state") != "ended" else writer.session.get("end_reason", "ended")
-        fields = {"state": "ended", "end_reason": ended}
-        if writer.session.get("state") != "ended":
-            fields.update(
-                ended_at=utc_iso(self.clock()),
-                end_detail="the call ended during the hand-over"
-                if self.msg.continuation
-                else "the call had ended before the listener attached",
-            )
         log.info("call %s: already ended, nothing to record", self.msg.call_id)
-        writer.close(fields)
-        return self._result(writer, "ended", ended)
+        if writer.session.get("state") == "ended":  # another listener ended it: its reason stands
+            reason: Any = writer.session.get("end_reason", "ended")
+            return Ending("ended", reason, {"state": "ended", "end_reason": reason})
+        detail = (
+            "the call ended during the hand-over"
+            if self.msg.continuation
+            else "the call had ended before the listener attached"
+        )
+        return self._ended("ended", detail=detail)
 
-    def _result(self, writer: ArchiveWriter, outcome: Outcome, reason: EndReason | None) -> ListenerResult:
+    def _end(self, writer: ArchiveWriter, ending: Ending) -> ListenerResult:
+        """Tools in flight finish, the archive is flushed with the ending's fields, then the next
+        listener is sent for (after the flush: a failed flush sends no hand-over)."""
+        self._close_control()
+        nxt = ending.handover
+        if nxt is not None:
+            writer.mark("listener.handover", {"continuation": nxt.continuation}, self.clock())
+        writer.close(ending.fields)
+        if nxt is not None:
+            if self.handover is not None:
+                self.handover(nxt)
+            log.info("call %s: time box over, handed over to listener %d", self.msg.call_id, nxt.continuation)
         done = writer.call_log
         return ListenerResult(
             self.msg.call_id,
-            outcome,
-            reason,
+            ending.outcome,
+            ending.reason,
             events=done.summary.total,
             duplicates=done.duplicates,
             gaps=done.gaps,
             attach_delay=self.attach_delay,
+            continuation=nxt,
             head=done.committed_head if done.committed_seq >= 0 else None,
             usage=dict(done.summary.usage),
             usage_before=writer.usage_before,

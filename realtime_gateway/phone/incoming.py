@@ -91,6 +91,7 @@ def decide(p: PhoneServices, call: Incoming, rid: str, deadline: float) -> Decis
         slot.release()
         raise
     message = replace(base, slot=slot.id, traceparent=telemetry.traceparent())
+    telemetry.count(telemetry.CALLS_STARTED, channel="sip")
     return Decision(message, True, {"status": "accepted", "call_id": call.call_id})
 
 
@@ -109,6 +110,7 @@ def _refuse(p: PhoneServices, msg: CallMessage, status: int, reason: str, deadli
         "sip_status": status,
     }
     log.info("sip rid=%s call=%s refused %d (%s)", rid, msg.call_id, status, reason)
+    telemetry.count(telemetry.CALLS_REFUSED, reason=reason, channel="sip")
     body = {"status": "rejected", "call_id": msg.call_id, "sip_status": status, "reason": reason, "sent": rejected}
     return Decision(msg, False, body, ended)
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from typing import get_args
 
 import pytest
 
 from local.emulator import reply_for
+from realtime_gateway.core.result import EndReason
 from tests.e2e.browser_support import ROOT, STATIC, TRACK_PEER_CONNECTIONS, StaticSite, open_page
 
 TSC = ROOT / "node_modules" / ".bin" / "tsc"
@@ -85,6 +87,9 @@ def test_declarations_match_the_module_and_its_version():
     assert sorted(messages) == module["messages"]
     for name, value in {**module["kinds"], **module["ends"]}.items():
         assert f'{name}: "{value}";' in dts, name
+    gateway = re.search(r"export type GatewayEndReason =([^;]+);", dts)
+    assert gateway is not None
+    assert sorted(re.findall(r'"(\w+)"', gateway.group(1))) == sorted(get_args(EndReason))
 
     version = module["version"]
     assert re.fullmatch(r"\d+\.\d+\.\d+", version)

@@ -15,6 +15,7 @@ from openai.types.realtime.call_accept_params import CallAcceptParams
 from openai.types.realtime.call_reject_params import CallRejectParams
 from pydantic import TypeAdapter
 
+from realtime_gateway import telemetry
 from realtime_gateway.core.message import CallMessage
 from realtime_gateway.errors import ApiError
 from realtime_gateway.gateway import sip
@@ -252,3 +253,15 @@ def test_other_event_types_are_acknowledged_and_ignored_and_sip_off_is_404():
     raw2 = body()
     resp, answer = post(off, raw2, headers(raw2))
     assert resp.status == 404 and answer["error"]["code"] == "sip_disabled"
+
+
+def test_phone_calls_count_as_started_or_refused_like_browser_calls(otel):
+    raw = body()
+    post(Process(), raw, headers(raw), [])
+    busy = Process(limiter=FakeLimiter(refuse=Refused("rate_limited", "more than 10 requests a minute", 10)))
+    post(busy, raw, headers(raw, msg_id="wh_2"), [])
+    declined = Process({"SIP_BLOCKED_NUMBERS": CALLER})
+    post(declined, raw, headers(raw, msg_id="wh_3"), [])
+    assert otel.total(telemetry.CALLS_STARTED, channel="sip") == 1
+    assert otel.total(telemetry.CALLS_REFUSED, reason="rate_limited", channel="sip") == 1
+    assert otel.total(telemetry.CALLS_REFUSED, channel="sip") == 2
