@@ -451,12 +451,11 @@ async def admin_end(request: web.Request) -> web.Response:
     return web.json_response(call.info())
 
 
-def build_app(state: EmulatorState, sip_line=None) -> web.Application:
-    from .sip import SipLine, add_sip_routes  # sip.py builds on this module's route helpers
-
+def build_app(state: EmulatorState) -> web.Application:
+    """The WebRTC service's routes; the phone line's (sip.py, built on this module's helpers) are
+    added by emulator.py."""
     app = web.Application(middlewares=[cors], client_max_size=4 * 1024 * 1024)
     app[STATE] = state
-    add_sip_routes(app, sip_line or SipLine())
     app.router.add_get("/msi/token", identity)
     app.router.add_post(f"{BASE}/client_secrets", client_secrets)
     app.router.add_post(f"{BASE}/calls", create_call)

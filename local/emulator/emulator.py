@@ -11,7 +11,7 @@ from aiohttp import web
 from .app import EmulatorState, build_app
 from .calls import CLOSE_GOING_AWAY
 from .faults import FaultRegistry
-from .sip import SipLine
+from .sip import SipLine, add_sip_routes
 
 
 class Emulator:
@@ -86,7 +86,9 @@ class Emulator:
         return self
 
     async def _listen(self) -> None:
-        self._runner = web.AppRunner(build_app(self.state, self.sip), handle_signals=False, shutdown_timeout=5)
+        app = build_app(self.state)
+        add_sip_routes(app, self.sip)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
