@@ -138,18 +138,16 @@ class Listener:
     def run(self) -> ListenerResult:
         self.run_started = self.clock()
         box_end = self.run_started + self.config.time_box
-        first_error: str | None = None
+        failed: CallGone | SidebandError | None = None  # the first open's failure
         try:  # socket first: every millisecond before it is a missed event
             self.sb = self._open()
-        except CallGone:
-            writer = self.writer = self._writer()
-            return self._end(writer, self._gone(writer))
-        except SidebandError as exc:
-            first_error = str(exc)
+        except (CallGone, SidebandError) as exc:
+            failed = exc
         writer = self.writer = self._writer()
-        self.control = self._control(writer)
+        if not isinstance(failed, CallGone):
+            self.control = self._control(writer)
         try:
-            return self._end(writer, self._attend(writer, box_end, first_error))
+            return self._end(writer, self._attend(writer, box_end, failed))
         except ArchiveError:
             if self.sb is not None:
                 self.sb.close()
@@ -170,12 +168,18 @@ class Listener:
             )
             raise
 
-    def _attend(self, writer: ArchiveWriter, box_end: float, error: str | None) -> Ending:
+    def _attend(self, writer: ArchiveWriter, box_end: float, failed: Exception | None) -> Ending:
         """Attach (retrying if the first open failed), then read until the call or the time box ends."""
+        if isinstance(failed, CallGone):
+            return self._gone(writer)
         sb = self.sb
         if sb is None:
+            log.warning("call %s: sideband not open yet (%s)", self.msg.call_id, failed)
+            # strict: within the attach limit of the call's start (or of this listener's, after a hand-over)
+            since = self.msg.started_at if self.msg.continuation == 0 else self.run_started
+            limit = since + self.config.attach_limit if self.config.strict else box_end
             try:
-                sb = self.sb = self._attach_retry(box_end, error)
+                sb = self.sb = self._reopen(min(limit, box_end, self.msg.deadline), str(failed))[0]
             except CallGone:
                 return self._ended("ended", detail="the call ended before the listener attached")
             if sb is None:
@@ -223,9 +227,6 @@ class Listener:
                 timeout = max(self.tools.timeout + 1 if self.tools else 0, self.calls.max_seconds if self.calls else 0)
             self.control.close(timeout)
 
-    def _backoff(self, deadline: float) -> Backoff:
-        return Backoff(BACKOFF_FIRST, BACKOFF_MAX, deadline, clock=self.clock)
-
     def _send_policy(self, sb: Sideband) -> None:
         """The policy's session.update, on every (re)attach: a new socket may follow a session reset."""
         if self.config.session_update:
@@ -239,19 +240,19 @@ class Listener:
             raise SidebandError(f"no credential for the sideband: {type(exc).__name__}") from None
         return Sideband.open(self.url, headers)
 
-    def _attach_retry(self, box_end: float, error: str | None) -> Sideband | None:
-        """Retry opening with bounded backoff until the attach limit (strict) or the time box."""
-        since = self.msg.started_at if self.msg.continuation == 0 else self.run_started
-        limit = since + self.config.attach_limit if self.config.strict else box_end
-        backoff = self._backoff(min(limit, box_end, self.msg.deadline))
-        while True:
-            log.warning("call %s: sideband not open yet (%s)", self.msg.call_id, error)
-            if not backoff.wait():
-                return None
+    def _reopen(
+        self, deadline: float, why: str, stop: Callable[[], bool] = lambda: False
+    ) -> tuple[Sideband | None, int, str]:
+        """Open again with bounded backoff until `deadline` or `stop()`: the socket (None if none
+        opened), the waits taken and the last error. Raises CallGone: the service no longer knows the call."""
+        backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX, deadline, clock=self.clock)
+        while not stop() and backoff.wait():
             try:
-                return self._open()
+                return self._open(), backoff.attempts, why
             except SidebandError as exc:
-                error = str(exc)
+                why = str(exc)
+                log.warning("call %s: sideband not open yet (%s)", self.msg.call_id, why)
+        return None, backoff.attempts, why
 
     def _attached(self, writer: ArchiveWriter, sb: Sideband, first: bool) -> None:
         now = self.clock()
@@ -365,51 +366,32 @@ class Listener:
         """Reopen with bounded backoff inside the time box; the gap is archived as a mark."""
         lost_at = self.clock()
         log.warning("call %s: sideband dropped (%s), reconnecting", self.msg.call_id, why)
-        backoff = self._backoff(box_end)
-        while True:
-            now = self.clock()
-            if now >= self.msg.deadline and self.hung_up_at is None:
-                self.hang_up("limit", "maximum call duration reached")
-                return self._ended("limit")
-            if not backoff.wait():
-                writer.mark(
-                    "listener.gap",
-                    {
-                        "reason": "socket dropped",
-                        "error": why[:200],
-                        "from": utc_iso(lost_at),
-                        "until": None,
-                        "attempts": backoff.attempts,
-                    },
-                    self.clock(),
-                )
-                return self._handing_over()
-            attempts = backoff.attempts
-            try:
-                sb = self._open()
-            except CallGone:
-                return self._ended(self.end_reason or "ended", detail="call ended while the sideband was down")
-            except SidebandError as exc:
-                why = str(exc)
-                continue
-            now = self.clock()
-            writer.mark(
-                "listener.gap",
-                {
-                    "reason": "socket dropped",
-                    "error": why[:200],
-                    "from": utc_iso(lost_at),
-                    "until": utc_iso(now),
-                    "seconds": round(now - lost_at, 3),
-                    "attempts": attempts,
-                },
-                now,
-            )
-            writer.session_update({"reconnects": attempts})
-            telemetry.event("reconnected", attempts=attempts, seconds=round(now - lost_at, 3))
-            telemetry.count(telemetry.RECONNECTS)
-            self._send_policy(sb)
-            return sb
+
+        def past_deadline() -> bool:
+            return self.clock() >= self.msg.deadline and self.hung_up_at is None
+
+        try:
+            sb, attempts, why = self._reopen(box_end, why, past_deadline)
+        except CallGone:
+            return self._ended(self.end_reason or "ended", detail="call ended while the sideband was down")
+        if sb is None and past_deadline():
+            self.hang_up("limit", "maximum call duration reached")
+            return self._ended("limit")
+        now = self.clock()
+        gap = {"reason": "socket dropped", "error": why[:200], "from": utc_iso(lost_at), "until": None}
+        if sb is None:
+            writer.mark("listener.gap", {**gap, "attempts": attempts}, now)
+            return self._handing_over()
+        writer.mark(
+            "listener.gap",
+            {**gap, "until": utc_iso(now), "seconds": round(now - lost_at, 3), "attempts": attempts},
+            now,
+        )
+        writer.session_update({"reconnects": attempts})
+        telemetry.event("reconnected", attempts=attempts, seconds=round(now - lost_at, 3))
+        telemetry.count(telemetry.RECONNECTS)
+        self._send_policy(sb)
+        return sb
 
     def _page_hung_up(self) -> bool:
         """The service closes with 1001 both at its session limit and after a hang-up; the gateway's
