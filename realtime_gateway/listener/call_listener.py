@@ -168,7 +168,7 @@ class Listener:
             )
             raise
 
-    def _attend(self, writer: ArchiveWriter, box_end: float, failed: Exception | None) -> Ending:
+    def _attend(self, writer: ArchiveWriter, box_end: float, failed: CallGone | SidebandError | None) -> Ending:
         """Attach (retrying if the first open failed), then read until the call or the time box ends."""
         if isinstance(failed, CallGone):
             return self._gone(writer)
