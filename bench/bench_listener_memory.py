@@ -23,7 +23,8 @@ from local.azurite import start_azurite
 from realtime_gateway.archive.store import Archive
 from realtime_gateway.archive.tables import table_service_from_env  # noqa: E402
 from realtime_gateway.core.message import CallMessage
-from realtime_gateway.listener.call_listener import Listener, ListenerConfig
+from realtime_gateway.listener.assembly import assemble
+from realtime_gateway.listener.call_listener import ListenerConfig
 from realtime_gateway.services import Services
 from realtime_gateway.settings import Settings  # noqa: E402
 
@@ -37,11 +38,6 @@ def rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-def lst_writer_backlog(lst) -> int:
-    writers = getattr(lst, "bench_writers", [])
-    return writers[-1].backlog if writers else -1
 
 
 def main() -> None:
@@ -72,16 +68,13 @@ def main() -> None:
         upstream.headers()  # imports and the first token: a process cost, not a per-call one
         if args.tracemalloc:
             tracemalloc.start()
-        lst = Listener(
+        lst = assemble(
             msg,
             archive,
             upstream,
             settings.websocket_endpoint,
             ListenerConfig(time_box=3600, session_update={"type": "realtime", "output_modalities": ["text"]}),
         )
-        # Keep the writer the listener builds (it holds the event-id window) for the figures below.
-        lst.bench_writers, build = [], lst._writer  # type: ignore[attr-defined]
-        lst._writer = lambda: lst.bench_writers.append(build()) or lst.bench_writers[-1]  # type: ignore[method-assign,attr-defined]
         box = {}
 
         def run():
@@ -104,13 +97,13 @@ def main() -> None:
                 f"{url}/_emulator/calls/{call_id}/script", json={"responses": 50}, timeout=600
             ).json()["events"]
             # a real call is far slower than the emulator's scripted turns: let the writer keep up
-            while lst_writer_backlog(lst) > 500 and t.is_alive():
+            while lst.writer.backlog > 500 and t.is_alive():
                 time.sleep(0.2)
             if not t.is_alive():
                 break
             cur, peak = tracemalloc.get_traced_memory()
             print(
-                f"{emitted:6d} events emitted, {lst_writer_backlog(lst):5d} waiting for the writer: "
+                f"{emitted:6d} events emitted, {lst.writer.backlog:5d} waiting for the writer: "
                 f"RSS {rss_mib():6.1f} MiB"
                 + (f", traced {cur / 2**20:6.2f} MiB (peak {peak / 2**20:.2f})" if args.tracemalloc else ""),
                 flush=True,
@@ -127,7 +120,7 @@ def main() -> None:
             f"archived {archived} rows ({result.events} service events) in {elapsed:.0f} s "
             f"({result.events / elapsed:.0f} events/s)"
         )
-        seen = lst.bench_writers[-1].call_log.seen  # type: ignore[attr-defined]
+        seen = lst.writer.call_log.seen
         seen_bytes = seen.nbytes  # a fixed ring of 64-bit digests
         report.line(
             f"listener memory over the call: RSS {base_rss:.1f} MiB after attach -> {end_rss:.1f} MiB at the end "

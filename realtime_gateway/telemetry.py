@@ -340,11 +340,12 @@ def listener_span(msg: Any, redelivered: bool) -> Iterator[None]:
         yield
         return
     principal = msg.principal or {}
+    parent = context_from(msg.traceparent)
     _instruments[CALLS_ACTIVE].add(1)
     try:
         with span(
             "listener",
-            parent=context_from(msg.traceparent),
+            parent=parent,
             kind="consumer",
             call_id=msg.call_id,
             request_id=msg.request_id,

@@ -7,6 +7,7 @@ chain, dedup and summary live in `CallLog`.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -14,7 +15,9 @@ import time
 from typing import Any, Callable
 
 from .. import telemetry
+from ..core.clock import day_of, utc_iso
 from ..core.events import Event
+from ..core.message import CallMessage
 from ..retry import Backoff
 from .call_log import CallLog
 from .codec import entity_bytes
@@ -31,6 +34,36 @@ FLUSH_ROWS = 100
 RETRY_SECONDS, RETRY_ATTEMPTS = 10.0, 6
 _STOP = object()
 BYTES_FIELD = "bytes_written"  # on the session row
+
+
+def first_session_fields(msg: CallMessage, strict: bool) -> dict[str, Any]:
+    """A call's first session-row fields, from its queue message (the gateway's and the writer's)."""
+    principal = msg.principal or {}
+    return {
+        "state": "waiting",
+        "created_at": utc_iso(msg.started_at),
+        "deadline": utc_iso(msg.deadline),
+        "origin": msg.origin or "",
+        "principal": json.dumps(principal, sort_keys=True) if principal else "",
+        "principal_id": str(principal.get("id") or principal.get("userId") or ""),
+        "principal_name": str(principal.get("name") or principal.get("userDetails") or ""),
+        "request_id": msg.request_id or "",
+        "model": msg.model or "",
+        "voice": msg.voice or "",
+        "continuations": msg.continuation,
+        "strict": strict,
+        "slot": msg.slot or "",
+        "capability_sha256": msg.capability_sha256 or "",
+        "conversation_id": msg.conversation_id or msg.call_id,
+        "continues": msg.continues or "",
+        "conversation_started_at": utc_iso(msg.conversation_started_at or msg.started_at),
+        "channel": msg.channel or "webrtc",
+        **(
+            {"caller": msg.caller or "", "called": msg.called or "", "sip_call_id": msg.sip_call_id or ""}
+            if msg.channel == "sip"
+            else {}
+        ),
+    }
 
 
 class ArchiveWriter:
@@ -70,6 +103,12 @@ class ArchiveWriter:
         # the call's rows as sent (event rows and session-row updates, estimated as the service
         # counts them), kept on the session row: what a call costs in storage writes, per event
         self.bytes_written = 0
+
+    @classmethod
+    def for_call(cls, archive: Archive, msg: CallMessage, strict: bool, **kw: Any) -> ArchiveWriter:
+        """The writer of one listener of `msg`'s call (not started)."""
+        fields = first_session_fields(msg, strict)
+        return cls(archive, msg.call_id, day_of(msg.started_at), fields, listener=msg.continuation, **kw)
 
     # ---- called from the reader thread ------------------------------------------------------------
     def start(self) -> ArchiveWriter:

@@ -11,8 +11,6 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from .clock import utc_iso
-
 VERSION = 1
 LAST_SECOND = 253402300799  # 9999-12-31T23:59:59Z, the last instant an ISO timestamp can show
 
@@ -45,35 +43,6 @@ class CallMessage:
 
     def to_json(self) -> str:
         return json.dumps({"v": VERSION, **asdict(self)}, separators=(",", ":"))
-
-    def session_fields(self, strict: bool) -> dict[str, Any]:
-        """The archive's first session-row fields for this call."""
-        principal = self.principal or {}
-        return {
-            "state": "waiting",
-            "created_at": utc_iso(self.started_at),
-            "deadline": utc_iso(self.deadline),
-            "origin": self.origin or "",
-            "principal": json.dumps(principal, sort_keys=True) if principal else "",
-            "principal_id": str(principal.get("id") or principal.get("userId") or ""),
-            "principal_name": str(principal.get("name") or principal.get("userDetails") or ""),
-            "request_id": self.request_id or "",
-            "model": self.model or "",
-            "voice": self.voice or "",
-            "continuations": self.continuation,
-            "strict": strict,
-            "slot": self.slot or "",
-            "capability_sha256": self.capability_sha256 or "",
-            "conversation_id": self.conversation_id or self.call_id,
-            "continues": self.continues or "",
-            "conversation_started_at": utc_iso(self.conversation_started_at or self.started_at),
-            "channel": self.channel or "webrtc",
-            **(
-                {"caller": self.caller or "", "called": self.called or "", "sip_call_id": self.sip_call_id or ""}
-                if self.channel == "sip"
-                else {}
-            ),
-        }
 
     def continued(self) -> CallMessage:
         return replace(self, continuation=self.continuation + 1)

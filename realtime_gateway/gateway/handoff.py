@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from .. import telemetry
 from ..archive.store import Archive
+from ..archive.writer import first_session_fields
 from ..core.clock import day_of
 from ..core.message import CallMessage
 from ..settings import Settings
@@ -26,7 +27,7 @@ class HasArchive(Protocol):
 def open_call_row(p: HasArchive, message: CallMessage, rid: str, extra: Mapping[str, Any] | None = None) -> None:
     try:
         p.archive.ensure_tables()
-        fields = {**message.session_fields(p.settings.strict_recording), **(extra or {})}
+        fields = {**first_session_fields(message, p.settings.strict_recording), **(extra or {})}
         p.archive.open_session(message.call_id, day_of(message.started_at), fields)
     except Exception as exc:  # the call goes on without it; its hang-up then falls back to the page closing media
         log.error("rid=%s call=%s: session row not written (%s)", rid, message.call_id, type(exc).__name__)

@@ -72,12 +72,14 @@ class Control:
         self._closing = False
         self.hits = 0
         self.policy = (
-            PolicyGuard(
-                policy, self._try_send, mark, lambda why: self._submit(hangup, "policy", why), max_violations, minted
-            )
+            PolicyGuard(policy, self._try_send, mark, self._policy_hang_up, max_violations, minted)
             if policy is not None
             else None
         )
+
+    def _policy_hang_up(self, why: str) -> None:
+        """The policy's hang-up, off the reader's thread like every other step that may wait."""
+        self._submit(self._hangup, "policy", why)
 
     # ---- the reader's side: never blocks ---------------------------------------------------------
     def on_event(self, ev: Event) -> None:
@@ -102,8 +104,11 @@ class Control:
                 self._text.pop(item_id, None)
             self._check(rid, item_id, text, final=kind in ASSISTANT_DONES)
 
-    def close(self, timeout: float) -> None:
-        """Let tools in flight finish (each is bounded by its own time limit) so their rows are kept."""
+    def close(self, timeout: float | None = None) -> None:
+        """Let tools in flight finish (each is bounded by its own time limit, the default wait) so their
+        rows are kept."""
+        if timeout is None:
+            timeout = max(self.tools.timeout + 1 if self.tools else 0, self.calls.max_seconds if self.calls else 0)
         with self._lock:
             self._closing = True  # the call is over: an end_call waiting on the audio hangs up nothing
             pending = set(self._futures)

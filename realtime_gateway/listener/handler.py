@@ -17,9 +17,11 @@ from ..core.result import ListenerResult
 from ..limits.limiter import Limiter
 from ..settings import Settings
 from .accounting import CallCharges
-from .call_listener import Listener, ListenerConfig, Upstream
+from .assembly import assemble
+from .call_listener import Listener, ListenerConfig
 from .call_tools import CallTools
 from .guardrails import Guardrail
+from .line import Upstream
 from .memory import release_free_memory
 from .tools import ToolBox
 
@@ -63,7 +65,7 @@ def make_listener(
     calls = CallTools.load(declared, msg.call_id, phone, s.sip.transfer_targets, services.api) if tools else None
     if calls is not None and tools is not None and (shadowed := sorted(set(calls.declared) & set(tools.functions))):
         log.warning("TOOLS_MODULE defines %s: the built-in phone tools answer these names", ", ".join(shadowed))
-    return Listener(
+    return assemble(
         msg,
         services.archive,
         services.api,
@@ -109,9 +111,9 @@ def handle_call_message(
     redelivered = bool(dequeue_count and dequeue_count > 1)
     if redelivered:
         log.warning("call %s: message redelivered (try %d); resuming from the archive", msg.call_id, dequeue_count)
-    charges = CallCharges(services.limits, services.archive, services.clock, msg)
-    listener = make_listener(msg, services, lambda nxt: send_handover(nxt.to_json()), redelivered, charges)
     with telemetry.listener_span(msg, redelivered):
+        charges = CallCharges(services.limits, services.archive, services.clock, msg)
+        listener = make_listener(msg, services, lambda nxt: send_handover(nxt.to_json()), redelivered, charges)
         try:
             result = listener.run()
         finally:

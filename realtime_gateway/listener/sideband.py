@@ -1,4 +1,5 @@
-"""The sideband WebSocket to a live call: open it (following same-origin redirects only) and read it.
+"""The sideband WebSocket to a live call: open it (following same-origin redirects only, again with
+bounded backoff when it fails) and read it.
 
 The bearer token goes only to the origin it was meant for: a redirect to another origin is refused
 rather than followed, so a token never leaks to a host we did not choose.
@@ -7,12 +8,18 @@ rather than followed, so a token never leaks to a host we did not choose.
 from __future__ import annotations
 
 import json
+import logging
 import struct
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import quote, urljoin, urlsplit
 
 import websocket
 
+from ..retry import Backoff
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
 REDIRECTS = (301, 302, 303, 307, 308)
 GONE = (404, 410)
 
@@ -114,3 +121,48 @@ class Sideband:
             self.ws.close(timeout=1)
         except Exception:
             pass
+
+
+class Dialer:
+    """Opens one call's sideband with a fresh credential each time, and again with bounded backoff.
+    Every socket it opens starts with the listener's `session_update`: a new socket may follow a
+    session reset."""
+
+    def __init__(
+        self,
+        url: str,
+        headers: Callable[[], Mapping[str, str]],
+        clock: Callable[[], float],
+        call_id: str,
+        session_update: Mapping[str, Any] | None = None,
+    ):
+        self.url, self.headers, self.clock, self.call_id = url, headers, clock, call_id
+        self.session_update = session_update
+
+    def open(self) -> Sideband:
+        try:
+            headers = self.headers()
+        except Exception as exc:  # identity endpoint down: retried like a failed handshake
+            raise SidebandError(f"no credential for the sideband: {type(exc).__name__}") from None
+        sb = Sideband.open(self.url, headers)
+        if self.session_update:
+            try:  # the GA schema requires session.type (openai's SessionUpdateEvent)
+                sb.send_json({"type": "session.update", "session": {"type": "realtime", **self.session_update}})
+            except Exception as exc:  # dropped at once: opened again like a failed handshake
+                sb.close()
+                raise SidebandError(f"session.update not sent: {type(exc).__name__}") from None
+        return sb
+
+    def reopen(
+        self, deadline: float, why: str, stop: Callable[[], bool] = lambda: False
+    ) -> tuple[Sideband | None, int, str]:
+        """Open again until `deadline` or `stop()`: the socket (None if none opened), the waits taken
+        and the last error. Raises CallGone: the service no longer knows the call."""
+        backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX, deadline, clock=self.clock)
+        while not stop() and backoff.wait():
+            try:
+                return self.open(), backoff.attempts, why
+            except SidebandError as exc:
+                why = str(exc)
+                log.warning("call %s: sideband not open yet (%s)", self.call_id, why)
+        return None, backoff.attempts, why

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from local.processes import free_port
 from realtime_gateway import services as services_state
 from realtime_gateway.archive.codec import join_property, split_property
+from realtime_gateway.archive.writer import first_session_fields
 from realtime_gateway.audit.cli import main as audit_main
 from realtime_gateway.core.events import parse
 from realtime_gateway.core.message import BadCallMessage, CallMessage
@@ -239,7 +240,7 @@ def test_queue_messages_parse_strictly_or_are_rejected(text):
     except BadCallMessage:
         return
     # Accepted means usable everywhere the listener uses it, and stable on the wire.
-    msg.session_fields(strict=True)
+    first_session_fields(msg, strict=True)
     assert CallMessage.from_json(msg.to_json()) == msg
 
 

@@ -142,7 +142,7 @@ def test_sideband_connect_refused(archive, upstream, settings, swept, emulator):
     closed = f"ws://127.0.0.1:{free_port()}"  # nothing listens there
     handed = []
     lst = listener(message(call_id), archive, upstream, settings, time_box=2, handover=handed.append)
-    lst.url = lst.url.replace(settings.websocket_endpoint, closed)
+    lst.dial.url = lst.dial.url.replace(settings.websocket_endpoint, closed)
     result = lst.run()
     end_call(emulator, call_id)
     assert result.outcome == "handed_over" and len(handed) == 1  # the next listener tries again
