@@ -168,6 +168,7 @@ async function main() {
       ui.play.hidden = true;
     }
     if (state === "live" && ui.message.disabled === false && document.activeElement === ui.start) ui.message.focus();
+    if (state === "live" && localStream) startMeter(localStream);
   });
   client.addEventListener("recorder", (e) => {
     const { state } = e.detail;
@@ -182,7 +183,11 @@ async function main() {
     showTimeLeft(remainingSeconds);
     if (oneMinuteLeft && ui.notice.hidden) showNotice(client.text("oneMinuteLeft"));
   });
-  client.addEventListener("localstream", (e) => startMeter(e.detail.stream));
+  // The meter starts when the call goes live: until then the client keeps the microphone's track
+  // off (the recorder gate), so it could only show silence, and its AudioContext (a few ms to make,
+  // then an audio thread) would compete with setting the call up.
+  let localStream = null;
+  client.addEventListener("localstream", (e) => { localStream = e.detail.stream; });
   client.addEventListener("datachannel", () => { ui.state.dataset.channel = "open"; });
   client.addEventListener("transcript", (e) => onTranscript(e.detail));
   client.addEventListener("speech", (e) => {

@@ -787,6 +787,10 @@ export class RealtimeClient extends EventTarget {
     this._setRecorder("waiting", 0);
     let delay = 150;
     while (performance.now() - started < this.recorderWaitSeconds * 1000) {
+      // Each look after a wait, the first too: the listener's queue message was written just before
+      // the answer, so it cannot have attached yet, and a poll then only competes with the media setup.
+      await sleep(delay);
+      delay = Math.min(delay * 1.5, 1000);
       if (this.state !== "recorder-check") return "cancelled";
       // A failed poll (archive unreadable: 503, or a network blip) is asked again until the wait ends.
       const status = await this.callStatus().catch(() => null);
@@ -800,8 +804,6 @@ export class RealtimeClient extends EventTarget {
         throw new RealtimeError(ErrorKind.CONNECTION_LOST, "the call ended before it started",
           { code: String(status.end_reason || "") });
       }
-      await sleep(delay);
-      delay = Math.min(delay * 1.5, 1000);
     }
     mark("recorder-timeout");
     this._setRecorder("unrecorded", performance.now() - started);
@@ -1157,8 +1159,6 @@ export class RealtimeClient extends EventTarget {
         throw new RealtimeError(ErrorKind.CONNECTION_LOST, "the new call ended before its history was in place",
           { code: String(status.end_reason || "") });
       }
-      await sleep(delay);
-      delay = Math.min(delay * 1.5, 1000);
     }
     throw new RealtimeError(ErrorKind.TIMEOUT, "the new call's history was not in place in time");
   }

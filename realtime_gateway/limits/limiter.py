@@ -313,26 +313,37 @@ class Limiter:
         """Every live slot of every shard: what the minute and spend budgets count as running."""
         return {k: v for shard in self._shard_slots(now, fresh) for k, v in shard.items()}
 
-    def _shard_slots(self, now: float, fresh: bool = False, refresh: bool = True) -> list[dict[str, list]]:
+    def _shard_slots(
+        self, now: float, fresh: bool = False, refresh: bool = True, later: list[Callable[[], None]] | None = None
+    ) -> list[dict[str, list]]:
         """Each shard's live slots, from copies read within BUDGET_CACHE_SECONDS (or now; or as cached,
         without `refresh`), each row parsed once. Stale shards are read side by side, by one request at
         a time: the others go on with the copies they have rather than all reading every shard at once
         when the copies expire. Copies younger than COPIES_MAX_AGE decide at once, and that one request
         renews them in the background (the first call after a quiet spell would wait a round trip or
-        two for running minutes that differ by seconds)."""
+        two for running minutes that differ by seconds). With `later`, that background read is not
+        started but appended to it, for the caller to start once its own reads and writes are done."""
         keys = [(SLOTS_PK, _shard_rk(i)) for i in range(self.shards)]
         age = {k: time.monotonic() - self._read_at.get(k, 0.0) for k in keys}
         if (refresh or fresh) and (fresh or max(age.values()) > BUDGET_CACHE_SECONDS):
             have_copies = all(self.rows.cached(*k) is not None for k in keys)
             if self._refreshing.acquire(blocking=fresh or not have_copies):
                 if not fresh and have_copies and max(age.values()) <= COPIES_MAX_AGE:
-                    try:
-                        self._pool.submit(self._read_shards, keys, fresh, True)
-                    except RuntimeError:  # the process is shutting down
-                        self._refreshing.release()
+                    renew = partial(self._renew_in_background, keys)
+                    if later is None:
+                        renew()
+                    else:
+                        later.append(renew)
                 else:
                     self._read_shards(keys, fresh)
         return [self._live_slots(self.rows.cached(*key) or {}, now) for key in keys]
+
+    def _renew_in_background(self, keys: list[tuple[str, str]]) -> None:
+        """Under `_refreshing`: re-read the stale shards on the pool (it frees `_refreshing`)."""
+        try:
+            self._pool.submit(self._read_shards, keys, False, True)
+        except RuntimeError:  # the process is shutting down
+            self._refreshing.release()
 
     def _read_shards(self, keys: list[tuple[str, str]], fresh: bool, background: bool = False) -> None:
         """Re-read the shards still stale (all, when `fresh`), side by side; frees `_refreshing`."""
@@ -350,20 +361,29 @@ class Limiter:
 
     def _reserve(self, now: float, pkey: str | None) -> str:
         """A new slot in a shard with room: the budgets first, then the shards in an order that
-        spreads instances (random start) and tries the ones this process last saw with room first."""
-        live = self._shard_slots(now, refresh=self.budgets_on)  # parsed once, for the budgets and the order
-        if self.budgets_on:
-            self._check_budget(now, pkey, {k: v for shard in live for k, v in shard.items()})
-        n = self.shards
-        start = random.randrange(n)
-        order = sorted(range(n), key=lambda i: (self._seen_full(i, live[i]), (i - start) % n))
-        soonest = now + 60
-        for shard in order:
-            slot_id = f"{shard:03d}.{secrets.token_hex(6)}"
-            try:
-                return self._take(shard, slot_id, now, pkey)
-            except _ShardFull as full:
-                soonest = min(soonest, full.soonest)
+        spreads instances (random start) and tries the ones this process last saw with room first.
+        Stale shard copies are re-read in the background only once the day row and the slot are done:
+        started first, their reads went ahead of this request's on a storage that answers one request
+        at a time (Azurite) and took the process's threads from it."""
+        renew: list[Callable[[], None]] = []
+        # parsed once, for the budgets and the order
+        live = self._shard_slots(now, refresh=self.budgets_on, later=renew)
+        try:
+            if self.budgets_on:
+                self._check_budget(now, pkey, {k: v for shard in live for k, v in shard.items()})
+            n = self.shards
+            start = random.randrange(n)
+            order = sorted(range(n), key=lambda i: (self._seen_full(i, live[i]), (i - start) % n))
+            soonest = now + 60
+            for shard in order:
+                slot_id = f"{shard:03d}.{secrets.token_hex(6)}"
+                try:
+                    return self._take(shard, slot_id, now, pkey)
+                except _ShardFull as full:
+                    soonest = min(soonest, full.soonest)
+        finally:
+            for start_renewal in renew:
+                start_renewal()
         cap = self.limits.max_active_calls
         raise Refused(
             "too_many_active_calls", f"{cap} calls are already running; try again shortly", min(60, soonest - now)
