@@ -1159,6 +1159,8 @@ export class RealtimeClient extends EventTarget {
         throw new RealtimeError(ErrorKind.CONNECTION_LOST, "the new call ended before its history was in place",
           { code: String(status.end_reason || "") });
       }
+      await sleep(delay);
+      delay = Math.min(delay * 1.5, 1000);
     }
     throw new RealtimeError(ErrorKind.TIMEOUT, "the new call's history was not in place in time");
   }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import time
 
 import pytest
 
@@ -111,6 +112,11 @@ def say(page, text: str, answer: str) -> None:
 
 def test_a_conversation_rolls_over_twice_without_a_gap(speaking_browser, gateway_stack_factory):
     with page_on_its_own_site(speaking_browser, gateway_stack_factory, lead=10) as (stack, page):
+        polls: list[tuple[str, float]] = []  # the page's status requests: paced waits, never a tight loop
+        page.on(
+            "request",
+            lambda r: polls.append((r.url, time.monotonic())) if r.method == "GET" and "/api/calls/" in r.url else None,
+        )
         first = start_call(page)
         page.evaluate(START_SAMPLING, "#remote-audio")
         say(page, FIRST_WORDS, f"You said: {FIRST_WORDS}")
@@ -135,6 +141,11 @@ def test_a_conversation_rolls_over_twice_without_a_gap(speaking_browser, gateway
         assert calls[2] == third
         assert [m["from"] for m in marks] == calls[:2] and [m["to"] for m in marks] == calls[1:]
         assert {m["conversationId"] for m in marks} == {first}
+        by_call: dict[str, list[float]] = {}
+        for url, at in polls:
+            by_call.setdefault(url, []).append(at)
+        gaps = [b - a for times in by_call.values() for a, b in zip(times, times[1:], strict=False)]
+        assert polls and all(g >= 0.1 for g in gaps), gaps  # each wait starts at 150 ms between looks
 
         # the page switched each time onto a successor whose audio was already arriving (getStats, in
         # the page), and the audio it plays never stopped: the 300 ms target itself is measured alone,
