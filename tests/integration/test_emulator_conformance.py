@@ -120,6 +120,8 @@ async def _call_everything(emu, webrtc_filter):
         await ws_a.send_json({"type": "response.cancel", "response_id": delta["response_id"]})
         await peer.wait_for("output_audio_buffer.stopped", timeout=30, count=4)
         await ws_a.send_json({"type": "response.cancel"})  # nothing to cancel: an error
+        # its error first: the data channel's next message could otherwise overtake the socket's
+        await wait_side(side_a, "error", lambda m: m["error"]["code"] == "response_cancel_not_active")
         peer.send({"type": "no.such.event"})
         await ws_b.send_json({"type": "response.create", "response": {"output_modalities": ["text"]}})
         async with http.post(f"{emu.url}/_emulator/calls/{call_id}/script", json={"responses": 1}) as r:
