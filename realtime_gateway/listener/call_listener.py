@@ -112,7 +112,6 @@ class Listener:
         self.redelivered = redelivered  # an earlier try of this message failed mid-call
         self.run_started = 0.0
         self.attach_delay: float | None = None  # seconds from call created to the first sideband open
-        self.sb: Sideband | None = None  # the reader's socket (others send through the line)
         self._replay_last: str | None = None  # the last replayed item the service has yet to add
 
     # ---- the run ---------------------------------------------------------------------------------
@@ -121,22 +120,21 @@ class Listener:
         box_end = self.run_started + self.config.time_box
         failed: CallGone | SidebandError | None = None  # the first open's failure
         try:  # socket first: every millisecond before it is a missed event
-            self.sb = self.dial.open()
+            self.line.connect(self.dial.open())
         except (CallGone, SidebandError) as exc:
             failed = exc
-        self.line.connect(self.sb)
         self.writer.start()
         try:
             ending = self._attend(box_end, failed)
             return self._end(ending)
         except ArchiveError:
-            if self.sb is not None:
-                self.sb.close()
+            if self.line.sb is not None:
+                self.line.sb.close()
             raise
         except BaseException as exc:
             # the queue retries the message; a successful retry overwrites this ending
-            if self.sb is not None:
-                self.sb.close()
+            if self.line.sb is not None:
+                self.line.sb.close()
             log.error("call %s: listener failed: %s", self.msg.call_id, type(exc).__name__)
             self._close_control(0)
             self.writer.close(
@@ -153,7 +151,7 @@ class Listener:
         """Attach (retrying if the first open failed), then read until the call or the time box ends."""
         if isinstance(failed, CallGone):
             return self._gone()
-        sb = self.sb
+        sb = self.line.sb
         if sb is None:
             log.warning("call %s: sideband not open yet (%s)", self.msg.call_id, failed)
             # strict: within the attach limit of the call's start (or of this listener's, after a hand-over)
@@ -165,7 +163,6 @@ class Listener:
                 return self._ended("ended", detail="the call ended before the listener attached")
             if sb is None:
                 return self._not_attached()
-            self.sb = sb
             self.line.connect(sb)
         self._attached(sb, first=True)
         return self._read(sb, box_end)
@@ -271,7 +268,7 @@ class Listener:
                 continue
             if isinstance(new, Ending):
                 return new
-            sb = self.sb = new
+            sb = new
             line.connect(sb)
 
     def _closed(self, dropped: SidebandClosed | SidebandLost) -> Ending | None:

@@ -32,18 +32,18 @@ class CallLine:
     def __init__(self, call_id: str, upstream: Upstream, writer: ArchiveWriter, clock: Callable[[], float]):
         self.call_id, self.upstream, self.writer, self.clock = call_id, upstream, writer, clock
         self._lock = threading.Lock()
-        self._sb: Sideband | None = None
+        self.sb: Sideband | None = None  # the reader's socket: it alone sets it, through connect
         self.hung_up_at: float | None = None
-        self.end_reason: EndReason | None = None  # set once: the first hang-up's or departure's reason
+        self.end_reason: EndReason | None = None  # a departure's (ended_by) or, over it, our hang-up's
 
     def connect(self, sb: Sideband | None) -> None:
-        """The reader's socket, now (None while it reconnects)."""
+        """The socket to send on from now on: the first, or the one reopened after a drop."""
         with self._lock:
-            self._sb = sb
+            self.sb = sb
 
     def send(self, message: Mapping[str, Any]) -> None:
         with self._lock:
-            sb = self._sb
+            sb = self.sb
         if sb is None:
             raise SidebandError("no sideband")
         sb.send_json(message)
